@@ -1,0 +1,51 @@
+"""The delta rule (DeltaNet): public function with input checks and backend dispatch.
+
+See README.md for the math. `reference.py` is the spec."""
+from __future__ import annotations
+
+import torch
+
+from .._common import check_dtype_float, check_same_device, check_shape, resolve_backend
+from .reference import delta_rule_chunk_ref, delta_rule_recurrent_ref
+
+__all__ = ["delta_rule", "delta_rule_chunk_ref", "delta_rule_recurrent_ref"]
+
+_HAS_TRITON = False  # set True when the Triton kernels land
+
+
+def _validate(q, k, v, beta, initial_state):
+    check_shape("q", q, (None, None, None, None), "[B,T,H,K]")
+    B, T, H, K = q.shape
+    check_shape("k", k, (B, T, H, K), "[B,T,H,K]")
+    check_shape("v", v, (B, T, H, None), "[B,T,H,V]")
+    V = v.shape[-1]
+    check_shape("beta", beta, (B, T, H), "[B,T,H]")
+    if initial_state is not None:
+        check_shape("initial_state", initial_state, (B, H, K, V), "[B,H,K,V]")
+    for name, t in (("q", q), ("k", k), ("v", v), ("beta", beta), ("initial_state", initial_state)):
+        if t is not None:
+            check_dtype_float(name, t)
+    if initial_state is not None and initial_state.dtype != torch.float32:
+        raise TypeError(f"initial_state: expected float32 [B,H,K,V], got {initial_state.dtype}")
+    check_same_device(q=q, k=k, v=v, beta=beta, initial_state=initial_state)
+
+
+def delta_rule(q, k, v, beta, *, scale=None, initial_state=None, output_final_state=False,
+               use_qk_l2norm=False, backend="auto"):
+    """Delta-rule linear attention.
+
+    q, k: [B,T,H,K]; v: [B,T,H,V]; beta: [B,T,H]; initial_state: [B,H,K,V] fp32 or None.
+    Recurrence: S_t = S_{t-1} + k_t beta_t (v_t - S_{t-1}^T k_t)^T, o_t = S_t^T (scale q_t),
+    scale=None -> 1/sqrt(K). use_qk_l2norm L2-normalises q and k over the head dim
+    (eps 1e-6) inside the op, gradients included.
+    Returns (o [B,T,H,V] in v's dtype, final state [B,H,K,V] fp32 or None).
+    backend: "auto" (Triton on CUDA, reference elsewhere) | "triton" | "reference".
+    """
+    _validate(q, k, v, beta, initial_state)
+    which = resolve_backend(backend, q, k, v, beta, initial_state,
+                            has_triton=_HAS_TRITON, algo="delta_rule")
+    if which == "reference":
+        return delta_rule_chunk_ref(q, k, v, beta, scale=scale, initial_state=initial_state,
+                                    output_final_state=output_final_state,
+                                    use_qk_l2norm=use_qk_l2norm)
+    raise AssertionError("unreachable: triton backend without kernels")

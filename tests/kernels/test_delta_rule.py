@@ -1,0 +1,121 @@
+"""Delta rule: the chunk reference against the step recurrence, input validation,
+and (under TRITON_INTERPRET=1, fp32) the Triton kernels against the reference."""
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton/mixzoo import
+
+import pytest
+import torch
+
+from mixzoo.kernels._common import assert_close
+from mixzoo.kernels.delta_rule import delta_rule, delta_rule_chunk_ref, delta_rule_recurrent_ref
+
+
+def make_inputs(B, T, H, K, V, *, init=True, dtype=torch.float32, seed=0, l2=True):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, T, H, K, generator=g, dtype=dtype)
+    k = torch.randn(B, T, H, K, generator=g, dtype=dtype)
+    if l2:  # DeltaNet feeds unit-norm keys; beta*|k|^2 <= 2 keeps the recurrence stable
+        k = torch.nn.functional.normalize(k, dim=-1)
+    v = torch.randn(B, T, H, V, generator=g, dtype=dtype)
+    beta = torch.rand(B, T, H, generator=g, dtype=dtype)
+    h0 = torch.randn(B, H, K, V, generator=g) if init else None
+    return q, k, v, beta, h0
+
+
+def run_with_grads(fn, q, k, v, beta, h0, seed=1, **kw):
+    """Run fn, back-propagate random cotangents into o and the final state; return all."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v, beta)]
+    h0l = h0.detach().clone().requires_grad_(True) if h0 is not None else None
+    o, ht = fn(*leaves, initial_state=h0l, output_final_state=True, **kw)
+    g = torch.Generator().manual_seed(seed)
+    do = torch.randn(o.shape, generator=g)
+    dht = torch.randn(ht.shape, generator=g)
+    ((o.float() * do).sum() + (ht * dht).sum()).backward()
+    grads = [t.grad for t in leaves] + ([h0l.grad] if h0l is not None else [])
+    return o.detach(), ht.detach(), grads
+
+
+GRAD_NAMES = ["dq", "dk", "dv", "dbeta", "dh0"]
+
+
+@pytest.mark.parametrize("T", [1, 7, 64, 100])
+@pytest.mark.parametrize("K,V", [(16, 16), (32, 16)])
+@pytest.mark.parametrize("l2", [False, True])
+def test_chunk_ref_matches_recurrence(T, K, V, l2):
+    q, k, v, beta, h0 = make_inputs(2, T, 2, K, V, l2=not l2)
+    ref = run_with_grads(delta_rule_recurrent_ref, q, k, v, beta, h0, use_qk_l2norm=l2)
+    out = run_with_grads(delta_rule_chunk_ref, q, k, v, beta, h0, use_qk_l2norm=l2)
+    assert_close(ref[0], out[0], 1e-5, "o")
+    assert_close(ref[1], out[1], 1e-5, "final state")
+    for name, gr, go in zip(GRAD_NAMES, ref[2], out[2]):
+        assert_close(gr, go, 1e-5, name)
+
+
+def test_chunk_ref_small_chunk_and_scale():
+    q, k, v, beta, h0 = make_inputs(1, 37, 3, 16, 32)
+    o1, s1 = delta_rule_recurrent_ref(q, k, v, beta, scale=0.3, initial_state=h0,
+                                      output_final_state=True)
+    o2, s2 = delta_rule_chunk_ref(q, k, v, beta, scale=0.3, initial_state=h0,
+                                  output_final_state=True, chunk_size=16)
+    assert_close(o1, o2, 1e-5, "o")
+    assert_close(s1, s2, 1e-5, "state")
+
+
+def test_recurrence_definition_by_hand():
+    # one head, two steps, K=V=1: S1 = b1 k1 v1; S2 = S1 + k2 b2 (v2 - S1 k2)
+    q = torch.tensor([1.0, 2.0]).view(1, 2, 1, 1)
+    k = torch.tensor([0.5, 1.0]).view(1, 2, 1, 1)
+    v = torch.tensor([3.0, -1.0]).view(1, 2, 1, 1)
+    beta = torch.tensor([0.5, 0.25]).view(1, 2, 1)
+    s1 = 0.5 * 0.5 * 3.0
+    s2 = s1 + 1.0 * 0.25 * (-1.0 - s1 * 1.0)
+    o, s = delta_rule_recurrent_ref(q, k, v, beta, scale=1.0, output_final_state=True)
+    torch.testing.assert_close(o.flatten(), torch.tensor([s1 * 1.0, s2 * 2.0]))
+    torch.testing.assert_close(s.flatten(), torch.tensor([s2]))
+
+
+def test_output_dtype_and_state_dtype():
+    q, k, v, beta, _ = make_inputs(1, 5, 2, 16, 16, dtype=torch.bfloat16)
+    o, s = delta_rule(q, k, v, beta, output_final_state=True, backend="reference")
+    assert o.dtype == torch.bfloat16 and o.shape == v.shape
+    assert s.dtype == torch.float32 and s.shape == (1, 2, 16, 16)
+    o, s = delta_rule(q, k, v, beta, backend="reference")
+    assert s is None
+
+
+def test_two_pieces_equal_one_pass():
+    q, k, v, beta, h0 = make_inputs(2, 90, 2, 16, 16)
+    o, s = delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True, backend="reference")
+    oa, sa = delta_rule(q[:, :40], k[:, :40], v[:, :40], beta[:, :40], initial_state=h0,
+                        output_final_state=True, backend="reference")
+    ob, sb = delta_rule(q[:, 40:], k[:, 40:], v[:, 40:], beta[:, 40:], initial_state=sa,
+                        output_final_state=True, backend="reference")
+    assert_close(o, torch.cat([oa, ob], 1), 1e-5, "o")
+    assert_close(s, sb, 1e-5, "state")
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(q=torch.zeros(2, 8, 2)), r"q: expected shape \[B,T,H,K\]"),
+    (dict(k=torch.zeros(2, 8, 2, 8)), r"k: expected shape \[B,T,H,K\]"),
+    (dict(v=torch.zeros(2, 7, 2, 16)), r"v: expected shape \[B,T,H,V\]"),
+    (dict(beta=torch.zeros(2, 8, 2, 1)), r"beta: expected shape \[B,T,H\]"),
+    (dict(initial_state=torch.zeros(2, 2, 16, 8)), r"initial_state: expected shape \[B,H,K,V\]"),
+])
+def test_validation_errors(bad, match):
+    args = dict(q=torch.zeros(2, 8, 2, 16), k=torch.zeros(2, 8, 2, 16), v=torch.zeros(2, 8, 2, 16),
+                beta=torch.zeros(2, 8, 2), initial_state=None)
+    args.update(bad)
+    with pytest.raises(ValueError, match=match):
+        delta_rule(args["q"], args["k"], args["v"], args["beta"],
+                   initial_state=args["initial_state"], backend="reference")
+
+
+def test_validation_dtype_and_backend():
+    q, k, v, beta, h0 = make_inputs(1, 4, 1, 16, 16)
+    with pytest.raises(TypeError, match="initial_state"):
+        delta_rule(q, k, v, beta, initial_state=h0.double(), backend="reference")
+    with pytest.raises(TypeError, match="q"):
+        delta_rule(q.int(), k, v, beta, backend="reference")
+    with pytest.raises(ValueError, match="backend"):
+        delta_rule(q, k, v, beta, backend="cuda")
