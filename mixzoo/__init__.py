@@ -1,2 +1,17 @@
-"""mixzoo: a zoo of interchangeable sequence mixers behind one registry."""
+"""mixzoo: a zoo of interchangeable sequence mixers behind one registry.
+
+    >>> import mixzoo
+    >>> mixzoo.list_mixers()
+    ['attention', 'deltanet', 'gla', 'retnet', 'short_conv', 'sliding_window']
+    >>> lm = mixzoo.CausalLM(vocab_size=256, d_model=64,
+    ...                      layers=["deltanet", {"type": "sliding_window", "window": 64}])
+"""
 __version__ = "0.1.0"
+
+from mixzoo.registry import build_mixer, get_mixer, list_mixers, register_mixer
+from mixzoo.mixers.base import Mixer, MixerConfig
+from mixzoo.blocks import Backbone, Block, BlockConfig
+from mixzoo.models import CausalLM, SequenceModel
+
+__all__ = ["list_mixers", "get_mixer", "build_mixer", "register_mixer", "Mixer",
+           "MixerConfig", "Block", "BlockConfig", "Backbone", "CausalLM", "SequenceModel"]
