@@ -1,0 +1,119 @@
+"""Short convolution: the two reference forms agree (outputs, grads, final state),
+input checks, and (under TRITON_INTERPRET=1, fp32) the Triton kernels match."""
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton/mixzoo are imported
+
+import pytest
+import torch
+
+from mixzoo.kernels._common import assert_close
+from mixzoo.kernels.conv1d import short_conv, short_conv_ref, short_conv_vec_ref
+
+
+def _inputs(B, T, D, W, bias=True, state=True, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, T, D, generator=g, dtype=dtype).requires_grad_()
+    w = torch.randn(D, W, generator=g, dtype=dtype).requires_grad_()
+    b = torch.randn(D, generator=g, dtype=dtype).requires_grad_() if bias else None
+    h0 = torch.randn(B, D, W - 1, generator=g, dtype=dtype).requires_grad_() if state else None
+    return x, w, b, h0
+
+
+def _run(fn, x, w, b, h0, dy, dh, **kw):
+    """Output, final state and every input grad (final-state grad included)."""
+    leaves = [t for t in (x, w, b, h0) if t is not None]
+    for t in leaves:
+        t.grad = None
+    y, hT = fn(x, w, b, initial_state=h0, **kw)
+    loss = (y * dy).sum() + ((hT * dh).sum() if hT is not None else 0)
+    loss.backward()
+    return [y.detach(), None if hT is None else hT.detach()] + [t.grad.clone() for t in leaves]
+
+
+@pytest.mark.parametrize("T", [1, 7, 64, 100])
+@pytest.mark.parametrize("W,activation,bias,state", [
+    (4, "silu", True, True), (2, None, False, False), (8, "silu", False, True),
+    (3, None, True, True)])
+def test_reference_forms_agree_causal(T, W, activation, bias, state):
+    x, w, b, h0 = _inputs(2, T, 6, W, bias, state)
+    dy = torch.randn(2, T, 6, dtype=torch.float64)
+    dh = torch.randn(2, 6, W - 1, dtype=torch.float64)
+    kw = dict(activation=activation, output_final_state=True)
+    a = _run(short_conv_ref, x, w, b, h0, dy, dh, **kw)
+    c = _run(short_conv_vec_ref, x, w, b, h0, dy, dh, **kw)
+    for i, (p, r) in enumerate(zip(a, c)):
+        assert_close(p, r, 1e-12, f"item {i}")
+
+
+@pytest.mark.parametrize("T", [1, 7, 64, 100])
+@pytest.mark.parametrize("W", [2, 3, 4, 7])
+def test_reference_forms_agree_noncausal(T, W):
+    x, w, b, _ = _inputs(2, T, 5, W, state=False)
+    dy = torch.randn(2, T, 5, dtype=torch.float64)
+    kw = dict(activation="silu", causal=False)
+    a = _run(short_conv_ref, x, w, b, None, dy, None, **kw)
+    c = _run(short_conv_vec_ref, x, w, b, None, dy, None, **kw)
+    assert a[1] is None and c[1] is None
+    for i, (p, r) in enumerate(zip(a, c)):
+        if p is not None:
+            assert_close(p, r, 1e-12, f"item {i}")
+
+
+def test_noncausal_matches_torch_same_padding():
+    x, w, b, _ = _inputs(1, 11, 3, 4, state=False)
+    y, _ = short_conv_ref(x, w, b, causal=False)
+    want = torch.nn.functional.conv1d(x.transpose(1, 2), w[:, None], b, padding="same",
+                                      groups=3).transpose(1, 2)
+    assert_close(want, y, 1e-12)
+
+
+@pytest.mark.parametrize("split", [1, 2, 5])
+def test_state_carry_and_short_pieces(split):
+    """Pieces with carried state == one pass; pieces shorter than W-1 included."""
+    x, w, b, h0 = _inputs(2, 12, 4, 5)
+    full, hT = short_conv_vec_ref(x, w, b, activation="silu", initial_state=h0,
+                                  output_final_state=True)
+    ys, h = [], h0
+    for start in range(0, 12, split):
+        y, h = short_conv_ref(x[:, start:start + split], w, b, activation="silu",
+                              initial_state=h, output_final_state=True)
+        ys.append(y)
+    assert_close(full, torch.cat(ys, 1), 1e-12)
+    assert_close(hT, h, 1e-12)
+
+
+def test_final_state_keeps_initial_columns_when_T_short():
+    x, w, _, h0 = _inputs(1, 2, 3, 6, bias=False)
+    _, hT = short_conv_ref(x, w, initial_state=h0, output_final_state=True)
+    assert_close(h0[:, :, 2:].detach(), hT[:, :, :3], 0)
+    assert_close(x.detach().transpose(1, 2), hT[:, :, 3:], 0)
+    assert hT.dtype == torch.float32 or hT.dtype == torch.float64
+
+
+def test_state_is_fp32_for_low_precision_inputs():
+    x = torch.randn(1, 5, 4, dtype=torch.bfloat16)
+    w = torch.randn(4, 3, dtype=torch.bfloat16)
+    y, hT = short_conv(x, w, output_final_state=True, backend="reference")
+    assert y.dtype == torch.bfloat16 and hT.dtype == torch.float32 and hT.shape == (1, 4, 2)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(x=torch.randn(2, 4)), r"x: expected shape \[B,T,D\]"),
+    (dict(weight=torch.randn(6, 4)), r"weight: expected shape \[D,W\]"),
+    (dict(weight=torch.randn(5, 9)), "2..8"),
+    (dict(weight=torch.randn(5, 1)), "2..8"),
+    (dict(bias=torch.randn(4)), r"bias: expected shape \[D\]"),
+    (dict(activation="relu"), "activation"),
+    (dict(initial_state=torch.randn(2, 5, 4)), r"initial_state: expected shape \[B,D,W-1\]"),
+    (dict(causal=False, output_final_state=True), "no carried state"),
+    (dict(causal=False, initial_state=torch.randn(2, 5, 3)), "no carried state"),
+    (dict(backend="cuda"), "backend="),
+])
+def test_validation_errors(bad, match):
+    args = dict(x=torch.randn(2, 7, 5), weight=torch.randn(5, 4))
+    kw = {}
+    for key, val in bad.items():
+        (args if key in args else kw)[key] = val
+    with pytest.raises(ValueError, match=match):
+        short_conv(args["x"], args["weight"], **kw)
