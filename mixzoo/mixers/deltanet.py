@@ -1,0 +1,143 @@
+"""DeltaNet (Yang, Wang, Zhang, Shen, Kim 2024): linear attention with the delta rule.
+
+    S_t = S_{t-1} + beta_t k_t (v_t - S_{t-1}^T k_t)^T,   o_t = S_t^T q_t / sqrt(K)
+
+Per layer, as in the paper: q/k/v projections, a depthwise causal short conv (kernel 4) with
+SiLU on q, k and v, L2-normalised q and k (inside the kernel, `use_qk_l2norm`), a per-head
+write strength beta = sigmoid(W_b x), the delta-rule scan, a per-head output RMSNorm
+(optionally gated by SiLU(W_g x)) and an output projection.
+
+State (carried exactly across calls): {"S": [B,H,K,V] fp32, "conv": [B,C,W-1] fp32 or None},
+where C = 2*H*K + H*V are the q|k|v channels of the short conv (one depthwise conv over the
+concatenated channels equals three separate ones).
+
+causal=False (vision): the convs and the scan run once forwards and once over the reversed
+sequence, sharing weights; the two outputs are summed before the output norm.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from mixzoo.blocks.norms import RMSNorm
+from mixzoo.kernels.conv1d import short_conv
+from mixzoo.kernels.delta_rule import delta_rule
+from mixzoo.registry import register_mixer
+
+from .base import Mixer, MixerConfig, bidirectional
+
+
+def head_dims(d_model: int, num_heads: int, expand_k: float, expand_v: float,
+              who: str) -> tuple[int, int]:
+    """(K, V) per head for key width d_model*expand_k and value width d_model*expand_v.
+
+    Raises ValueError naming the fields when the widths do not split evenly into heads.
+    """
+    key_dim, value_dim = d_model * expand_k, d_model * expand_v
+    for name, width in (("expand_k", key_dim), ("expand_v", value_dim)):
+        if width != int(width) or int(width) % num_heads or int(width) < num_heads:
+            raise ValueError(f"{who}: d_model={d_model} * {name} = {width} must be a positive "
+                             f"multiple of num_heads={num_heads}")
+    return int(key_dim) // num_heads, int(value_dim) // num_heads
+
+
+def conv_weight(channels: int, width: int) -> nn.Parameter:
+    """A depthwise conv weight [C,W] initialised like nn.Conv1d (uniform, bound 1/sqrt(W))."""
+    bound = 1.0 / math.sqrt(width)
+    return nn.Parameter(torch.empty(channels, width).uniform_(-bound, bound))
+
+
+@register_mixer
+class DeltaNetMixer(Mixer):
+    """DeltaNet token mixer. x[B,T,D] -> y[B,T,D]; see the module docstring."""
+
+    state_grows_with_seq: ClassVar[bool] = False
+
+    class Config(MixerConfig):
+        type: Literal["deltanet"] = "deltanet"
+        num_heads: int = Field(4, ge=1)
+        # Key and value widths as multiples of d_model (the paper uses 1.0 for both).
+        expand_k: float = Field(1.0, gt=0)
+        expand_v: float = Field(1.0, gt=0)
+        # The paper finds the short conv essential for recall tasks; on by default.
+        use_short_conv: bool = True
+        # Kernel 4 is the paper's (and H3/Mamba's) choice: cheap local token shift.
+        conv_size: int = Field(4, ge=2, le=8)
+        # beta in (0,2) lets I - beta k k^T have negative eigenvalues (Grazzi et al. 2024),
+        # which helps state tracking; off by default to match the original DeltaNet.
+        allow_neg_eigval: bool = False
+        # The original DeltaNet has a plain output norm; the gate (SiLU(W_g x)) is optional.
+        use_output_gate: bool = False
+        norm_eps: float = Field(1e-5, gt=0)
+
+    def __init__(self, config: Config, d_model: int, layer_idx: int = 0):
+        super().__init__(config, d_model, layer_idx)
+        c = config
+        H = c.num_heads
+        self.K, self.V = head_dims(d_model, H, c.expand_k, c.expand_v, "deltanet")
+        self.H = H
+        self.qkv_dim = H * (2 * self.K + self.V)  # conv channels: q | k | v
+        self.in_proj = nn.Linear(d_model, self.qkv_dim, bias=False)
+        self.b_proj = nn.Linear(d_model, H, bias=False)
+        self.conv_weight = conv_weight(self.qkv_dim, c.conv_size) if c.use_short_conv else None
+        self.g_proj = nn.Linear(d_model, H * self.V, bias=False) if c.use_output_gate else None
+        self.o_norm = RMSNorm(self.V, eps=c.norm_eps)  # per head, weight shared by heads
+        self.o_proj = nn.Linear(H * self.V, d_model, bias=False)
+
+    # -- the scan over one direction -------------------------------------------------------
+    def _scan(self, h: torch.Tensor, state: dict | None, want_state: bool):
+        """h [B,T,qkv_dim+H] = projected q|k|v|beta-logits -> (o [B,T,H,V], new state)."""
+        c = self.config
+        B, T, _ = h.shape
+        qkv, b_logit = h.split([self.qkv_dim, self.H], dim=-1)  # [B,T,qkv_dim], [B,T,H]
+        conv_state = None
+        if self.conv_weight is not None:
+            qkv, conv_state = short_conv(
+                qkv, self.conv_weight, None, activation="silu",
+                initial_state=None if state is None else state["conv"],
+                output_final_state=want_state, backend=c.backend)
+        else:
+            qkv = F.silu(qkv)
+        q, k, v = qkv.split([self.H * self.K, self.H * self.K, self.H * self.V], dim=-1)
+        q = q.reshape(B, T, self.H, self.K)  # [B,T,H,K]
+        k = k.reshape(B, T, self.H, self.K)  # [B,T,H,K]
+        v = v.reshape(B, T, self.H, self.V)  # [B,T,H,V]
+        beta = torch.sigmoid(b_logit)  # [B,T,H] in (0,1)
+        if c.allow_neg_eigval:
+            beta = 2.0 * beta  # (0,2): eigenvalue 1 - beta of I - beta k k^T reaches (-1,1)
+        o, S = delta_rule(q, k, v, beta, initial_state=None if state is None else state["S"],
+                          output_final_state=want_state, use_qk_l2norm=True,
+                          backend=c.backend)
+        new_state = {"S": S, "conv": conv_state} if want_state else None
+        return o, new_state
+
+    def _forward(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        B, T, _ = x.shape
+        h = torch.cat([self.in_proj(x), self.b_proj(x)], dim=-1)  # [B,T,qkv_dim+H]
+        if self.config.causal:
+            o, new_state = self._scan(h, state, want_state=True)  # [B,T,H,V]
+        else:
+            o, new_state = bidirectional(lambda hh: self._scan(hh, None, False)[0], h), None
+        o = self.o_norm(o)  # [B,T,H,V]
+        if self.g_proj is not None:
+            o = o * F.silu(self.g_proj(x)).reshape(B, T, self.H, self.V)  # [B,T,H,V]
+        return self.o_proj(o.reshape(B, T, self.H * self.V)), new_state  # [B,T,D]
+
+    # -- inference state -------------------------------------------------------------------
+    def init_state(self, batch: int, device=None, dtype: torch.dtype = torch.float32) -> dict:
+        """Zero state; always fp32 (the kernels accumulate the state in fp32)."""
+        S = torch.zeros(batch, self.H, self.K, self.V, device=device, dtype=torch.float32)
+        conv = None
+        if self.conv_weight is not None:
+            conv = torch.zeros(batch, self.qkv_dim, self.config.conv_size - 1,
+                               device=device, dtype=torch.float32)
+        return {"S": S, "conv": conv}
+
+    def state_size(self, seq_len: int) -> int:
+        conv = self.qkv_dim * (self.config.conv_size - 1) if self.conv_weight is not None else 0
+        return self.H * self.K * self.V + conv
