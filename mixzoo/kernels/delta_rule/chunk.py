@@ -1,0 +1,446 @@
+"""Chunkwise (WY/UT) Triton kernels for the delta rule, forward and backward.
+
+Layout: q, k [B,T,H,K]; v [B,T,H,V]; beta [B,T,H]; states [B,H,K,V] fp32.
+Chunk size C = 64. Per chunk (rows i, j inside it), with S the state at the chunk start
+and q already scaled (and L2-normalised when USE_L2):
+    A    = StrictTril(diag(beta) K K^T)                    [C,C]
+    Tm   = (I + A)^{-1}                                    (blocked forward substitution)
+    W    = Tm diag(beta) K,   U = Tm diag(beta) V          [C,K], [C,V]
+    U'   = U - W S
+    O    = Q S + (Q K^T * M) U'        (M: causal mask, diagonal included)
+    S   <- S + K^T U'
+Kernels, in launch order:
+    _prep_fwd_kernel    (chunk, b*h)       A, Tm, W, U; stores W, U (and Tm for the backward)
+    _state_fwd_kernel   (v-block, b*h)     sequential over chunks: U', O, S (stores chunk states h)
+    _state_bwd_kernel   (v-block, b*h)     reverse over chunks: dS per chunk (stores dh)
+    _fused_bwd_kernel   (chunk, b*h)       everything else of the backward, from Tm, h and dh
+README.md derives the backward.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .._common import cdiv, pick_configs
+
+CHUNK = 64
+L2_EPS = 1e-6
+
+
+# ----------------------------------------------------------------------------- helpers
+@triton.jit
+def _rows_ptr(base, b, h, t, T, H: tl.constexpr, D: tl.constexpr):
+    """Pointer to element (b, t, h, 0) of a contiguous [B,T,H,D] tensor (t: a vector)."""
+    return base + ((b * T + t).to(tl.int64) * H + h) * D
+
+
+@triton.jit
+def _load_rows(base, b, h, t0, T, H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr,
+               NR: tl.constexpr, col0):
+    """Rows t0..t0+NR of a [B,T,H,D] tensor at head h, columns col0..col0+BD -> [NR,BD] fp32.
+    Rows past T and columns past D read as zero."""
+    t = t0 + tl.arange(0, NR)
+    c = col0 + tl.arange(0, BD)
+    m = (t < T)[:, None] & (c < D)[None, :]
+    x = tl.load(_rows_ptr(base, b, h, t, T, H, D)[:, None] + c[None, :], mask=m, other=0.)
+    return x.to(tl.float32)
+
+
+@triton.jit
+def _store_rows(base, x, b, h, t0, T, H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr,
+                NR: tl.constexpr, col0):
+    t = t0 + tl.arange(0, NR)
+    c = col0 + tl.arange(0, BD)
+    m = (t < T)[:, None] & (c < D)[None, :]
+    tl.store(_rows_ptr(base, b, h, t, T, H, D)[:, None] + c[None, :],
+             x.to(base.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _load_beta(beta, b, h, t0, T, H: tl.constexpr, NR: tl.constexpr):
+    t = t0 + tl.arange(0, NR)
+    return tl.load(beta + (b * T + t).to(tl.int64) * H + h, mask=t < T, other=0.).to(tl.float32)
+
+
+@triton.jit
+def _l2n(x, USE_L2: tl.constexpr):
+    """Rows of x divided by sqrt(sum(x^2) + eps) when USE_L2 (eps as in reference.l2norm)."""
+    if USE_L2:
+        x = x * tl.rsqrt(tl.sum(x * x, 1) + 1e-6)[:, None]
+    return x
+
+
+@triton.jit
+def _inv16(a):
+    """(I + a)^{-1} for a strictly lower-triangular [16,16] fp32 tile, by forward substitution:
+    row i of X is e_i - sum_{j<i} a[i,j] X[j,:]; rows are finished top to bottom."""
+    r = tl.arange(0, 16)
+    x = (r[:, None] == r[None, :]).to(tl.float32)
+    for i in tl.static_range(1, 16):
+        a_i = tl.sum(tl.where(r[:, None] == i, a, 0.), 0)       # a[i, :]            [16]
+        acc = tl.sum(a_i[:, None] * x, 0)                       # sum_j a[i,j] X[j,:] [16]
+        row = (r == i).to(tl.float32) - acc
+        x = tl.where(r[:, None] == i, row[None, :], x)
+    return x
+
+
+@triton.jit
+def _st_tile(tinv, base, x, bi: tl.constexpr, bj: tl.constexpr):
+    """Store a [16,16] tile at block (bi, bj) of the [64,64] Tm buffer at `base`."""
+    r = tl.arange(0, 16)
+    tl.store(tinv + base + (bi * 16 + r)[:, None] * 64 + (bj * 16 + r)[None, :], x)
+
+
+# ----------------------------------------------------------------------------- forward
+@triton.jit
+def _prep_fwd_kernel(
+    k, v, beta,          # inputs [B,T,H,K], [B,T,H,V], [B,T,H]
+    w, u,                # outputs W [B,T,H,K], U [B,T,H,V] in the input dtype
+    tinv,                # output Tm [B,H,NT,64,64] fp32 (lower blocks only), if SAVE_T
+    T,                   # sequence length
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,   # heads, key dim, value dim
+    BK: tl.constexpr, BV: tl.constexpr,                   # K, V rounded up to powers of 2
+    USE_L2: tl.constexpr, SAVE_T: tl.constexpr, PREC: tl.constexpr,
+):
+    """One program per (chunk, b*h). The chunk is handled as 4 row blocks of 16:
+    A_ij = diag(beta_i) K_i K_j^T, D_i = (I + StrictTril(A_ii))^{-1},
+    X_ij = -D_i sum_{m=j}^{i-1} A_im X_mj (X_jj = D_j), W_i = sum_j X_ij diag(beta_j) K_j."""
+    i_c, i_bh = tl.program_id(0), tl.program_id(1)
+    b, h = i_bh // H, i_bh % H
+    t0 = i_c * 64
+    dt = k.dtype.element_ty
+    k0 = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 16, 0), USE_L2)
+    k1 = _l2n(_load_rows(k, b, h, t0 + 16, T, H, K, BK, 16, 0), USE_L2)
+    k2 = _l2n(_load_rows(k, b, h, t0 + 32, T, H, K, BK, 16, 0), USE_L2)
+    k3 = _l2n(_load_rows(k, b, h, t0 + 48, T, H, K, BK, 16, 0), USE_L2)
+    b0 = _load_beta(beta, b, h, t0, T, H, 16)
+    b1 = _load_beta(beta, b, h, t0 + 16, T, H, 16)
+    b2 = _load_beta(beta, b, h, t0 + 32, T, H, 16)
+    b3 = _load_beta(beta, b, h, t0 + 48, T, H, 16)
+    # dot operands in the input dtype (fp32 accumulation), as the state pass uses them
+    k0d, k1d, k2d, k3d = k0.to(dt), k1.to(dt), k2.to(dt), k3.to(dt)
+    r = tl.arange(0, 16)
+    strict = r[:, None] > r[None, :]
+    a00 = tl.where(strict, b0[:, None] * tl.dot(k0d, tl.trans(k0d), input_precision=PREC), 0.)
+    a11 = tl.where(strict, b1[:, None] * tl.dot(k1d, tl.trans(k1d), input_precision=PREC), 0.)
+    a22 = tl.where(strict, b2[:, None] * tl.dot(k2d, tl.trans(k2d), input_precision=PREC), 0.)
+    a33 = tl.where(strict, b3[:, None] * tl.dot(k3d, tl.trans(k3d), input_precision=PREC), 0.)
+    a10 = b1[:, None] * tl.dot(k1d, tl.trans(k0d), input_precision=PREC)
+    a20 = b2[:, None] * tl.dot(k2d, tl.trans(k0d), input_precision=PREC)
+    a21 = b2[:, None] * tl.dot(k2d, tl.trans(k1d), input_precision=PREC)
+    a30 = b3[:, None] * tl.dot(k3d, tl.trans(k0d), input_precision=PREC)
+    a31 = b3[:, None] * tl.dot(k3d, tl.trans(k1d), input_precision=PREC)
+    a32 = b3[:, None] * tl.dot(k3d, tl.trans(k2d), input_precision=PREC)
+    d0, d1, d2, d3 = _inv16(a00), _inv16(a11), _inv16(a22), _inv16(a33)
+    # off-diagonal blocks of Tm, in fp32 with near-fp32 products (they are tiny)
+    x10 = -tl.dot(d1, tl.dot(a10, d0, input_precision="tf32x3"), input_precision="tf32x3")
+    x21 = -tl.dot(d2, tl.dot(a21, d1, input_precision="tf32x3"), input_precision="tf32x3")
+    x20 = -tl.dot(d2, tl.dot(a20, d0, input_precision="tf32x3")
+                  + tl.dot(a21, x10, input_precision="tf32x3"), input_precision="tf32x3")
+    x32 = -tl.dot(d3, tl.dot(a32, d2, input_precision="tf32x3"), input_precision="tf32x3")
+    x31 = -tl.dot(d3, tl.dot(a31, d1, input_precision="tf32x3")
+                  + tl.dot(a32, x21, input_precision="tf32x3"), input_precision="tf32x3")
+    x30 = -tl.dot(d3, tl.dot(a30, d0, input_precision="tf32x3")
+                  + tl.dot(a31, x10, input_precision="tf32x3")
+                  + tl.dot(a32, x20, input_precision="tf32x3"), input_precision="tf32x3")
+    if SAVE_T:
+        base = (i_bh.to(tl.int64) * tl.cdiv(T, 64) + i_c) * 4096
+        _st_tile(tinv, base, d0, 0, 0)
+        _st_tile(tinv, base, x10, 1, 0)
+        _st_tile(tinv, base, d1, 1, 1)
+        _st_tile(tinv, base, x20, 2, 0)
+        _st_tile(tinv, base, x21, 2, 1)
+        _st_tile(tinv, base, d2, 2, 2)
+        _st_tile(tinv, base, x30, 3, 0)
+        _st_tile(tinv, base, x31, 3, 1)
+        _st_tile(tinv, base, x32, 3, 2)
+        _st_tile(tinv, base, d3, 3, 3)
+    # W = Tm diag(beta) K, row block by row block
+    bk0, bk1, bk2, bk3 = b0[:, None] * k0, b1[:, None] * k1, b2[:, None] * k2, b3[:, None] * k3
+    w0 = tl.dot(d0, bk0, input_precision=PREC)
+    w1 = tl.dot(x10, bk0, input_precision=PREC) + tl.dot(d1, bk1, input_precision=PREC)
+    w2 = (tl.dot(x20, bk0, input_precision=PREC) + tl.dot(x21, bk1, input_precision=PREC)
+          + tl.dot(d2, bk2, input_precision=PREC))
+    w3 = (tl.dot(x30, bk0, input_precision=PREC) + tl.dot(x31, bk1, input_precision=PREC)
+          + tl.dot(x32, bk2, input_precision=PREC) + tl.dot(d3, bk3, input_precision=PREC))
+    _store_rows(w, w0, b, h, t0, T, H, K, BK, 16, 0)
+    _store_rows(w, w1, b, h, t0 + 16, T, H, K, BK, 16, 0)
+    _store_rows(w, w2, b, h, t0 + 32, T, H, K, BK, 16, 0)
+    _store_rows(w, w3, b, h, t0 + 48, T, H, K, BK, 16, 0)
+    # U = Tm diag(beta) V
+    bv0 = b0[:, None] * _load_rows(v, b, h, t0, T, H, V, BV, 16, 0)
+    bv1 = b1[:, None] * _load_rows(v, b, h, t0 + 16, T, H, V, BV, 16, 0)
+    bv2 = b2[:, None] * _load_rows(v, b, h, t0 + 32, T, H, V, BV, 16, 0)
+    bv3 = b3[:, None] * _load_rows(v, b, h, t0 + 48, T, H, V, BV, 16, 0)
+    u0 = tl.dot(d0, bv0, input_precision=PREC)
+    u1 = tl.dot(x10, bv0, input_precision=PREC) + tl.dot(d1, bv1, input_precision=PREC)
+    u2 = (tl.dot(x20, bv0, input_precision=PREC) + tl.dot(x21, bv1, input_precision=PREC)
+          + tl.dot(d2, bv2, input_precision=PREC))
+    u3 = (tl.dot(x30, bv0, input_precision=PREC) + tl.dot(x31, bv1, input_precision=PREC)
+          + tl.dot(x32, bv2, input_precision=PREC) + tl.dot(d3, bv3, input_precision=PREC))
+    _store_rows(u, u0, b, h, t0, T, H, V, BV, 16, 0)
+    _store_rows(u, u1, b, h, t0 + 16, T, H, V, BV, 16, 0)
+    _store_rows(u, u2, b, h, t0 + 32, T, H, V, BV, 16, 0)
+    _store_rows(u, u3, b, h, t0 + 48, T, H, V, BV, 16, 0)
+
+
+@triton.jit
+def _state_ptrs(base, i_bh, c, NT, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr,
+                BV: tl.constexpr, i_v):
+    """Pointers and mask of the [BK, BV] block i_v of chunk c's state in a [B*H,NT,K,V] buffer."""
+    rk = tl.arange(0, BK)
+    cv = i_v * BV + tl.arange(0, BV)
+    off = (i_bh.to(tl.int64) * NT + c) * K * V
+    return base + off + rk[:, None] * V + cv[None, :], (rk < K)[:, None] & (cv < V)[None, :]
+
+
+@triton.jit
+def _state_fwd_kernel(
+    q, k, w, u,          # q, k [B,T,H,K]; W [B,T,H,K]; U [B,T,H,V] (from _prep_fwd_kernel)
+    o,                   # output [B,T,H,V]
+    h0, ht,              # initial / final state [B,H,K,V] fp32 (used if HAS_H0 / STORE_HT)
+    hbuf,                # chunk-start states [B,H,NT,K,V] (input dtype), written if SAVE_H
+    scale, T,            # query scale; sequence length
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_L2: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
+    SAVE_H: tl.constexpr, PREC: tl.constexpr,
+):
+    """One program per (v-block, b*h), sequential over chunks; S [BK,BV] lives in registers:
+    U' = U - W S;  O = Q S + (Q K^T * M) U';  S <- S + K^T U'."""
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    b, h = i_bh // H, i_bh % H
+    dt = q.dtype.element_ty
+    NT = tl.cdiv(T, 64)
+    r = tl.arange(0, 64)
+    causal = r[:, None] >= r[None, :]
+    p0, m0 = _state_ptrs(h0, i_bh, 0, 1, K, V, BK, BV, i_v)
+    if HAS_H0:
+        S = tl.load(p0, mask=m0, other=0.)
+    else:
+        S = tl.zeros([BK, BV], dtype=tl.float32)
+    for c in range(NT):
+        t0 = c * 64
+        if SAVE_H:
+            ph, mh = _state_ptrs(hbuf, i_bh, c, NT, K, V, BK, BV, i_v)
+            tl.store(ph, S.to(hbuf.dtype.element_ty), mask=mh)
+        qc = (_l2n(_load_rows(q, b, h, t0, T, H, K, BK, 64, 0), USE_L2) * scale).to(dt)
+        kc = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 64, 0), USE_L2).to(dt)
+        wc = _load_rows(w, b, h, t0, T, H, K, BK, 64, 0).to(dt)
+        uc = _load_rows(u, b, h, t0, T, H, V, BV, 64, i_v * BV)
+        Sd = S.to(dt)
+        up = uc - tl.dot(wc, Sd, input_precision=PREC)                       # U'  [64,BV]
+        upd = up.to(dt)
+        P = tl.where(causal, tl.dot(qc, tl.trans(kc), input_precision=PREC), 0.)
+        oc = tl.dot(qc, Sd, input_precision=PREC) + tl.dot(P.to(dt), upd, input_precision=PREC)
+        _store_rows(o, oc, b, h, t0, T, H, V, BV, 64, i_v * BV)
+        S += tl.dot(tl.trans(kc), upd, input_precision=PREC)
+    if STORE_HT:
+        pt, mt = _state_ptrs(ht, i_bh, 0, 1, K, V, BK, BV, i_v)
+        tl.store(pt, S, mask=mt)
+
+
+# ----------------------------------------------------------------------------- backward
+@triton.jit
+def _state_bwd_kernel(
+    q, k, w,             # q, k [B,T,H,K]; W [B,T,H,K] saved by the forward
+    do,                  # output grad [B,T,H,V]
+    dht, dh0,            # final-state grad in, initial-state grad out [B,H,K,V] fp32
+    dhbuf,               # dS after each chunk [B,H,NT,K,V] (input dtype), written
+    scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_L2: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr,
+):
+    """Reverse pass over chunks. With dS = dL/dS_{c+1} (the state after chunk c):
+    dU' = (Q K^T * M)^T dO + K dS;   dS_c = dS + Q^T dO - W^T dU'."""
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    b, h = i_bh // H, i_bh % H
+    dt = q.dtype.element_ty
+    NT = tl.cdiv(T, 64)
+    r = tl.arange(0, 64)
+    anti = r[:, None] <= r[None, :]      # P^T[j,i] nonzero for i >= j
+    pt, mt = _state_ptrs(dht, i_bh, 0, 1, K, V, BK, BV, i_v)
+    if HAS_DHT:
+        dS = tl.load(pt, mask=mt, other=0.)
+    else:
+        dS = tl.zeros([BK, BV], dtype=tl.float32)
+    for cc in range(NT):
+        c = NT - 1 - cc
+        t0 = c * 64
+        ph, mh = _state_ptrs(dhbuf, i_bh, c, NT, K, V, BK, BV, i_v)
+        tl.store(ph, dS.to(dhbuf.dtype.element_ty), mask=mh)
+        qc = (_l2n(_load_rows(q, b, h, t0, T, H, K, BK, 64, 0), USE_L2) * scale).to(dt)
+        kc = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 64, 0), USE_L2).to(dt)
+        wc = _load_rows(w, b, h, t0, T, H, K, BK, 64, 0).to(dt)
+        doc = _load_rows(do, b, h, t0, T, H, V, BV, 64, i_v * BV).to(dt)
+        Pt = tl.where(anti, tl.dot(kc, tl.trans(qc), input_precision=PREC), 0.)
+        dup = (tl.dot(Pt.to(dt), doc, input_precision=PREC)
+               + tl.dot(kc, dS.to(dt), input_precision=PREC))                  # dU' [64,BV]
+        dS += (tl.dot(tl.trans(qc), doc, input_precision=PREC)
+               - tl.dot(tl.trans(wc), dup.to(dt), input_precision=PREC))
+    if STORE_DH0:
+        p0, m0 = _state_ptrs(dh0, i_bh, 0, 1, K, V, BK, BV, i_v)
+        tl.store(p0, dS, mask=m0)
+
+
+def _fused_bwd_configs():
+    cfgs = [triton.Config({"BV": bv}, num_warps=nw, num_stages=ns)
+            for bv in (32, 64) for nw in (4, 8) for ns in (1, 2)]
+    return pick_configs(cfgs)
+
+
+@triton.autotune(configs=_fused_bwd_configs(), key=["H", "K", "V", "USE_L2"])
+@triton.jit
+def _fused_bwd_kernel(
+    q, k, v, beta, w,    # inputs, and W saved by the forward
+    tinv,                # Tm [B,H,NT,64,64] fp32 (lower blocks valid)
+    hbuf, dhbuf,         # S_c and dL/dS_{c+1} per chunk [B,H,NT,K,V]
+    do,                  # output grad [B,T,H,V]
+    dq, dk, dv, dbeta,   # outputs, shaped like q, k, v, beta
+    scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr,
+    USE_L2: tl.constexpr, PREC: tl.constexpr, BV: tl.constexpr,
+):
+    """One program per (chunk, b*h): every gradient that does not cross chunks.
+    Loop over v-blocks:  U' = Tm (beta V) - W S;  dP += dO U'^T;  dU' = P^T dO + K dS;
+        dQ += dO S^T;  dK += U' dS^T;  dW -= dU' S^T;  dTm += dU' (beta V)^T;
+        dV = beta * Tm^T dU';  dbeta += rowsum(Tm^T dU' * V).
+    Then: dQ += (dP*M) K;  dK += (dP*M)^T Q;  dTm += dW (beta K)^T;  dK += beta * Tm^T dW;
+        dA = -StrictTril(Tm^T dTm Tm^T);  dK += (beta dA) K + (beta dA)^T K;
+        dbeta += rowsum(Tm^T dW * K) + rowsum(dA * K K^T); then the scale and l2norm chain."""
+    i_c, i_bh = tl.program_id(0), tl.program_id(1)
+    b, h = i_bh // H, i_bh % H
+    dt = q.dtype.element_ty
+    NT = tl.cdiv(T, 64)
+    t0 = i_c * 64
+    r = tl.arange(0, 64)
+    causal = r[:, None] >= r[None, :]
+    qr = _load_rows(q, b, h, t0, T, H, K, BK, 64, 0)
+    kr = _load_rows(k, b, h, t0, T, H, K, BK, 64, 0)
+    qn = _l2n(qr, USE_L2)
+    kn = _l2n(kr, USE_L2)
+    qd = (qn * scale).to(dt)
+    kd = kn.to(dt)
+    bt = _load_beta(beta, b, h, t0, T, H, 64)
+    wd = _load_rows(w, b, h, t0, T, H, K, BK, 64, 0).to(dt)
+    tptr = tinv + (i_bh.to(tl.int64) * NT + i_c) * 4096 + r[:, None] * 64 + r[None, :]
+    Tm = tl.where(causal, tl.load(tptr, mask=causal, other=0.), 0.)          # [64,64]
+    P = tl.where(causal, tl.dot(qd, tl.trans(kd), input_precision=PREC), 0.).to(dt)
+    dP = tl.zeros([64, 64], dtype=tl.float32)
+    dT = tl.zeros([64, 64], dtype=tl.float32)
+    dqa = tl.zeros([64, BK], dtype=tl.float32)
+    dka = tl.zeros([64, BK], dtype=tl.float32)
+    dwa = tl.zeros([64, BK], dtype=tl.float32)
+    dba = tl.zeros([64], dtype=tl.float32)
+    for i_v in range(tl.cdiv(V, BV)):
+        ps, ms = _state_ptrs(hbuf, i_bh, i_c, NT, K, V, BK, BV, i_v)
+        S = tl.load(ps, mask=ms, other=0.).to(dt)                              # [BK,BV]
+        pd, md = _state_ptrs(dhbuf, i_bh, i_c, NT, K, V, BK, BV, i_v)
+        dS = tl.load(pd, mask=md, other=0.).to(dt)
+        vb = _load_rows(v, b, h, t0, T, H, V, BV, 64, i_v * BV)
+        dob = _load_rows(do, b, h, t0, T, H, V, BV, 64, i_v * BV).to(dt)
+        bv = bt[:, None] * vb
+        ub = tl.dot(Tm, bv, input_precision=PREC).to(dt).to(tl.float32)       # U, rounded as stored
+        upd = (ub - tl.dot(wd, S, input_precision=PREC)).to(dt)               # U'
+        dP += tl.dot(dob, tl.trans(upd), input_precision=PREC)
+        dup = (tl.dot(tl.trans(P), dob, input_precision=PREC)
+               + tl.dot(kd, dS, input_precision=PREC))                        # dU' fp32
+        dupd = dup.to(dt)
+        dqa += tl.dot(dob, tl.trans(S), input_precision=PREC)
+        dka += tl.dot(upd, tl.trans(dS), input_precision=PREC)
+        dwa -= tl.dot(dupd, tl.trans(S), input_precision=PREC)
+        dT += tl.dot(dup, tl.trans(bv), input_precision=PREC)
+        dbv = tl.dot(tl.trans(Tm), dup, input_precision=PREC)                 # d(beta V)
+        _store_rows(dv, bt[:, None] * dbv, b, h, t0, T, H, V, BV, 64, i_v * BV)
+        dba += tl.sum(dbv * vb, 1)
+    dP = tl.where(causal, dP, 0.).to(dt)
+    dqa += tl.dot(dP, kd, input_precision=PREC)
+    dka += tl.dot(tl.trans(dP), qd, input_precision=PREC)
+    bk = bt[:, None] * kn
+    dT += tl.dot(dwa, tl.trans(bk), input_precision=PREC)
+    dbk = tl.dot(tl.trans(Tm), dwa, input_precision=PREC)                     # d(beta K)
+    dka += bt[:, None] * dbk
+    dba += tl.sum(dbk * kn, 1)
+    dA = -tl.dot(tl.dot(tl.trans(Tm), dT, input_precision=PREC), tl.trans(Tm),
+                 input_precision=PREC)
+    dA = tl.where(r[:, None] > r[None, :], dA, 0.)
+    G = tl.dot(kd, tl.trans(kd), input_precision=PREC)                        # K K^T
+    dba += tl.sum(dA * G, 1)
+    Bm = bt[:, None] * dA
+    dka += tl.dot(Bm, kn, input_precision=PREC) + tl.dot(tl.trans(Bm), kn, input_precision=PREC)
+    dqa = dqa * scale
+    if USE_L2:
+        rq = tl.rsqrt(tl.sum(qr * qr, 1) + 1e-6)
+        rk = tl.rsqrt(tl.sum(kr * kr, 1) + 1e-6)
+        dqa = rq[:, None] * (dqa - qn * tl.sum(qn * dqa, 1)[:, None])
+        dka = rk[:, None] * (dka - kn * tl.sum(kn * dka, 1)[:, None])
+    _store_rows(dq, dqa, b, h, t0, T, H, K, BK, 64, 0)
+    _store_rows(dk, dka, b, h, t0, T, H, K, BK, 64, 0)
+    tb = t0 + r
+    tl.store(dbeta + (b * T + tb).to(tl.int64) * H + h, dba.to(dbeta.dtype.element_ty),
+             mask=tb < T)
+
+
+# ----------------------------------------------------------------------------- launchers
+def _dims(q, v):
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    return B, T, H, K, V, max(16, triton.next_power_of_2(K)), max(16, triton.next_power_of_2(V))
+
+
+def _prec(x: torch.Tensor) -> str:
+    # fp32 inputs: near-fp32 products (3 tf32 passes); half inputs: the operands are half anyway
+    return "tf32x3" if x.dtype == torch.float32 else "tf32"
+
+
+def _state_bv(BH: int, BVfull: int) -> int:
+    """v-block for the sequential passes: the largest of 64/32/16 that still gives >= 128
+    programs (one H100 has 132 SMs), since each program walks all chunks in turn."""
+    for bv in (64, 32):
+        if bv <= BVfull and BH * cdiv(BVfull, bv) >= 128:
+            return bv
+    return min(16, BVfull) if BVfull >= 16 else BVfull
+
+
+def chunk_fwd(q, k, v, beta, scale: float, initial_state, output_final_state: bool,
+              use_l2: bool, save_for_bwd: bool):
+    """Forward launcher. Returns o, final state (or empty), W, Tm (or empty), h (or empty)."""
+    B, T, H, K, V, BK, BVf = _dims(q, v)
+    NT = cdiv(T, CHUNK)
+    prec = _prec(q)
+    w = torch.empty_like(k)
+    u = torch.empty_like(v)
+    tinv = q.new_empty((B, H, NT, CHUNK, CHUNK) if save_for_bwd else (0,), dtype=torch.float32)
+    _prep_fwd_kernel[(NT, B * H)](k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=BK, BV=BVf,
+                                  USE_L2=use_l2, SAVE_T=save_for_bwd, PREC=prec, num_warps=4)
+    o = torch.empty_like(v)
+    ht = q.new_empty((B, H, K, V) if output_final_state else (0,), dtype=torch.float32)
+    hbuf = q.new_empty((B, H, NT, K, V) if save_for_bwd else (0,))
+    BV = _state_bv(B * H, BVf)
+    h0 = initial_state if initial_state is not None else ht
+    _state_fwd_kernel[(cdiv(V, BV), B * H)](
+        q, k, w, u, o, h0, ht, hbuf, scale, T, H=H, K=K, V=V, BK=BK, BV=BV, USE_L2=use_l2,
+        HAS_H0=initial_state is not None, STORE_HT=output_final_state, SAVE_H=save_for_bwd,
+        PREC=prec, num_warps=4 if BK * BV <= 4096 else 8)
+    return o, ht, w, tinv, hbuf
+
+
+def chunk_bwd(q, k, v, beta, scale: float, initial_state, use_l2: bool, w, tinv, hbuf, do, dht):
+    """Backward launcher: returns dq, dk, dv, dbeta, dh0 (or empty)."""
+    B, T, H, K, V, BK, BVf = _dims(q, v)
+    NT = cdiv(T, CHUNK)
+    prec = _prec(q)
+    do = do.contiguous()
+    dhbuf = torch.empty_like(hbuf)
+    has_h0 = initial_state is not None
+    dh0 = q.new_empty((B, H, K, V) if has_h0 else (0,), dtype=torch.float32)
+    BV = _state_bv(B * H, BVf)
+    has_dht = dht is not None
+    _state_bwd_kernel[(cdiv(V, BV), B * H)](
+        q, k, w, do, dht if has_dht else dh0, dh0, dhbuf, scale, T, H=H, K=K, V=V, BK=BK,
+        BV=BV, USE_L2=use_l2, HAS_DHT=has_dht, STORE_DH0=has_h0, PREC=prec,
+        num_warps=4 if BK * BV <= 4096 else 8)
+    dq, dk, dv, dbeta = (torch.empty_like(x) for x in (q, k, v, beta))
+    _fused_bwd_kernel[(NT, B * H)](q, k, v, beta, w, tinv, hbuf, dhbuf, do, dq, dk, dv, dbeta,
+                                   scale, T, H=H, K=K, V=V, BK=BK, USE_L2=use_l2, PREC=prec)
+    return dq, dk, dv, dbeta, dh0
