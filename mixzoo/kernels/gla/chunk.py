@@ -1,0 +1,454 @@
+"""Chunkwise GLA in Triton: jit kernels, then their host launchers.
+
+Notation (README.md has the derivation). Chunks of BT=64 tokens, sub-chunks of BC=16.
+gc = chunk-local cumulative log gate (b_t = sum of g from the chunk start to t, <= 0).
+h[n] = state before chunk n, dh[n] = gradient of the state after chunk n.
+
+Forward : _fwd_h (gc, h, final state) -> _fwd_A (intra-chunk scores) -> _fwd_o.
+Backward: _bwd_dh (dh, dh0) -> _bwd_dv (dA, dv) -> _bwd_dqk (dq, dk, q*dq-k*dk)
+          -> _rev_cumsum (dg).
+Every exponent the kernels take is <= 0 up to rounding (see README "stability").
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from mixzoo.kernels._common import cdiv
+
+BT = 64   # chunk length: the state is materialised once per BT tokens
+BC = 16   # sub-chunk length: the smallest tl.dot tile; pairwise decays only inside one
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    # fp32 inputs: full-precision products (tests compare to 1e-5); else native bf16/fp16
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+# ----------------------------------------------------------------------------- forward
+@triton.jit
+def _fwd_h_kernel(
+    k, v, g,            # [B,T,H,K], [B,T,H,V], [B,T,H,K] inputs (g = log gate)
+    gc,                 # [B,T,H,K] fp32 out: chunk-local cumsum of g
+    h,                  # [B,N,H,K,V] out: state before each chunk
+    h0, ht,             # [B,H,K,V] fp32 initial state in / final state out
+    T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    HAS_H0: tl.constexpr, PREC: tl.constexpr,
+):
+    """S <- exp(b_C) * S + (k * exp(b_C - b))^T v per chunk; stores S before each chunk."""
+    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    N = tl.cdiv(T, BT)
+    o_k = i_k * BK + tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    o_t = tl.arange(0, BT)
+    m_kv = (o_k[:, None] < K) & (o_v[None, :] < V)
+    base = (i_b * T * H + i_h).to(tl.int64)          # token 0 of this (b, h)
+    p_hs = o_k[:, None] * V + o_v[None, :]           # [BK,BV] offsets inside one state
+    b_h = tl.zeros([BK, BV], dtype=tl.float32)
+    if HAS_H0:
+        b_h += tl.load(h0 + i_bh.to(tl.int64) * K * V + p_hs, mask=m_kv, other=0.)
+    for n in range(N):
+        p_h = h + ((i_b * N + n) * H + i_h).to(tl.int64) * K * V
+        tl.store(p_h + p_hs, b_h.to(h.dtype.element_ty), mask=m_kv)
+        t = n * BT + o_t
+        m_kt = (o_k[:, None] < K) & (t[None, :] < T)
+        p_kT = (base + t[None, :] * H) * K + o_k[:, None]          # [BK,BT] (transposed)
+        b_g = tl.load(g + p_kT, mask=m_kt, other=0.).to(tl.float32)
+        b_gc = tl.cumsum(b_g, axis=1)                               # padding has g = 0
+        if i_v == 0:
+            tl.store(gc + p_kT, b_gc, mask=m_kt)
+        b_last = tl.sum(tl.where(o_t[None, :] == BT - 1, b_gc, 0.), axis=1)   # [BK]
+        b_k = tl.load(k + p_kT, mask=m_kt, other=0.).to(tl.float32)
+        b_kd = (b_k * tl.exp(b_last[:, None] - b_gc)).to(k.dtype.element_ty)
+        p_v = (base + t[:, None] * H) * V + o_v[None, :]
+        b_v = tl.load(v + p_v, mask=(t[:, None] < T) & (o_v[None, :] < V), other=0.)
+        b_h = b_h * tl.exp(b_last)[:, None] + tl.dot(b_kd, b_v, input_precision=PREC)
+    tl.store(ht + i_bh.to(tl.int64) * K * V + p_hs, b_h, mask=m_kv)
+
+
+@triton.jit
+def _fwd_A_kernel(
+    q, k, gc,           # [B,T,H,K] q, k and the chunk-local cumulative gate (fp32)
+    A,                  # [B,T,H,BT] fp32 out: A[t, s] = scale sum_k q_tk k_sk e^(b_tk - b_sk), s<=t
+    scale, T, H: tl.constexpr, K: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
+):
+    """Row block i (BC rows) of one chunk's intra scores, sub-chunk by sub-chunk.
+
+    Off-diagonal block (i, j<i): with r = b at the first row of sub-chunk i,
+        A_ij = (q_i e^(b_i - r)) (k_j e^(r - b_j))^T,  both exponents <= 0.
+    Diagonal block: pairwise e^(b_t - b_s) per column s, in fp32."""
+    i_i, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    NS: tl.constexpr = BT // BC
+    t0 = i_n * BT + i_i * BC
+    if t0 >= T:
+        return
+    base = (i_b * T * H + i_h).to(tl.int64)
+    o_c = tl.arange(0, BC)
+    t_i = t0 + o_c
+    m_i = t_i < T
+    p_A = A + (base + t_i[:, None] * H) * BT + o_c[None, :]    # + j * BC: block j
+    # sub-chunks j < i: factorised through the reference row t0
+    for j in range(0, i_i):
+        b_A = tl.zeros([BC, BC], dtype=tl.float32)
+        t_j = i_n * BT + j * BC + o_c
+        for i_k in range(0, tl.cdiv(K, BK)):
+            o_k = i_k * BK + tl.arange(0, BK)
+            m_k = o_k < K
+            p_i = (base + t_i[:, None] * H) * K + o_k[None, :]
+            p_j = (base + t_j[:, None] * H) * K + o_k[None, :]
+            m_ik = m_i[:, None] & m_k[None, :]
+            b_r = tl.load(gc + (base + t0 * H) * K + o_k, mask=m_k, other=0.)
+            b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
+            b_gi = tl.load(gc + p_i, mask=m_ik, other=0.)
+            b_k = tl.load(k + p_j, mask=m_k[None, :], other=0.).to(tl.float32)
+            b_gj = tl.load(gc + p_j, mask=m_k[None, :], other=0.)
+            b_qd = tl.where(m_ik, b_q * tl.exp(b_gi - b_r[None, :]) * scale, 0.)
+            b_kd = b_k * tl.exp(b_r[None, :] - b_gj)
+            b_A += tl.dot(b_qd.to(q.dtype.element_ty), tl.trans(b_kd.to(k.dtype.element_ty)),
+                          input_precision=PREC)
+        tl.store(p_A + j * BC, b_A, mask=m_i[:, None])
+    # diagonal block: column s gets sum_k q_t k_s e^(b_t - b_s) for t >= s
+    b_A = tl.zeros([BC, BC], dtype=tl.float32)
+    for i_k in range(0, tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        p_i = (base + t_i[:, None] * H) * K + o_k[None, :]
+        m_ik = m_i[:, None] & m_k[None, :]
+        b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
+        b_gi = tl.load(gc + p_i, mask=m_ik, other=0.)
+        for s in range(0, BC):
+            m_s = m_k & (o_k * 0 + t0 + s < T)
+            p_s = (base + (t0 + s) * H) * K + o_k
+            b_ks = tl.load(k + p_s, mask=m_s, other=0.).to(tl.float32)
+            b_gs = tl.load(gc + p_s, mask=m_s, other=0.)
+            b_e = tl.exp(tl.minimum(b_gi - b_gs[None, :], 0.))          # [BC,BK], <= 1
+            b_col = tl.sum(b_q * b_ks[None, :] * b_e, axis=1) * scale    # [BC]
+            b_A += tl.where((o_c[None, :] == s) & (o_c[:, None] >= s), b_col[:, None], 0.)
+    tl.store(p_A + i_i * BC, b_A, mask=m_i[:, None])
+    # sub-chunks j > i are above the diagonal: zeros, so A may start uninitialised
+    for j in range(i_i + 1, NS):
+        tl.store(p_A + j * BC, tl.zeros([BC, BC], dtype=tl.float32), mask=m_i[:, None])
+
+
+@triton.jit
+def _fwd_o_kernel(
+    q, v, gc, A, h,     # inputs as above; h [B,N,H,K,V] states before each chunk
+    o,                  # [B,T,H,V] out
+    scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+):
+    """o = (scale q * e^b) h[n] + A v for one chunk and one V block."""
+    i_v, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    N = tl.cdiv(T, BT)
+    base = (i_b * T * H + i_h).to(tl.int64)
+    o_t = tl.arange(0, BT)
+    t = i_n * BT + o_t
+    m_t = t < T
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_v = o_v < V
+    p_h = h + ((i_b * N + i_n) * H + i_h).to(tl.int64) * K * V
+    b_o = tl.zeros([BT, BV], dtype=tl.float32)
+    for i_k in range(0, tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_tk = m_t[:, None] & (o_k[None, :] < K)
+        p_q = (base + t[:, None] * H) * K + o_k[None, :]
+        b_q = tl.load(q + p_q, mask=m_tk, other=0.).to(tl.float32)
+        b_g = tl.load(gc + p_q, mask=m_tk, other=0.)
+        b_qd = (b_q * tl.exp(b_g) * scale).to(q.dtype.element_ty)
+        b_h = tl.load(p_h + o_k[:, None] * V + o_v[None, :],
+                      mask=(o_k[:, None] < K) & m_v[None, :], other=0.)
+        b_o += tl.dot(b_qd, b_h.to(q.dtype.element_ty), input_precision=PREC)
+    b_A = tl.load(A + (base + t[:, None] * H) * BT + o_t[None, :], mask=m_t[:, None], other=0.)
+    p_v = (base + t[:, None] * H) * V + o_v[None, :]
+    m_tv = m_t[:, None] & m_v[None, :]
+    b_v = tl.load(v + p_v, mask=m_tv, other=0.)
+    b_o += tl.dot(b_A.to(v.dtype.element_ty), b_v, input_precision=PREC)
+    tl.store(o + p_v, b_o.to(o.dtype.element_ty), mask=m_tv)
+
+
+# ----------------------------------------------------------------------------- backward
+@triton.jit
+def _bwd_dh_kernel(
+    q, do, gc,          # [B,T,H,K], [B,T,H,V], [B,T,H,K] fp32
+    dht,                # [B,H,K,V] fp32 gradient of the final state (if HAS_DHT)
+    dh,                 # [B,N,H,K,V] out: gradient of the state after each chunk
+    dh0,                # [B,H,K,V] fp32 out: gradient of the initial state
+    scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    HAS_DHT: tl.constexpr, PREC: tl.constexpr,
+):
+    """Reverse pass: dS <- e^(b_C) dS + (scale q e^b)^T do, from the last chunk down."""
+    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    N = tl.cdiv(T, BT)
+    o_k = i_k * BK + tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    o_t = tl.arange(0, BT)
+    m_k = o_k < K
+    m_kv = m_k[:, None] & (o_v[None, :] < V)
+    base = (i_b * T * H + i_h).to(tl.int64)
+    p_hs = o_k[:, None] * V + o_v[None, :]
+    b_dh = tl.zeros([BK, BV], dtype=tl.float32)
+    if HAS_DHT:
+        b_dh += tl.load(dht + i_bh.to(tl.int64) * K * V + p_hs, mask=m_kv, other=0.)
+    for i in range(N):
+        n = N - 1 - i
+        p_dh = dh + ((i_b * N + n) * H + i_h).to(tl.int64) * K * V
+        tl.store(p_dh + p_hs, b_dh.to(dh.dtype.element_ty), mask=m_kv)
+        t = n * BT + o_t
+        m_kt = m_k[:, None] & (t[None, :] < T)
+        p_kT = (base + t[None, :] * H) * K + o_k[:, None]
+        t_last = tl.minimum(n * BT + BT, T) - 1
+        b_last = tl.load(gc + (base + t_last * H) * K + o_k, mask=m_k, other=0.)
+        b_q = tl.load(q + p_kT, mask=m_kt, other=0.).to(tl.float32)
+        b_g = tl.load(gc + p_kT, mask=m_kt, other=0.)
+        b_qd = (b_q * tl.exp(b_g) * scale).to(q.dtype.element_ty)
+        p_do = (base + t[:, None] * H) * V + o_v[None, :]
+        b_do = tl.load(do + p_do, mask=(t[:, None] < T) & (o_v[None, :] < V), other=0.)
+        b_dh = b_dh * tl.exp(b_last)[:, None] + tl.dot(b_qd, b_do.to(q.dtype.element_ty),
+                                                       input_precision=PREC)
+    tl.store(dh0 + i_bh.to(tl.int64) * K * V + p_hs, b_dh, mask=m_kv)
+
+
+@triton.jit
+def _bwd_dv_kernel(
+    k, v, gc, A, do, dh,    # inputs (see above)
+    dA,                     # [B,T,H,BT] fp32 out: dA[t, s] = do_t . v_s for s <= t, else 0
+    dv,                     # [B,T,H,V] out
+    T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+):
+    """dv = A^T do + (k e^(b_C - b)) dh[n];  dA = do v^T (causal part), one chunk."""
+    i_n, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    N = tl.cdiv(T, BT)
+    base = (i_b * T * H + i_h).to(tl.int64)
+    o_t = tl.arange(0, BT)
+    t = i_n * BT + o_t
+    m_t = t < T
+    t_last = tl.minimum(i_n * BT + BT, T) - 1
+    p_dh = dh + ((i_b * N + i_n) * H + i_h).to(tl.int64) * K * V
+    p_A = (base + t[:, None] * H) * BT + o_t[None, :]
+    b_A = tl.load(A + p_A, mask=m_t[:, None], other=0.).to(v.dtype.element_ty)
+    b_dA = tl.zeros([BT, BT], dtype=tl.float32)
+    for i_v in range(0, tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)
+        m_tv = m_t[:, None] & (o_v[None, :] < V)
+        p_v = (base + t[:, None] * H) * V + o_v[None, :]
+        b_v = tl.load(v + p_v, mask=m_tv, other=0.)
+        b_do = tl.load(do + p_v, mask=m_tv, other=0.).to(v.dtype.element_ty)
+        b_dA += tl.dot(b_do, tl.trans(b_v), input_precision=PREC)
+        b_dv = tl.dot(tl.trans(b_A), b_do, input_precision=PREC)
+        for i_k in range(0, tl.cdiv(K, BK)):
+            o_k = i_k * BK + tl.arange(0, BK)
+            m_k = o_k < K
+            m_tk = m_t[:, None] & m_k[None, :]
+            p_k = (base + t[:, None] * H) * K + o_k[None, :]
+            b_k = tl.load(k + p_k, mask=m_tk, other=0.).to(tl.float32)
+            b_g = tl.load(gc + p_k, mask=m_tk, other=0.)
+            b_last = tl.load(gc + (base + t_last * H) * K + o_k, mask=m_k, other=0.)
+            b_kd = (b_k * tl.exp(b_last[None, :] - b_g)).to(k.dtype.element_ty)
+            b_dh = tl.load(p_dh + o_k[:, None] * V + o_v[None, :],
+                           mask=m_k[:, None] & (o_v[None, :] < V), other=0.)
+            b_dv += tl.dot(b_kd, b_dh.to(k.dtype.element_ty), input_precision=PREC)
+        tl.store(dv + p_v, b_dv.to(dv.dtype.element_ty), mask=m_tv)
+    b_dA = tl.where(o_t[:, None] >= o_t[None, :], b_dA, 0.)
+    tl.store(dA + p_A, b_dA, mask=m_t[:, None])
+
+
+@triton.jit
+def _bwd_dqk_kernel(
+    q, k, v, gc, h, do, dh, dA,     # inputs (see above)
+    dq, dk,                         # [B,T,H,K] out
+    dgl,                            # [B,T,H,K] fp32 out: q*dq - k*dk (dg before the suffix sum)
+    scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    """dq, dk for sub-chunk i (BC rows) of one chunk and one K block.
+
+    inter: dq = scale e^b (do h[n]^T),  dk = e^(b_C - b) (v dh[n]^T)
+    intra: dq_t = scale sum_{s<=t} dA_ts k_s e^(b_t - b_s),
+           dk_s = scale sum_{t>=s} dA_ts q_t e^(b_t - b_s),
+    factorised through a reference row between the two sub-chunks (exponents <= 0),
+    pairwise inside the diagonal sub-chunk."""
+    i_k, i_ni, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    NS: tl.constexpr = BT // BC
+    i_n, i_i = i_ni // NS, i_ni % NS
+    N = tl.cdiv(T, BT)
+    t0 = i_n * BT + i_i * BC
+    if t0 >= T:
+        return
+    base = (i_b * T * H + i_h).to(tl.int64)
+    o_c = tl.arange(0, BC)
+    t_i = t0 + o_c
+    m_i = t_i < T
+    o_k = i_k * BK + tl.arange(0, BK)
+    m_k = o_k < K
+    m_ik = m_i[:, None] & m_k[None, :]
+    p_i = (base + t_i[:, None] * H) * K + o_k[None, :]
+    b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
+    b_k = tl.load(k + p_i, mask=m_ik, other=0.).to(tl.float32)
+    b_g = tl.load(gc + p_i, mask=m_ik, other=0.)
+    t_last = tl.minimum(i_n * BT + BT, T) - 1
+    b_last = tl.load(gc + (base + t_last * H) * K + o_k, mask=m_k, other=0.)
+    # inter-chunk terms
+    p_h = ((i_b * N + i_n) * H + i_h).to(tl.int64) * K * V
+    b_dq = tl.zeros([BC, BK], dtype=tl.float32)
+    b_dk = tl.zeros([BC, BK], dtype=tl.float32)
+    for i_v in range(0, tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)
+        m_v = o_v < V
+        p_v = (base + t_i[:, None] * H) * V + o_v[None, :]
+        b_do = tl.load(do + p_v, mask=m_i[:, None] & m_v[None, :], other=0.)
+        b_v = tl.load(v + p_v, mask=m_i[:, None] & m_v[None, :], other=0.)
+        p_hT = p_h + o_k[None, :] * V + o_v[:, None]            # [BV,BK] (transposed)
+        m_vk = m_v[:, None] & m_k[None, :]
+        b_hT = tl.load(h + p_hT, mask=m_vk, other=0.)
+        b_dhT = tl.load(dh + p_hT, mask=m_vk, other=0.)
+        b_dq += tl.dot(b_do.to(q.dtype.element_ty), b_hT.to(q.dtype.element_ty),
+                       input_precision=PREC)
+        b_dk += tl.dot(b_v.to(q.dtype.element_ty), b_dhT.to(q.dtype.element_ty),
+                       input_precision=PREC)
+    b_dq = tl.where(m_ik, b_dq * tl.exp(b_g) * scale, 0.)
+    b_dk = tl.where(m_ik, b_dk * tl.exp(b_last[None, :] - b_g), 0.)
+    p_dAi = dA + (base + t_i[:, None] * H) * BT + o_c[None, :]   # rows of sub-chunk i
+    # dq from earlier sub-chunks j < i, through r = b at row t0
+    b_r = tl.load(gc + (base + t0 * H) * K + o_k, mask=m_k, other=0.)
+    b_dqi = tl.zeros([BC, BK], dtype=tl.float32)
+    for j in range(0, i_i):
+        p_j = (base + (i_n * BT + j * BC + o_c)[:, None] * H) * K + o_k[None, :]
+        b_kj = tl.load(k + p_j, mask=m_k[None, :], other=0.).to(tl.float32)
+        b_gj = tl.load(gc + p_j, mask=m_k[None, :], other=0.)
+        b_kd = (b_kj * tl.exp(b_r[None, :] - b_gj)).to(k.dtype.element_ty)
+        b_dAij = tl.load(p_dAi + j * BC, mask=m_i[:, None], other=0.).to(k.dtype.element_ty)
+        b_dqi += tl.dot(b_dAij, b_kd, input_precision=PREC)
+    b_dq += tl.where(m_ik, b_dqi * tl.exp(b_g - b_r[None, :]) * scale, 0.)
+    # dk from later sub-chunks j > i, through r2 = b at the last row of sub-chunk i
+    j_end = tl.minimum(NS, tl.cdiv(T - i_n * BT, BC))
+    if i_i + 1 < j_end:       # then sub-chunk i is full and row t0 + BC - 1 exists
+        b_r2 = tl.load(gc + (base + (t0 + BC - 1) * H) * K + o_k, mask=m_k, other=0.)
+        b_dki = tl.zeros([BC, BK], dtype=tl.float32)
+        for j in range(i_i + 1, j_end):
+            t_j = i_n * BT + j * BC + o_c
+            m_j = t_j < T
+            p_j = (base + t_j[:, None] * H) * K + o_k[None, :]
+            m_jk = m_j[:, None] & m_k[None, :]
+            b_qj = tl.load(q + p_j, mask=m_jk, other=0.).to(tl.float32)
+            b_gj = tl.load(gc + p_j, mask=m_jk, other=0.)
+            b_qd = tl.where(m_jk, b_qj * tl.exp(b_gj - b_r2[None, :]) * scale, 0.)
+            b_dAji = tl.load(dA + (base + t_j[:, None] * H) * BT + i_i * BC + o_c[None, :],
+                             mask=m_j[:, None], other=0.)
+            b_dki += tl.dot(tl.trans(b_dAji.to(q.dtype.element_ty)), b_qd.to(q.dtype.element_ty),
+                            input_precision=PREC)
+        b_dk += b_dki * tl.exp(b_r2[None, :] - b_g)
+    # diagonal sub-chunk, pairwise: column s of dA_ii feeds dq (all t >= s) and dk_s
+    for s in range(0, BC):
+        m_s = m_k & (o_k * 0 + t0 + s < T)
+        p_s = (base + (t0 + s) * H) * K + o_k
+        b_ks = tl.load(k + p_s, mask=m_s, other=0.).to(tl.float32)
+        b_gs = tl.load(gc + p_s, mask=m_s, other=0.)
+        b_dAc = tl.load(dA + (base + t_i * H) * BT + i_i * BC + s,
+                        mask=m_i & (o_c >= s), other=0.)                         # [BC]
+        b_e = tl.exp(tl.minimum(b_g - b_gs[None, :], 0.))                        # [BC,BK]
+        b_dq += b_dAc[:, None] * b_ks[None, :] * b_e * scale
+        b_dks = tl.sum(b_dAc[:, None] * b_q * b_e, axis=0) * scale              # [BK]
+        b_dk += tl.where(o_c[:, None] == s, b_dks[None, :], 0.)
+    tl.store(dq + p_i, b_dq.to(dq.dtype.element_ty), mask=m_ik)
+    tl.store(dk + p_i, b_dk.to(dk.dtype.element_ty), mask=m_ik)
+    tl.store(dgl + p_i, b_q * b_dq - b_k * b_dk, mask=m_ik)
+
+
+@triton.jit
+def _rev_cumsum_kernel(
+    x,                  # [B,T,H,D] fp32: per-token terms
+    extra,              # [B,H,D] fp32 added to every position (if HAS_EXTRA)
+    y,                  # [B,T,H,D] out: y_t = sum_{s>=t} x_s (+ extra)
+    T, H: tl.constexpr, D: tl.constexpr,
+    BT: tl.constexpr, BD: tl.constexpr, HAS_EXTRA: tl.constexpr,
+):
+    """Suffix sum over the whole sequence, chunk by chunk from the end (fp32 carry)."""
+    i_d, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    N = tl.cdiv(T, BT)
+    base = (i_b * T * H + i_h).to(tl.int64)
+    o_d = i_d * BD + tl.arange(0, BD)
+    m_d = o_d < D
+    o_t = tl.arange(0, BT)
+    b_carry = tl.zeros([BD], dtype=tl.float32)
+    if HAS_EXTRA:
+        b_carry += tl.load(extra + i_bh.to(tl.int64) * D + o_d, mask=m_d, other=0.)
+    for i in range(N):
+        t = (N - 1 - i) * BT + o_t
+        m = (t[:, None] < T) & m_d[None, :]
+        p = (base + t[:, None] * H) * D + o_d[None, :]
+        b_x = tl.load(x + p, mask=m, other=0.)
+        b_tot = tl.sum(b_x, axis=0)
+        b_y = b_carry[None, :] + b_tot[None, :] - tl.cumsum(b_x, axis=0) + b_x
+        tl.store(y + p, b_y.to(y.dtype.element_ty), mask=m)
+        b_carry += b_tot
+
+
+# ----------------------------------------------------------------------------- launchers
+def _tiles(K: int, V: int) -> tuple[int, int]:
+    bk = min(64, triton.next_power_of_2(K))
+    bv = min(64, triton.next_power_of_2(V))
+    return bk, bv
+
+
+def gla_chunk_fwd(q, k, v, g, h0, scale: float):
+    """Returns (o, final_state fp32, gc fp32, A fp32, h); all inputs contiguous [B,T,H,*]."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    N = cdiv(T, BT)
+    BK, BV = _tiles(K, V)
+    prec = _dot_precision(q.dtype)
+    gc = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
+    h = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)
+    ht = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
+    _fwd_h_kernel[(cdiv(K, BK), cdiv(V, BV), B * H)](
+        k, v, g, gc, h, h0, ht, T, H, K, V, BT=BT, BK=BK, BV=BV,
+        HAS_H0=h0 is not None, PREC=prec, num_warps=4)
+    A = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
+    _fwd_A_kernel[(BT // BC, N, B * H)](
+        q, k, gc, A, scale, T, H, K, BT=BT, BC=BC, BK=BK, PREC=prec, num_warps=2)
+    o = torch.empty_like(v)
+    _fwd_o_kernel[(cdiv(V, BV), N, B * H)](
+        q, v, gc, A, h, o, scale, T, H, K, V, BT=BT, BK=BK, BV=BV, PREC=prec, num_warps=4)
+    return o, ht, gc, A, h
+
+
+def gla_chunk_bwd(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torch.dtype):
+    """Returns (dq, dk, dv, dg, dh0 fp32). dht/ht: final-state gradient and value or None."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    N = cdiv(T, BT)
+    BK, BV = _tiles(K, V)
+    prec = _dot_precision(q.dtype)
+    dh = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)
+    dh0 = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
+    _bwd_dh_kernel[(cdiv(K, BK), cdiv(V, BV), B * H)](
+        q, do, gc, dht, dh, dh0, scale, T, H, K, V, BT=BT, BK=BK, BV=BV,
+        HAS_DHT=dht is not None, PREC=prec, num_warps=4)
+    dA = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
+    dv = torch.empty_like(v)
+    _bwd_dv_kernel[(N, B * H)](
+        k, v, gc, A, do, dh, dA, dv, T, H, K, V, BT=BT, BK=BK, BV=BV, PREC=prec, num_warps=4)
+    dq, dk = torch.empty_like(q), torch.empty_like(k)
+    dgl = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
+    _bwd_dqk_kernel[(cdiv(K, BK), N * (BT // BC), B * H)](
+        q, k, v, gc, h, do, dh, dA, dq, dk, dgl, scale, T, H, K, V,
+        BT=BT, BC=BC, BK=BK, BV=BV, PREC=prec, num_warps=2)
+    # the final state's gradient reaches every g_t through e^(B_T): sum_v dht * S_T
+    extra = (dht * ht).sum(-1) if dht is not None else None          # [B,H,K]
+    dg = torch.empty(B, T, H, K, device=q.device, dtype=g_dtype)
+    _rev_cumsum_kernel[(cdiv(K, BK), B * H)](
+        dgl, extra, dg, T, H, K, BT=BT, BD=BK, HAS_EXTRA=extra is not None, num_warps=4)
+    return dq, dk, dv, dg, dh0
