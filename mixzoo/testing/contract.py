@@ -140,6 +140,9 @@ def check_bad_input(spec, d_model=32, *, seq_len=17, seed=0, device="cpu"):
         except ValueError as e:
             assert "[B,T,D]" in str(e) and str(d_model) in str(e), \
                 f"x {tuple(bad.shape)}: the error does not name [B,T,D] with D={d_model}: {e}"
+        except Exception as e:
+            raise AssertionError(f"x {tuple(bad.shape)}: expected a ValueError naming [B,T,D], "
+                                 f"got {type(e).__name__}: {e}") from e
         else:
             raise AssertionError(f"x of shape {tuple(bad.shape)} was accepted")
 
