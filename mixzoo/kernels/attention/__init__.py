@@ -19,7 +19,11 @@ import torch
 from .._common import check_dtype_float, check_rank, check_same_device, resolve_backend
 from .reference import attention_chunked_ref, attention_ref, visible_mask
 
-_HAS_TRITON = False  # the Triton kernels land in the kernel issue (#6)
+from .._common import triton_available
+
+_HAS_TRITON = triton_available()
+if _HAS_TRITON:
+    from .ops import attention_triton, attention_triton_lse
 
 __all__ = ["attention", "attention_ref", "attention_chunked_ref", "attention_sdpa",
            "check_attention_inputs"]
@@ -86,4 +90,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
         return attention_sdpa(q, k, v, causal=causal, window=window, scale=scale)
     which = resolve_backend("auto" if backend == "sdpa" else backend, q, k, v,
                             has_triton=_HAS_TRITON, algo="attention")
+    if which == "triton":
+        return attention_triton(q, k, v, causal=causal, window=window, scale=scale)
     return attention_chunked_ref(q, k, v, causal=causal, window=window, scale=scale)

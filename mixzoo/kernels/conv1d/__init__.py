@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import torch
 
-from .._common import check_dtype_float, check_rank, check_same_device, check_shape, resolve_backend
+from .._common import (check_dtype_float, check_rank, check_same_device, check_shape,
+                       resolve_backend, triton_available)
 from .reference import noncausal_left_pad, short_conv_ref, short_conv_vec_ref
 
-_HAS_TRITON = False  # the Triton kernels land in the kernel issue (#6)
+_HAS_TRITON = triton_available()
+if _HAS_TRITON:
+    from .ops import short_conv_triton
 
 ACTIVATIONS = (None, "silu")
 MAX_WIDTH = 8
@@ -61,8 +64,12 @@ def short_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     """Depthwise short convolution; see the module docstring for shapes and semantics."""
     check_short_conv_inputs(x, weight, bias, activation, causal, initial_state,
                             output_final_state)
-    resolve_backend(backend, x, weight, bias, initial_state, has_triton=_HAS_TRITON,
-                    algo="short_conv")
+    which = resolve_backend(backend, x, weight, bias, initial_state, has_triton=_HAS_TRITON,
+                            algo="short_conv")
+    if which == "triton":
+        return short_conv_triton(x, weight, bias, activation=activation, causal=causal,
+                                 initial_state=initial_state,
+                                 output_final_state=output_final_state)
     return short_conv_vec_ref(x, weight, bias, activation=activation, causal=causal,
                               initial_state=initial_state,
                               output_final_state=output_final_state)

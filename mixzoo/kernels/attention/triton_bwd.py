@@ -1,0 +1,298 @@
+"""Attention backward kernels and their launchers.
+
+With P = softmax(S) recomputed from the saved lse (P_ij = 2^(s_ij - lse_i log2 e), s in
+the base-2 domain) and delta_i = sum_d o_id do_id = sum_j P_ij dP_ij:
+    dV_j = sum_i P_ij dO_i                  (one program per key block: `_attn_bwd_dkdv`)
+    dS_ij = P_ij (dO_i . v_j - delta_i)
+    dK_j = scale * sum_i dS_ij q_i           (same program; all G query heads of the kv
+                                              head are summed there, so GQA needs no atomics)
+    dQ_i = scale * sum_j dS_ij k_j           (one program per query block: `_attn_bwd_dq`)
+Each kernel visits only tiles inside the causal window, in masked / full / masked runs as
+in the forward.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .._common import pick_configs
+from .triton_fwd import LOG2E, _last_dim_contig, block_d, dot_precision
+
+
+@triton.jit
+def _attn_bwd_delta(o_ptr, do_ptr, delta_ptr,   # o/do [B,Tq,H,D], delta [B,H,Tq] fp32
+                    sob, sot, soh, sdb, sdt, sdh,
+                    H, Tq,
+                    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr):
+    """delta_i = sum_d o_id * do_id (fp32)."""
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask = (offs_m[:, None] < Tq) & (offs_d[None, :] < HEAD_DIM)
+    o = tl.load(o_ptr + b.to(tl.int64) * sob + h * soh + offs_m[:, None] * sot + offs_d[None, :],
+                mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(do_ptr + b.to(tl.int64) * sdb + h * sdh + offs_m[:, None] * sdt
+                 + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+    tl.store(delta_ptr + pid_bh.to(tl.int64) * Tq + offs_m, tl.sum(o * do, 1), mask=offs_m < Tq)
+
+
+def _bwd_configs(big, small):
+    """Tiles for the two kernels: `big` is the block a program owns, `small` the one it
+    loops over. The first config is also the interpreter's single config."""
+    opts = [(64, 32, 4, 3), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (128, 64, 8, 2),
+            (128, 32, 4, 4), (64, 32, 4, 5), (128, 128, 8, 2)]
+    return [triton.Config({big: b, small: s}, num_warps=w, num_stages=st) for b, s, w, st in opts]
+
+
+def _prune_by_head_dim(configs, named_args, **kwargs):
+    bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
+    if bd < 256:
+        return configs
+    keep = [c for c in configs
+            if max(c.kwargs.values()) <= 64 and c.num_stages <= 2]
+    return keep or configs[:1]
+
+
+@triton.jit
+def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, offs_m, offs_d,
+                pos_k, lo, hi, Tq, offset, window, qk_scale,
+                CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASKED: tl.constexpr,
+                BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Query tiles [lo, hi) against this program's key block; transposed scores [BN, BM]."""
+    dmask = offs_d < HEAD_DIM
+    for start_m in range(lo, hi, BLOCK_M):
+        rows = start_m + offs_m  # [BLOCK_M] query indices
+        if MASKED:
+            rmask = rows < Tq
+            ld = rmask[:, None] & dmask[None, :]
+        else:
+            rmask = rows >= 0
+            ld = dmask[None, :]
+        q = tl.load(q_base + rows[:, None] * sqt + offs_d[None, :], mask=ld, other=0.0)
+        lse2 = tl.load(lse_base + rows, mask=rmask, other=0.0) * 1.4426950408889634
+        sT = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale  # [BN, BM]
+        pT = tl.math.exp2(sT - lse2[None, :])
+        if MASKED:
+            pos_q = offset + rows
+            vis = rmask[None, :]
+            if CAUSAL:
+                vis = vis & (pos_k[:, None] <= pos_q[None, :])
+            if HAS_WINDOW:
+                vis = vis & (pos_k[:, None] > pos_q[None, :] - window)
+            pT = tl.where(vis, pT, 0.0)
+        do = tl.load(do_base + rows[:, None] * sdt + offs_d[None, :], mask=ld, other=0.0)
+        dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=DOT_PREC)
+        dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)  # [BN, BM]
+        delta = tl.load(delta_base + rows, mask=rmask, other=0.0)
+        dsT = pT * (dpT - delta[None, :])
+        dk = tl.dot(dsT.to(q.dtype), q, dk, input_precision=DOT_PREC)
+    return dk, dv
+
+
+@triton.autotune(configs=pick_configs(_bwd_configs("BLOCK_N", "BLOCK_M")),
+                 key=["Tq", "Tk", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "G", "DOT_PREC"],
+                 prune_configs_by={"early_config_prune": _prune_by_head_dim})
+@triton.jit
+def _attn_bwd_dkdv(
+    q_ptr, k_ptr, v_ptr, do_ptr,   # q/do [B,Tq,H,D], k/v [B,Tk,Hkv,D]
+    lse_ptr, delta_ptr,            # [B,H,Tq] fp32 each
+    dk_ptr, dv_ptr,                # [B,Tk,Hkv,D] contiguous
+    sqb, sqt, sqh, skb, skt, skh, svb, svt, svh, sdb, sdt, sdh,
+    H, Hkv, Tq, Tk, G,             # heads, kv heads, lengths, H // Hkv
+    window, qk_scale, sm_scale,    # window (HAS_WINDOW), scale*log2(e), scale
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """One program = one block of BLOCK_N keys of one (batch, kv head); loops over the G
+    query heads sharing it and over the query tiles that see the block."""
+    pid_n = tl.program_id(0)
+    pid_bk = tl.program_id(1)
+    b = pid_bk // Hkv
+    hk = pid_bk % Hkv
+    n0 = pid_n * BLOCK_N
+    offset = Tk - Tq
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    kvmask = (offs_n[:, None] < Tk) & (offs_d[None, :] < HEAD_DIM)
+    k = tl.load(k_ptr + b.to(tl.int64) * skb + hk * skh + offs_n[:, None] * skt + offs_d[None, :],
+                mask=kvmask, other=0.0)
+    v = tl.load(v_ptr + b.to(tl.int64) * svb + hk * svh + offs_n[:, None] * svt + offs_d[None, :],
+                mask=kvmask, other=0.0)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+
+    # query tiles that see this key block: masked [t_lo, b1), full [b1, b2), masked [b2, t_end)
+    if CAUSAL:
+        t_lo = (tl.maximum(n0 - offset, 0) // BLOCK_M) * BLOCK_M
+        # first query tile whose every query comes after every key of the block
+        full_lo = tl.cdiv(tl.maximum(n0 + BLOCK_N - 1 - offset, 0), BLOCK_M) * BLOCK_M
+    else:
+        t_lo = 0
+        full_lo = 0
+    if HAS_WINDOW:
+        t_end = tl.minimum(Tq, tl.maximum(n0 + BLOCK_N + window - 1 - offset, 0))
+        # past this tile some query has left the first key of the block behind
+        full_hi = (tl.maximum(n0 + window - offset, 0) // BLOCK_M) * BLOCK_M
+        full_hi = tl.minimum(full_hi, (Tq // BLOCK_M) * BLOCK_M)
+    else:
+        t_end = Tq
+        full_hi = (Tq // BLOCK_M) * BLOCK_M
+    t_end = tl.cdiv(t_end, BLOCK_M) * BLOCK_M
+    b1 = tl.minimum(tl.maximum(full_lo, t_lo), t_end)
+    b2 = tl.minimum(tl.maximum(full_hi, b1), t_end)
+
+    for g in range(0, G):
+        h = hk * G + g
+        q_base = q_ptr + b.to(tl.int64) * sqb + h * sqh
+        do_base = do_ptr + b.to(tl.int64) * sdb + h * sdh
+        lse_base = lse_ptr + (b * H + h).to(tl.int64) * Tq
+        delta_base = delta_ptr + (b * H + h).to(tl.int64) * Tq
+        dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt,
+                             offs_m, offs_d, offs_n, t_lo, b1, Tq, offset, window, qk_scale,
+                             CAUSAL, HAS_WINDOW, True, BLOCK_M, HEAD_DIM, DOT_PREC)
+        dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt,
+                             offs_m, offs_d, offs_n, b1, b2, Tq, offset, window, qk_scale,
+                             CAUSAL, HAS_WINDOW, False, BLOCK_M, HEAD_DIM, DOT_PREC)
+        dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt,
+                             offs_m, offs_d, offs_n, b2, t_end, Tq, offset, window, qk_scale,
+                             CAUSAL, HAS_WINDOW, True, BLOCK_M, HEAD_DIM, DOT_PREC)
+    out = ((b * Tk + offs_n[:, None]).to(tl.int64) * Hkv + hk) * HEAD_DIM + offs_d[None, :]
+    tl.store(dk_ptr + out, (dk * sm_scale).to(dk_ptr.dtype.element_ty), mask=kvmask)
+    tl.store(dv_ptr + out, dv.to(dv_ptr.dtype.element_ty), mask=kvmask)
+
+
+@triton.jit
+def _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, skt, svt, offs_n, offs_d, pos_q,
+              lo, hi, Tk, window, qk_scale,
+              CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASKED: tl.constexpr,
+              BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Key tiles [lo, hi) for this program's query block."""
+    dmask = offs_d < HEAD_DIM
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n
+        if MASKED:
+            ld = (cols[:, None] < Tk) & dmask[None, :]
+        else:
+            ld = dmask[None, :]
+        k = tl.load(k_base + cols[:, None] * skt + offs_d[None, :], mask=ld, other=0.0)
+        v = tl.load(v_base + cols[:, None] * svt + offs_d[None, :], mask=ld, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale  # [BM, BN]
+        p = tl.math.exp2(s - lse2[:, None])
+        if MASKED:
+            vis = cols[None, :] < Tk
+            if CAUSAL:
+                vis = vis & (cols[None, :] <= pos_q[:, None])
+            if HAS_WINDOW:
+                vis = vis & (cols[None, :] > pos_q[:, None] - window)
+            p = tl.where(vis, p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)  # [BM, BN]
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PREC)
+    return dq
+
+
+@triton.autotune(configs=pick_configs(_bwd_configs("BLOCK_M", "BLOCK_N")),
+                 key=["Tq", "Tk", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "G", "DOT_PREC"],
+                 prune_configs_by={"early_config_prune": _prune_by_head_dim})
+@triton.jit
+def _attn_bwd_dq(
+    q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr,
+    dq_ptr,                        # [B,Tq,H,D] contiguous
+    sqb, sqt, sqh, skb, skt, skh, svb, svt, svh, sdb, sdt, sdh,
+    H, Tq, Tk, G, window, qk_scale, sm_scale,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """One program = one block of BLOCK_M queries of one (batch, head)."""
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // G
+    m0 = pid_m * BLOCK_M
+    offset = Tk - Tq
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    pos_q = offset + offs_m
+    rmask = offs_m < Tq
+    ld = rmask[:, None] & (offs_d[None, :] < HEAD_DIM)
+    q = tl.load(q_ptr + b.to(tl.int64) * sqb + h * sqh + offs_m[:, None] * sqt + offs_d[None, :],
+                mask=ld, other=0.0)
+    do = tl.load(do_ptr + b.to(tl.int64) * sdb + h * sdh + offs_m[:, None] * sdt
+                 + offs_d[None, :], mask=ld, other=0.0)
+    lse2 = tl.load(lse_ptr + pid_bh.to(tl.int64) * Tq + offs_m, mask=rmask, other=0.0) * 1.4426950408889634
+    delta = tl.load(delta_ptr + pid_bh.to(tl.int64) * Tq + offs_m, mask=rmask, other=0.0)
+    k_base = k_ptr + b.to(tl.int64) * skb + hk * skh
+    v_base = v_ptr + b.to(tl.int64) * svb + hk * svh
+
+    p0 = offset + m0
+    if CAUSAL:
+        t_end = tl.minimum(Tk, p0 + BLOCK_M)
+        full_hi = ((p0 + 1) // BLOCK_N) * BLOCK_N
+    else:
+        t_end = Tk
+        full_hi = (Tk // BLOCK_N) * BLOCK_N
+    t_end = tl.cdiv(t_end, BLOCK_N) * BLOCK_N
+    if HAS_WINDOW:
+        t_lo = (tl.maximum(p0 - window + 1, 0) // BLOCK_N) * BLOCK_N
+        full_lo = tl.cdiv(tl.maximum(p0 + BLOCK_M - window, 0), BLOCK_N) * BLOCK_N
+    else:
+        t_lo = 0
+        full_lo = 0
+    b1 = tl.minimum(tl.maximum(full_lo, t_lo), t_end)
+    b2 = tl.minimum(tl.maximum(full_hi, b1), t_end)
+
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, skt, svt, offs_n, offs_d, pos_q,
+                   t_lo, b1, Tk, window, qk_scale, CAUSAL, HAS_WINDOW, True,
+                   BLOCK_N, HEAD_DIM, DOT_PREC)
+    dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, skt, svt, offs_n, offs_d, pos_q,
+                   b1, b2, Tk, window, qk_scale, CAUSAL, HAS_WINDOW, False,
+                   BLOCK_N, HEAD_DIM, DOT_PREC)
+    dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, skt, svt, offs_n, offs_d, pos_q,
+                   b2, t_end, Tk, window, qk_scale, CAUSAL, HAS_WINDOW, True,
+                   BLOCK_N, HEAD_DIM, DOT_PREC)
+    out = ((b * Tq + offs_m[:, None]).to(tl.int64) * H + h) * HEAD_DIM + offs_d[None, :]
+    tl.store(dq_ptr + out, (dq * sm_scale).to(dq_ptr.dtype.element_ty), mask=ld)
+
+
+# ----------------------------------------------------------------------------- launchers
+
+def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float):
+    """Gradients (dq, dk, dv) in the inputs' dtypes and shapes. window <= 0 means none."""
+    q, k, v, o, do = (_last_dim_contig(t) for t in (q, k, v, o, do))
+    B, Tq, H, D = q.shape
+    Tk, Hkv = k.shape[1], k.shape[2]
+    dq = torch.empty(B, Tq, H, D, device=q.device, dtype=q.dtype)
+    dk = torch.empty(B, Tk, Hkv, D, device=q.device, dtype=k.dtype)
+    dv = torch.empty(B, Tk, Hkv, D, device=q.device, dtype=v.dtype)
+    if Tq == 0 or Tk == 0:
+        return dq.zero_(), dk.zero_(), dv.zero_()
+    BD = block_d(D)
+    delta = torch.empty(B, H, Tq, device=q.device, dtype=torch.float32)
+    bm_delta = 64
+    _attn_bwd_delta[(triton.cdiv(Tq, bm_delta), B * H)](
+        o, do, delta, o.stride(0), o.stride(1), o.stride(2),
+        do.stride(0), do.stride(1), do.stride(2), H, Tq,
+        HEAD_DIM=D, BLOCK_D=BD, BLOCK_M=bm_delta)
+    lse = lse.contiguous()
+    common = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+              v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2))
+    flags = dict(CAUSAL=causal, HAS_WINDOW=window > 0, HEAD_DIM=D, BLOCK_D=BD,
+                 DOT_PREC=dot_precision(q.dtype))
+    G = H // Hkv
+    _attn_bwd_dkdv[lambda meta: (triton.cdiv(Tk, meta["BLOCK_N"]), B * Hkv)](
+        q, k, v, do, lse, delta, dk, dv, *common,
+        H, Hkv, Tq, Tk, G, max(window, 1), scale * LOG2E, scale, **flags)
+    _attn_bwd_dq[lambda meta: (triton.cdiv(Tq, meta["BLOCK_M"]), B * H)](
+        q, k, v, do, lse, delta, dq, *common,
+        H, Tq, Tk, G, max(window, 1), scale * LOG2E, scale, **flags)
+    return dq, dk, dv

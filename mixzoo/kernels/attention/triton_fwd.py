@@ -1,0 +1,333 @@
+"""Attention forward kernels (flash-attention style) and their launchers.
+
+Math (README.md has the derivation). For query i at absolute position p_i = Tk - Tq + i
+and the keys it may see (causal: j <= p_i; window W: p_i - W < j), in the base-2 domain
+s_ij = (scale * log2 e) q_i . k_j, and over key tiles n the running
+    m' = max(m, max_j s_ij),  acc = acc * 2^(m - m') + sum_j 2^(s_ij - m') v_j,
+    l  = l * 2^(m - m') + sum_j 2^(s_ij - m')
+give o_i = acc / l and lse_i = (m + log2 l) * ln 2 (natural log), which the backward saves.
+
+Tiles are visited in three runs: key tiles cut by the window's lower edge (masked), tiles
+every query of the block sees completely (no mask work), and tiles on the causal
+diagonal or past Tk (masked). Tiles entirely outside the causal window are never
+visited, so sliding-window cost is ~ Tq * W.
+
+`_attn_decode_kernel` serves few queries against a long KV cache: one program packs
+all G = H/Hkv query heads of a kv head times the Tq queries into its rows (the K/V tiles
+are read once per kv head, not once per query head) and the keys are split over
+programs (flash-decoding); partial results are merged with their logsumexps.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from .._common import cdiv, pick_configs
+
+LOG2E = 1.4426950408889634
+# Running max of rows that have seen no visible key yet. Finite so that 2^(m - m') never
+# evaluates -inf - (-inf); masked scores are -inf and give exactly 0.
+NEG_BIG = -1.0e30
+
+
+def _fwd_configs():
+    """Candidate tilings; the first one is also the interpreter's single config."""
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
+            for bm, bn, w, st in [(64, 32, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3),
+                                  (64, 64, 4, 3), (128, 64, 4, 3), (128, 32, 4, 4),
+                                  (128, 64, 8, 4), (64, 128, 4, 3)]]
+
+
+def _prune_by_head_dim(configs, named_args, **kwargs):
+    """Head dim 256: keep tiles whose q/k/v blocks fit shared memory."""
+    bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
+    if bd < 256:
+        return configs
+    return [c for c in configs if c.kwargs["BLOCK_N"] <= 64 and c.num_stages <= 3] or configs[:1]
+
+
+@triton.jit
+def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kt, offs_n, offs_d, pos_q,
+               lo, hi, Tk, window, qk_scale,
+               CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASKED: tl.constexpr,
+               BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+               DOT_PREC: tl.constexpr):
+    """Visit key tiles [lo, hi) in steps of BLOCK_N, updating (acc, l_i, m_i).
+    MASKED=False means every query of the block sees every key of these tiles."""
+    dmask = offs_d < HEAD_DIM  # [BLOCK_D] folds to all-true when HEAD_DIM == BLOCK_D
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n  # [BLOCK_N] key indices
+        kv_off = cols[:, None] * stride_kt + offs_d[None, :]  # [BLOCK_N, BLOCK_D]
+        if MASKED:
+            ld_mask = (cols[:, None] < Tk) & dmask[None, :]
+        else:
+            ld_mask = dmask[None, :]
+        k = tl.load(k_base + kv_off, mask=ld_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale  # [BLOCK_M, BLOCK_N]
+        if MASKED:
+            vis = cols[None, :] < Tk
+            if CAUSAL:
+                vis = vis & (cols[None, :] <= pos_q[:, None])
+            if HAS_WINDOW:
+                vis = vis & (cols[None, :] > pos_q[:, None] - window)
+            s = tl.where(vis, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))  # [BLOCK_M]
+        alpha = tl.math.exp2(m_i - m_new)
+        p = tl.math.exp2(s - m_new[:, None])  # [BLOCK_M, BLOCK_N]
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + kv_off, mask=ld_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.autotune(configs=pick_configs(_fwd_configs()),
+                 key=["Tq", "Tk", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "G", "DOT_PREC"],
+                 prune_configs_by={"early_config_prune": _prune_by_head_dim})
+@triton.jit
+def _attn_fwd_kernel(
+    q_ptr, k_ptr, v_ptr,      # q [B,Tq,H,D], k/v [B,Tk,Hkv,D] (last dim contiguous)
+    o_ptr, lse_ptr,           # o [B,Tq,H,D] (same strides as q's layout), lse [B,H,Tq] fp32
+    sqb, sqt, sqh,            # q strides (batch, time, head)
+    skb, skt, skh,            # k strides
+    svb, svt, svh,            # v strides
+    sob, sot, soh,            # o strides
+    H, Tq, Tk,                # query heads, query length, key length
+    G,                        # query heads per kv head (H // Hkv)
+    window,                   # sliding window size (used when HAS_WINDOW)
+    qk_scale,                 # scale * log2(e)
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    HEAD_DIM: tl.constexpr,   # D
+    BLOCK_D: tl.constexpr,    # next power of two >= max(D, 16)
+    DOT_PREC: tl.constexpr,   # "ieee" for fp32 inputs, "tf32" (ignored) for bf16/fp16
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """One program = one block of BLOCK_M queries of one (batch, head)."""
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // G
+    m0 = pid_m * BLOCK_M
+    offset = Tk - Tq  # absolute position of query 0
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    pos_q = offset + offs_m  # [BLOCK_M]
+    dmask = offs_d < HEAD_DIM
+    q_base = q_ptr + b.to(tl.int64) * sqb + h * sqh
+    k_base = k_ptr + b.to(tl.int64) * skb + hk * skh
+    v_base = v_ptr + b.to(tl.int64) * svb + hk * svh
+    qmask = (offs_m[:, None] < Tq) & dmask[None, :]
+    q = tl.load(q_base + offs_m[:, None] * sqt + offs_d[None, :], mask=qmask, other=0.0)
+
+    # the three runs of key tiles: masked [t_lo, b1), full [b1, b2), masked [b2, t_end)
+    p0 = offset + m0  # position of the block's first query
+    if CAUSAL:
+        t_end = tl.minimum(Tk, p0 + BLOCK_M)
+        full_hi = ((p0 + 1) // BLOCK_N) * BLOCK_N  # first tile touching the diagonal
+    else:
+        t_end = Tk
+        full_hi = (Tk // BLOCK_N) * BLOCK_N
+    t_end = tl.cdiv(t_end, BLOCK_N) * BLOCK_N
+    if HAS_WINDOW:
+        t_lo = (tl.maximum(p0 - window + 1, 0) // BLOCK_N) * BLOCK_N
+        # first tile all of whose keys every query of the block still sees
+        full_lo = tl.cdiv(tl.maximum(p0 + BLOCK_M - window, 0), BLOCK_N) * BLOCK_N
+    else:
+        t_lo = 0
+        full_lo = 0
+    b1 = tl.minimum(tl.maximum(full_lo, t_lo), t_end)
+    b2 = tl.minimum(tl.maximum(full_hi, b1), t_end)
+
+    m_i = tl.full([BLOCK_M], NEG_BIG, dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, skt, offs_n, offs_d, pos_q,
+                               t_lo, b1, Tk, window, qk_scale, CAUSAL, HAS_WINDOW, True,
+                               BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC)
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, skt, offs_n, offs_d, pos_q,
+                               b1, b2, Tk, window, qk_scale, CAUSAL, HAS_WINDOW, False,
+                               BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC)
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, skt, offs_n, offs_d, pos_q,
+                               b2, t_end, Tk, window, qk_scale, CAUSAL, HAS_WINDOW, True,
+                               BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC)
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    o = acc / l_safe[:, None]
+    o_base = o_ptr + b.to(tl.int64) * sob + h * soh
+    tl.store(o_base + offs_m[:, None] * sot + offs_d[None, :], o.to(o_ptr.dtype.element_ty),
+             mask=qmask)
+    lse = (m_i + tl.math.log2(l_safe)) * 0.6931471805599453
+    lse = tl.where(l_i == 0.0, float("-inf"), lse)
+    tl.store(lse_ptr + pid_bh.to(tl.int64) * Tq + offs_m, lse, mask=offs_m < Tq)
+
+
+@triton.jit
+def _attn_decode_kernel(
+    q_ptr, k_ptr, v_ptr,      # q [B,Tq,H,D], k/v [B,Tk,Hkv,D]
+    op_ptr, lsep_ptr,         # partials: o [B*Hkv, S, R, D] fp32, lse [B*Hkv, S, R] fp32
+    sqb, sqt, sqh, skb, skt, skh, svb, svt, svh,
+    Hkv, Tq, Tk, G,           # kv heads, query length, key length, query heads per kv head
+    window, qk_scale,         # window size (HAS_WINDOW), scale * log2(e)
+    kv_lo,                    # first key any query may see
+    split_len,                # keys per split (a multiple of BLOCK_N)
+    S, R,                     # number of splits, rows per kv head (= G * Tq)
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr,    # >= R, a power of two >= 16
+    BLOCK_N: tl.constexpr,
+):
+    """One program = all G*Tq query rows of one (batch, kv head) against one key split.
+    Row r is query head hk*G + r // Tq at query index r % Tq."""
+    pid_s = tl.program_id(0)
+    pid_bk = tl.program_id(1)
+    b = pid_bk // Hkv
+    hk = pid_bk % Hkv
+    rows = tl.arange(0, BLOCK_M)
+    qi = rows % Tq
+    h = hk * G + rows // Tq
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    dmask = offs_d < HEAD_DIM
+    rmask = rows < R
+    q_off = b.to(tl.int64) * sqb + qi[:, None] * sqt + h[:, None] * sqh + offs_d[None, :]
+    q = tl.load(q_ptr + q_off, mask=rmask[:, None] & dmask[None, :], other=0.0)
+    pos_q = Tk - Tq + qi
+    k_base = k_ptr + b.to(tl.int64) * skb + hk * skh
+    v_base = v_ptr + b.to(tl.int64) * svb + hk * svh
+    lo = kv_lo + pid_s * split_len
+    hi = tl.minimum(lo + split_len, Tk)
+    m_i = tl.full([BLOCK_M], NEG_BIG, dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n
+        kv_off = cols[:, None] * skt + offs_d[None, :]
+        ld_mask = (cols[:, None] < hi) & dmask[None, :]
+        k = tl.load(k_base + kv_off, mask=ld_mask, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale  # [BLOCK_M, BLOCK_N]
+        vis = cols[None, :] < hi
+        if CAUSAL:
+            vis = vis & (cols[None, :] <= pos_q[:, None])
+        if HAS_WINDOW:
+            vis = vis & (cols[None, :] > pos_q[:, None] - window)
+        s = tl.where(vis, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.math.exp2(m_i - m_new)
+        p = tl.math.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + kv_off, mask=ld_mask, other=0.0)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PREC)
+        m_i = m_new
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    o = acc / l_safe[:, None]
+    lse = tl.where(l_i == 0.0, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)
+    part = pid_bk.to(tl.int64) * S + pid_s  # [B*Hkv, S] row
+    tl.store(op_ptr + (part * R + rows[:, None]) * HEAD_DIM + offs_d[None, :], o,
+             mask=rmask[:, None] & dmask[None, :])
+    tl.store(lsep_ptr + part * R + rows, lse, mask=rmask)
+
+
+# ----------------------------------------------------------------------------- launchers
+
+def block_d(D: int) -> int:
+    """Head-dim tile: next power of two, at least 16 (tl.dot's minimum)."""
+    return max(16, triton.next_power_of_2(D))
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """fp32 inputs get exact fp32 dots; bf16/fp16 use the tensor cores as they are."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _last_dim_contig(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def attn_fwd(q, k, v, causal: bool, window: int, scale: float):
+    """Launch the forward kernel. window <= 0 means none. Returns (o, lse [B,H,Tq] fp32)."""
+    q, k, v = (_last_dim_contig(t) for t in (q, k, v))
+    B, Tq, H, D = q.shape
+    Tk, Hkv = k.shape[1], k.shape[2]
+    o = torch.empty_like(q, memory_format=torch.contiguous_format)
+    lse = torch.empty(B, H, Tq, device=q.device, dtype=torch.float32)
+    if Tq == 0:
+        return o, lse
+
+    def grid(meta):
+        return (triton.cdiv(Tq, meta["BLOCK_M"]), B * H)
+
+    _attn_fwd_kernel[grid](
+        q, k, v, o, lse,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        o.stride(0), o.stride(1), o.stride(2),
+        H, Tq, Tk, H // Hkv, max(window, 1), scale * LOG2E,
+        CAUSAL=causal, HAS_WINDOW=window > 0, HEAD_DIM=D, BLOCK_D=block_d(D),
+        DOT_PREC=dot_precision(q.dtype),
+    )
+    return o, lse
+
+
+DECODE_MAX_ROWS = 64  # G * Tq rows a decode program holds (one BLOCK_M tile)
+
+
+def use_decode(q, k) -> bool:
+    """The decode kernel serves calls whose G*Tq query rows fit one tile and whose keys
+    outnumber the queries (a KV cache); it is tested equal to `attn_fwd`."""
+    Tq, H = q.shape[1], q.shape[2]
+    Tk, Hkv = k.shape[1], k.shape[2]
+    return Tq < Tk and (H // Hkv) * Tq <= DECODE_MAX_ROWS
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 2  # interpreter: still exercise several splits
+
+
+def attn_decode(q, k, v, causal: bool, window: int, scale: float):
+    """Few queries against a long KV cache: split-key partials merged by logsumexp.
+    Same result as `attn_fwd`: (o [B,Tq,H,D], lse [B,H,Tq] fp32)."""
+    q, k, v = (_last_dim_contig(t) for t in (q, k, v))
+    B, Tq, H, D = q.shape
+    Tk, Hkv = k.shape[1], k.shape[2]
+    G = H // Hkv
+    R = G * Tq
+    BLOCK_M = max(16, triton.next_power_of_2(R))
+    BLOCK_N = 64 if D <= 128 else 32
+    kv_lo = max(0, Tk - Tq - window + 1) if (causal and window > 0) else 0
+    n_keys = Tk - kv_lo
+    # enough splits to fill the GPU twice over, each at least 4 key tiles long
+    want = cdiv(2 * _num_sms(q.device), B * Hkv)
+    S = max(1, min(want, cdiv(n_keys, 4 * BLOCK_N)))
+    split_len = cdiv(cdiv(n_keys, S), BLOCK_N) * BLOCK_N
+    S = cdiv(n_keys, split_len)
+    o_part = torch.empty(B * Hkv, S, R, D, device=q.device, dtype=torch.float32)
+    lse_part = torch.empty(B * Hkv, S, R, device=q.device, dtype=torch.float32)
+    _attn_decode_kernel[(S, B * Hkv)](
+        q, k, v, o_part, lse_part,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        Hkv, Tq, Tk, G, max(window, 1), scale * LOG2E, kv_lo, split_len, S, R,
+        CAUSAL=causal, HAS_WINDOW=window > 0, HEAD_DIM=D, BLOCK_D=block_d(D),
+        DOT_PREC=dot_precision(q.dtype), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
+        num_warps=4, num_stages=2,
+    )
+    # merge the splits: lse = logsumexp_s lse_s, o = sum_s e^(lse_s - lse) o_s
+    lse = torch.logsumexp(lse_part, dim=1)  # [B*Hkv, R]
+    wts = torch.exp(lse_part - lse[:, None]).nan_to_num_(0.0)  # [B*Hkv, S, R]
+    o = (o_part * wts[..., None]).sum(1)  # [B*Hkv, R, D]
+    # rows r = g * Tq + i  ->  [B, Hkv, G, Tq, D] -> [B, Tq, H, D]
+    o = o.view(B, Hkv, G, Tq, D).permute(0, 3, 1, 2, 4).reshape(B, Tq, H, D).to(q.dtype)
+    lse = lse.view(B, Hkv * G, Tq)  # [B,H,Tq] (h = hk * G + g)
+    return o, lse
+
+
+def scale_or_default(scale, D: int) -> float:
+    return float(scale) if scale is not None else 1.0 / math.sqrt(D)
