@@ -1,0 +1,34 @@
+"""Shared helpers for the per-mixer tests: independent by-hand references."""
+import pytest
+import torch
+
+
+def _rope_by_hand(x, offset, theta):
+    """RoPE via complex numbers: channel i pairs with i + D/2, rotated by pos * theta^(-2i/D).
+    x [B,T,H,D] -> same (an implementation independent of mixzoo's apply_rotary)."""
+    B, T, H, D = x.shape
+    half = D // 2
+    z = torch.complex(x[..., :half].double(), x[..., half:].double())   # [B,T,H,D/2]
+    freq = theta ** (-torch.arange(half, dtype=torch.float64) * 2 / D)  # [D/2]
+    pos = torch.arange(offset, offset + T, dtype=torch.float64)
+    z = z * torch.polar(torch.ones(T, half, dtype=torch.float64), pos[:, None] * freq)[:, None]
+    return torch.cat([z.real, z.imag], -1).to(x.dtype)
+
+
+@pytest.fixture
+def rope_by_hand():
+    return _rope_by_hand
+
+
+def _head_group_norm(o, weight, bias, eps):
+    """o [B,T,H,V] -> per-head mean/variance norm with per-channel affine, [B,T,H*V]."""
+    B, T, H, V = o.shape
+    mu = o.mean(-1, keepdim=True)
+    var = o.var(-1, unbiased=False, keepdim=True)
+    y = ((o - mu) / torch.sqrt(var + eps)).reshape(B, T, H * V)
+    return y * weight + bias
+
+
+@pytest.fixture
+def head_group_norm_by_hand():
+    return _head_group_norm
