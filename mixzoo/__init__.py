@@ -12,6 +12,8 @@ from mixzoo.registry import build_mixer, get_mixer, list_mixers, register_mixer
 from mixzoo.mixers.base import Mixer, MixerConfig
 from mixzoo.blocks import Backbone, Block, BlockConfig
 from mixzoo.models import CausalLM, SequenceModel
+from mixzoo.recipes import Recipe, RecipeError, build_model, list_recipes, load_recipe
 
 __all__ = ["list_mixers", "get_mixer", "build_mixer", "register_mixer", "Mixer",
-           "MixerConfig", "Block", "BlockConfig", "Backbone", "CausalLM", "SequenceModel"]
+           "MixerConfig", "Block", "BlockConfig", "Backbone", "CausalLM", "SequenceModel",
+           "load_recipe", "build_model", "list_recipes", "Recipe", "RecipeError"]
