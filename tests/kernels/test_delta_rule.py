@@ -119,3 +119,109 @@ def test_validation_dtype_and_backend():
         delta_rule(q.int(), k, v, beta, backend="reference")
     with pytest.raises(ValueError, match="backend"):
         delta_rule(q, k, v, beta, backend="cuda")
+
+
+# ----------------------------------------------------------------------------- Triton kernels
+from mixzoo.kernels.delta_rule import delta_rule_triton  # noqa: E402
+
+
+def _triton(algo):
+    def fn(*a, **kw):
+        return delta_rule_triton(*a, algo=algo, **kw)
+    return fn
+
+
+def check_against_reference(algo, B, T, H, K, V, init, l2, seed=0):
+    q, k, v, beta, h0 = make_inputs(B, T, H, K, V, init=init, l2=not l2, seed=seed)
+    ref = run_with_grads(delta_rule_recurrent_ref, q, k, v, beta, h0, use_qk_l2norm=l2)
+    out = run_with_grads(_triton(algo), q, k, v, beta, h0, use_qk_l2norm=l2)
+    tol = 1e-5 if algo == "chunk" else 2e-5
+    assert_close(ref[0], out[0], tol, "o")
+    assert_close(ref[1], out[1], tol, "final state")
+    assert len(ref[2]) == len(out[2])
+    for name, gr, go in zip(GRAD_NAMES, ref[2], out[2]):
+        assert_close(gr, go, tol, name)
+
+
+# every T with both head-dim pairs; the initial state alternates so both settings meet every
+# dim pair and both sides of the chunk boundary (keeps the interpreter time down)
+@pytest.mark.parametrize("T,K,V,init", [
+    (1, 16, 32, True), (1, 32, 16, False), (15, 16, 32, False), (15, 32, 16, True),
+    (64, 16, 32, True), (64, 32, 16, False), (65, 16, 32, False), (65, 32, 16, True),
+    (130, 16, 32, True), (130, 32, 16, False)])
+def test_chunk_kernel_matches_reference(T, K, V, init):
+    check_against_reference("chunk", 1, T, 2, K, V, init, l2=False)
+
+
+@pytest.mark.parametrize("T,K,V,init", [
+    (1, 16, 32, True), (1, 32, 16, False), (15, 16, 32, False), (15, 32, 16, True),
+    (40, 16, 32, True)])
+def test_recurrent_kernel_matches_reference(T, K, V, init):
+    check_against_reference("recurrent", 1, T, 2, K, V, init, l2=False)
+
+
+@pytest.mark.parametrize("algo,T", [("chunk", 130), ("recurrent", 15)])
+def test_kernels_in_kernel_l2norm(algo, T):
+    check_against_reference(algo, 1, T, 2, 32, 16, init=True, l2=True, seed=3)
+
+
+def test_odd_head_dims_and_batch():
+    # K=24, V=40: not powers of two (masked tiles); B=2 checks the batch offsets
+    check_against_reference("chunk", 2, 70, 1, 24, 40, init=True, l2=False, seed=5)
+
+
+def test_auto_dispatch_t1_uses_recurrent_and_matches_chunk():
+    q, k, v, beta, h0 = make_inputs(2, 1, 2, 16, 16)
+    o1, s1 = delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True, backend="triton")
+    o2, s2 = delta_rule_triton(q, k, v, beta, initial_state=h0, output_final_state=True,
+                               algo="chunk")
+    assert_close(o2, o1, 1e-5, "o")
+    assert_close(s2, s1, 1e-5, "state")
+
+
+def test_no_grad_forward_and_state_only_grad():
+    q, k, v, beta, h0 = make_inputs(1, 20, 1, 16, 16)
+    with torch.no_grad():
+        o, s = delta_rule_triton(q, k, v, beta, initial_state=h0, output_final_state=False)
+    assert s is None
+    assert_close(delta_rule_chunk_ref(q, k, v, beta, initial_state=h0)[0], o, 1e-5, "o")
+    # gradient through the final state only (o unused)
+    h0r = h0.clone().requires_grad_(True)
+    _, s = delta_rule_triton(q, k, v, beta, initial_state=h0r, output_final_state=True)
+    s.sum().backward()
+    h0f = h0.clone().requires_grad_(True)
+    _, sf = delta_rule_recurrent_ref(q, k, v, beta, initial_state=h0f, output_final_state=True)
+    sf.sum().backward()
+    assert_close(h0f.grad, h0r.grad, 1e-5, "dh0")
+
+
+def test_torch_compile_reference_path_fullgraph():
+    q, k, v, beta, h0 = make_inputs(1, 40, 2, 16, 16)
+
+    def f(q, k, v, beta, h0):
+        return delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True,
+                          use_qk_l2norm=True, backend="reference")
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    o1, s1 = compiled(q, k, v, beta, h0)
+    o2, s2 = f(q, k, v, beta, h0)
+    assert_close(o2, o1, 1e-5, "o")
+    assert_close(s2, s1, 1e-5, "state")
+
+
+def test_custom_op_traces_without_graph_break():
+    # the Triton op under torch.compile: fake tensors propagate shapes, fullgraph=True means
+    # any graph break fails; aot_eager then runs the real (interpreted) kernels
+    q, k, v, beta, h0 = make_inputs(1, 20, 1, 16, 16)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v, beta)]
+
+    def f(q, k, v, beta):
+        o, s = delta_rule_triton(q, k, v, beta, initial_state=h0, output_final_state=True)
+        return o.sum() + s.sum()
+
+    torch.compile(f, fullgraph=True, backend="aot_eager")(*leaves).backward()
+    ref = [t.clone().requires_grad_(True) for t in (q, k, v, beta)]
+    o, s = delta_rule_recurrent_ref(*ref, initial_state=h0, output_final_state=True)
+    (o.sum() + s.sum()).backward()
+    for name, a, b in zip(GRAD_NAMES, ref, leaves):
+        assert_close(a.grad, b.grad, 1e-5, name)

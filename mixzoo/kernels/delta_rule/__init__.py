@@ -8,9 +8,16 @@ import torch
 from .._common import check_dtype_float, check_same_device, check_shape, resolve_backend
 from .reference import delta_rule_chunk_ref, delta_rule_recurrent_ref
 
-__all__ = ["delta_rule", "delta_rule_chunk_ref", "delta_rule_recurrent_ref"]
+__all__ = ["delta_rule", "delta_rule_chunk_ref", "delta_rule_recurrent_ref", "delta_rule_triton"]
 
-_HAS_TRITON = False  # set True when the Triton kernels land
+try:  # the Triton kernels need the triton package (Linux); the reference works everywhere
+    from . import ops as _ops
+    _HAS_TRITON = True
+except ImportError:  # pragma: no cover - depends on the platform
+    _ops = None
+    _HAS_TRITON = False
+
+MAX_HEAD_DIM = 256  # register tiles hold whole K rows and [K, BV] state blocks
 
 
 def _validate(q, k, v, beta, initial_state):
@@ -44,8 +51,39 @@ def delta_rule(q, k, v, beta, *, scale=None, initial_state=None, output_final_st
     _validate(q, k, v, beta, initial_state)
     which = resolve_backend(backend, q, k, v, beta, initial_state,
                             has_triton=_HAS_TRITON, algo="delta_rule")
-    if which == "reference":
+    if which == "reference" or q.shape[1] == 0 or v.dtype == torch.float64:
+        # T == 0 has nothing to launch; tl.dot has no fp64: both go to the fp32-math reference
         return delta_rule_chunk_ref(q, k, v, beta, scale=scale, initial_state=initial_state,
                                     output_final_state=output_final_state,
                                     use_qk_l2norm=use_qk_l2norm)
-    raise AssertionError("unreachable: triton backend without kernels")
+    for name, d in (("K", q.shape[-1]), ("V", v.shape[-1])):
+        if d > MAX_HEAD_DIM:
+            raise ValueError(f"delta_rule: backend='triton' supports head dims up to "
+                             f"{MAX_HEAD_DIM}, got {name}={d}; use backend='reference'")
+    algo = "recurrent" if q.shape[1] == 1 else "chunk"
+    return delta_rule_triton(q, k, v, beta, scale=scale, initial_state=initial_state,
+                             output_final_state=output_final_state, use_qk_l2norm=use_qk_l2norm,
+                             algo=algo)
+
+
+def delta_rule_triton(q, k, v, beta, *, scale=None, initial_state=None, output_final_state=False,
+                      use_qk_l2norm=False, algo="chunk"):
+    """The Triton path without validation (`delta_rule` validates first).
+    algo: "chunk" (chunkwise WY/UT kernels) or "recurrent" (fused step kernel; T == 1 decode).
+    Both are tested equal to the reference, so `delta_rule` picks "recurrent" only for T == 1."""
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    dt = v.dtype
+    q, k = q.to(dt).contiguous(), k.to(dt).contiguous()
+    v, beta = v.contiguous(), beta.contiguous()
+    h0 = initial_state.contiguous() if initial_state is not None else None
+    save = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (q, k, v, beta, h0))
+    if algo == "recurrent":
+        o, ht, _ = _ops.recurrent_fwd_op(q, k, v, beta, h0, float(scale), use_qk_l2norm, save)
+    elif algo == "chunk":
+        o, ht, _, _, _ = _ops.chunk_fwd_op(q, k, v, beta, h0, float(scale), output_final_state,
+                                           use_qk_l2norm, save)
+    else:
+        raise ValueError(f"delta_rule_triton: algo={algo!r}, expected 'chunk' or 'recurrent'")
+    return o, (ht if output_final_state else None)

@@ -431,6 +431,7 @@ def chunk_bwd(q, k, v, beta, scale: float, initial_state, use_l2: bool, w, tinv,
     NT = cdiv(T, CHUNK)
     prec = _prec(q)
     do = do.contiguous()
+    dht = dht.contiguous() if dht is not None else None
     dhbuf = torch.empty_like(hbuf)
     has_h0 = initial_state is not None
     dh0 = q.new_empty((B, H, K, V) if has_h0 else (0,), dtype=torch.float32)
