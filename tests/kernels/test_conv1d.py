@@ -60,6 +60,7 @@ def test_reference_forms_agree_noncausal(T, W):
             assert_close(p, r, 1e-12, f"item {i}")
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
 def test_noncausal_matches_torch_same_padding():
     x, w, b, _ = _inputs(1, 11, 3, 4, state=False)
     y, _ = short_conv_ref(x, w, b, causal=False)
@@ -117,3 +118,71 @@ def test_validation_errors(bad, match):
         (args if key in args else kw)[key] = val
     with pytest.raises(ValueError, match=match):
         short_conv(args["x"], args["weight"], **kw)
+
+
+# ----------------------------------------------------------------------------- Triton (interpreter, fp32)
+
+from mixzoo.kernels.conv1d.triton_conv import conv_fwd, conv_update  # noqa: E402
+
+TRITON_CASES = [  # (B, T, D, W, activation, causal, bias, state)
+    (2, 1, 16, 4, "silu", True, True, True),
+    (2, 15, 40, 4, "silu", True, True, True),
+    (1, 64, 24, 4, None, True, False, False),
+    (2, 65, 16, 3, "silu", True, True, False),
+    (1, 130, 32, 2, None, True, True, True),
+    (1, 15, 20, 8, "silu", True, True, True),
+    (1, 2, 8, 6, None, True, True, True),      # T < W-1: the state keeps h0 columns
+    (1, 65, 24, 4, "silu", False, True, False),
+    (2, 130, 16, 3, None, False, False, False),
+    (1, 15, 8, 8, "silu", False, True, False),
+    (1, 1, 8, 5, None, False, True, False),
+]
+
+
+@pytest.mark.parametrize("B,T,D,W,activation,causal,bias,state", TRITON_CASES)
+def test_triton_matches_reference(B, T, D, W, activation, causal, bias, state):
+    x, w, b, h0 = (t.float().detach().requires_grad_() if t is not None else None
+                   for t in _inputs(B, T, D, W, bias, state, seed=T + W))
+    dy = torch.randn(B, T, D)
+    dh = torch.randn(B, D, W - 1)
+    kw = dict(activation=activation, causal=causal, output_final_state=causal)
+    got = _run(lambda *a, **k: short_conv(*a, backend="triton", **k), x, w, b, h0, dy,
+               dh if causal else None, **kw)
+    x64, w64, b64, h064 = (t.double().detach().requires_grad_() if t is not None else None
+                           for t in (x, w, b, h0))
+    want = _run(short_conv_ref, x64, w64, b64, h064, dy.double(), dh.double() if causal else None,
+                **kw)
+    for i, (r, g) in enumerate(zip(want, got)):
+        if r is None:
+            assert g is None
+        else:
+            assert_close(r, g, 1e-5, f"item {i}")
+
+
+@pytest.mark.parametrize("W,activation,bias", [(4, "silu", True), (2, None, False),
+                                               (8, "silu", False)])
+def test_update_kernel_equals_full_kernel(W, activation, bias):
+    """Token-by-token decoding with the update kernel == one pass of the full kernel."""
+    x, w, b, h0 = (t.float().detach() if t is not None else None
+                   for t in _inputs(2, 9, 24, W, bias, True, seed=W))
+    act = {None: 0, "silu": 1}[activation]
+    full = conv_fwd(x, w, b, h0, act, True)
+    state, ys = h0, []
+    for t in range(9):
+        y, state = conv_update(x[:, t], state, w, b, act)
+        ys.append(y)
+    assert_close(full, torch.stack(ys, 1), 1e-6)
+    assert_close(x[:, 9 - (W - 1):].transpose(1, 2), state, 0)
+    # and the public function routes one causal token without grad to it
+    with torch.no_grad():
+        y1, s1 = short_conv(x[:, :1], w, b, activation=activation, initial_state=h0,
+                            output_final_state=True, backend="triton")
+    assert_close(full[:, :1], y1, 1e-6)
+    assert s1.dtype == torch.float32 and s1.shape == (2, 24, W - 1)
+
+
+def test_custom_ops_opcheck():
+    x, w, b, h0 = (t.float().detach().requires_grad_() for t in _inputs(1, 10, 8, 4))
+    torch.library.opcheck(torch.ops.mixzoo.short_conv_fwd.default, (x, w, b, h0, 1, True),
+                          test_utils=("test_schema", "test_faketensor",
+                                      "test_autograd_registration"))
