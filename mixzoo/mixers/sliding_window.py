@@ -6,9 +6,9 @@ State (carried exactly): a rolling KV cache of the last window-1 tokens
 {"k": [B,L,Hkv,D], "v": [B,L,Hkv,D], "pos": int}, L = min(tokens seen, window-1), keys stored
 already rotated. Its size is constant once T >= window-1 (2 (W-1) Hkv D elements).
 
-causal=False (vision): a symmetric band. Query i sees keys i-r..i+r with r = (window-1)//2,
-clipped at the sequence ends, so each query sees at most `window` keys (the same cost as the
-causal window). The band is computed exactly with the end-aligned causal-window kernel in at
+causal=False (vision): a symmetric band. Query i sees keys i-r..i+r with r = window // 2,
+clipped at the sequence ends: at most `window` keys for odd window, window+1 for even (about
+the cost of the causal window; r >= 1, so every query mixes with its neighbours). The band is computed exactly with the end-aligned causal-window kernel in at
 most three calls: the head queries (i + r < T), the queries that see every key, and the tail
 queries on the time-reversed sequence (see `_attend`).
 """
@@ -36,7 +36,8 @@ class SlidingWindowMixer(AttentionMixer):
         type: Literal["sliding_window"] = "sliding_window"
         # 512 is the SWA width of the DeltaNet paper's hybrids (DeltaNet + SWA every other
         # layer): wide enough for local syntax, the linear layers carry the long range.
-        window: int = Field(512, ge=1)
+        # >= 2: a window of 1 would attend only to the token itself (no mixing).
+        window: int = Field(512, ge=2)
 
     def _window(self) -> int | None:
         return self.config.window
@@ -48,7 +49,7 @@ class SlidingWindowMixer(AttentionMixer):
         """Symmetric band q [B,T,H,D], k/v [B,T,Hkv,D] -> o [B,T,H,D] (module docstring)."""
         be = self.config.backend
         T = q.shape[1]
-        r = (self.config.window - 1) // 2
+        r = self.config.window // 2
         band = 2 * r + 1
         a = max(T - r, 0)            # head queries [0,a): key i+r exists
         e = min(max(a, r), T)        # queries [a,e) see every key (i-r <= 0, i+r >= T-1)

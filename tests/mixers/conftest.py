@@ -32,3 +32,26 @@ def _head_group_norm(o, weight, bias, eps):
 @pytest.fixture
 def head_group_norm_by_hand():
     return _head_group_norm
+
+
+def _attention_by_hand(m, x, rope, mask):
+    """Softmax attention with GQA (query head h reads kv head h // (H/Hkv)); mask [T,T]."""
+    c = m.config
+    B, T, _ = x.shape
+    H, Hkv, D = m.H, m.Hkv, m.D
+    x = x.double()
+    q = (x @ m.q_proj.weight.double().T).reshape(B, T, H, D)
+    k, v = (x @ m.kv_proj.weight.double().T).reshape(B, T, 2, Hkv, D).unbind(2)
+    if c.rotary:
+        q, k = rope(q, 0, c.rope_theta), rope(k, 0, c.rope_theta)
+    kv_head = torch.arange(H) // (H // Hkv)
+    k, v = k[:, :, kv_head], v[:, :, kv_head]  # [B,T,H,D]
+    s = torch.einsum("bihd,bjhd->bhij", q, k) / D ** 0.5
+    p = s.masked_fill(~mask, float("-inf")).softmax(-1)
+    o = torch.einsum("bhij,bjhd->bihd", p, v).reshape(B, T, H * D)
+    return o @ m.o_proj.weight.double().T
+
+
+@pytest.fixture
+def attention_by_hand():
+    return _attention_by_hand
