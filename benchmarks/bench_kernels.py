@@ -1,0 +1,213 @@
+"""Kernel benchmark harness: our kernels against their anchors, in one process.
+
+    python benchmarks/bench_kernels.py --op delta_rule [--shapes B,T,H,D ...] [--dtype bf16]
+                                       [--json out.json] [--check]
+
+Loads benchmarks/ops/<OP>.py, which defines
+    NAME: str
+    DEFAULT_SHAPES: list[dict]                           # e.g. dict(B=4, T=4096, H=16, D=128)
+    make_inputs(shape, dtype, device) -> dict[str, Tensor]   # fresh random data, leaves requires_grad
+    implementations(shape) -> dict[str, fn(inputs) -> Tensor]  # first entry is ours ("mixzoo")
+    reference(inputs) -> Tensor                          # fp32 plain reference, differentiable
+    min_bytes(shape, dtype, mode) -> int                 # mode "fwd" | "fwdbwd"
+    flops(shape, mode) -> float
+    NOT_COMPARABLE: set[str]   (optional) implementations --check skips (different function)
+
+For every shape and implementation it times, with triton.testing.do_bench medians:
+    fwd     the forward with autograd recording (the training forward)
+    fwdbwd  forward + backward of a fixed random cotangent
+and records the peak memory of one fwd+bwd above what was allocated before it (inputs
+excluded). The table shows ms, the speed ratio of ours to every anchor (>1 = ours faster),
+GB/s against the op's minimum bytes, TFLOP/s of the op's FLOP count, and peak MiB.
+--check adds the relative RMS error (‖out−ref‖/‖ref‖) of each implementation's output and
+input gradients against the fp32 reference on the same inputs.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import pathlib
+import platform
+import sys
+
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parent
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def load_op(name: str):
+    path = ROOT / "ops" / f"{name}.py"
+    if not path.exists():
+        avail = sorted(p.stem for p in (ROOT / "ops").glob("*.py") if p.stem != "__init__")
+        raise SystemExit(f"--op {name}: no {path}; available: {avail}")
+    spec = importlib.util.spec_from_file_location(f"bench_ops_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def parse_shape(s: str) -> dict:
+    parts = [int(x) for x in s.split(",")]
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"shape {s!r}: expected B,T,H,D")
+    return dict(zip("BTHD", parts))
+
+
+def shape_str(shape: dict) -> str:
+    return " ".join(f"{k}{v}" for k, v in shape.items())
+
+
+def rel_rms(ref: torch.Tensor, out: torch.Tensor) -> float:
+    ref, out = ref.detach().double(), out.detach().double()
+    den = ref.norm().item()
+    num = (out - ref).norm().item()
+    return num / den if den else num
+
+
+def leaves_of(inputs: dict) -> list[torch.Tensor]:
+    return [t for t in inputs.values() if isinstance(t, torch.Tensor) and t.requires_grad]
+
+
+def time_impl(fn, inputs: dict, do: torch.Tensor, warmup: int, rep: int) -> dict:
+    from triton.testing import do_bench
+    leaves = leaves_of(inputs)
+
+    def fwd():
+        return fn(inputs)
+
+    def fwdbwd():
+        fn(inputs).backward(do)
+
+    res = {}
+    res["fwd"] = do_bench(fwd, warmup=warmup, rep=rep, return_mode="median")
+    res["fwdbwd"] = do_bench(fwdbwd, warmup=warmup, rep=rep, grad_to_none=leaves,
+                             return_mode="median")
+    for t in leaves:
+        t.grad = None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fwdbwd()
+    torch.cuda.synchronize()
+    res["peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    for t in leaves:
+        t.grad = None
+    return res
+
+
+def check_impl(fn, inputs: dict, ref_out: torch.Tensor, ref_grads: dict, do) -> dict:
+    for t in leaves_of(inputs):
+        t.grad = None
+    out = fn(inputs)
+    out.backward(do)
+    errs = {"out": rel_rms(ref_out, out)}
+    for name, t in inputs.items():
+        if name in ref_grads:
+            errs["d" + name] = rel_rms(ref_grads[name], t.grad) if t.grad is not None else float("nan")
+        if isinstance(t, torch.Tensor):
+            t.grad = None
+    errs["finite"] = bool(torch.isfinite(out).all())
+    return errs
+
+
+def versions() -> dict:
+    import triton
+    v = {"torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version()}
+    try:
+        import fla
+        v["fla"] = getattr(fla, "__version__", "?")
+    except Exception as e:  # noqa: BLE001 - report, never fail
+        v["fla"] = f"not importable ({type(e).__name__})"
+    v["gpu"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+    return v
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--op", required=True)
+    ap.add_argument("--shapes", nargs="*", type=parse_shape, default=None, help="B,T,H,D ...")
+    ap.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    ap.add_argument("--json", default=None, help="write all numbers here")
+    ap.add_argument("--check", action="store_true", help="also print errors vs the fp32 reference")
+    ap.add_argument("--warmup", type=int, default=25, help="do_bench warm-up, ms")
+    ap.add_argument("--rep", type=int, default=100, help="do_bench repetition time, ms")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_kernels.py needs a CUDA GPU")
+    mod = load_op(args.op)
+    dtype = DTYPES[args.dtype]
+    shapes = args.shapes or mod.DEFAULT_SHAPES
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": "python " + " ".join(sys.argv), "op": mod.NAME, "dtype": args.dtype,
+            **versions()}
+    print("# " + ", ".join(f"{k}={v}" for k, v in meta.items()), flush=True)
+    not_comparable = set(getattr(mod, "NOT_COMPARABLE", ()))
+    rows, lines = [], []
+    for shape in shapes:
+        torch.manual_seed(0)
+        impls = mod.implementations(shape)
+        inputs = mod.make_inputs(shape, dtype, "cuda")
+        probe = next(iter(impls.values()))(inputs)
+        do = torch.randn_like(probe)
+        del probe
+        ref_out, ref_grads = None, {}
+        if args.check:
+            ref_in = {n: (t.detach().float().requires_grad_(t.requires_grad)
+                          if isinstance(t, torch.Tensor) else t) for n, t in inputs.items()}
+            ref_out = mod.reference(ref_in)
+            ref_out.backward(do.float())
+            ref_grads = {n: t.grad for n, t in ref_in.items()
+                         if isinstance(t, torch.Tensor) and t.grad is not None}
+            ref_out = ref_out.detach()
+            del ref_in
+        res = {}
+        for name, fn in impls.items():
+            try:
+                r = time_impl(fn, inputs, do, args.warmup, args.rep)
+                if args.check and name not in not_comparable:
+                    r["err"] = check_impl(fn, inputs, ref_out, ref_grads, do)
+            except Exception as e:  # noqa: BLE001 - one failing anchor must not hide the rest
+                r = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+            res[name] = r
+            torch.cuda.empty_cache()
+        ours = next(iter(impls))
+        for name, r in res.items():
+            row = {"shape": shape, "impl": name, **r}
+            rows.append(row)
+            if "error" in r:
+                lines.append(f"| {shape_str(shape)} | {name} | error: {r['error']} |||||||")
+                continue
+            cells = []
+            for mode in ("fwd", "fwdbwd"):
+                ms = r[mode]
+                gbs = mod.min_bytes(shape, dtype, mode) / (ms * 1e-3) / 1e9
+                tfs = mod.flops(shape, mode) / (ms * 1e-3) / 1e12
+                ratio = (res[name][mode] / res[ours][mode]
+                         if name != ours and "error" not in res[ours] else float("nan"))
+                row[f"{mode}_gbs"], row[f"{mode}_tflops"], row[f"{mode}_ours_speedup"] = gbs, tfs, ratio
+                cells.append(f"{ms:.3f} | {'' if name == ours else f'{ratio:.2f}x'} | {gbs:.0f} | {tfs:.1f}")
+            err = ""
+            if "err" in r:
+                err = " ".join(f"{k}={v:.1e}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in r["err"].items())
+            lines.append(f"| {shape_str(shape)} | {name} | {' | '.join(cells)} | {r['peak_mib']:.0f} | {err} |")
+        print(lines[-len(res):] and "\n".join(lines[-len(res):]), flush=True)
+        del inputs
+        torch.cuda.empty_cache()
+    header = ("| shape | impl | fwd ms | ours speedup | fwd GB/s | fwd TFLOP/s | fwd+bwd ms | "
+              "ours speedup | fwd+bwd GB/s | fwd+bwd TFLOP/s | peak MiB | errors vs fp32 ref |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"\n## {mod.NAME} ({args.dtype}) -- ours = {ours}; 'ours speedup' = anchor ms / ours ms\n")
+    print(header)
+    print("\n".join(lines), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

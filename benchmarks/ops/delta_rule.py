@@ -1,0 +1,91 @@
+"""Benchmark op: the delta rule (DeltaNet's token mixer), ours vs fla 0.6 and SDPA.
+
+Anchors: fla `chunk_delta_rule` (when importable), fla `fused_recurrent_delta_rule` at
+T <= 2048 only (it is ~10x slower), and torch SDPA causal attention at the same B,T,H,D as
+the reference point (a different function: --check skips it). All take [B,T,H,D] tensors;
+keys are L2-normalised (as DeltaNet feeds them), beta in (0, 1).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mixzoo.kernels.delta_rule import delta_rule, delta_rule_chunk_ref
+
+NAME = "delta_rule"
+DEFAULT_SHAPES = [dict(B=4, T=4096, H=16, D=128), dict(B=8, T=2048, H=16, D=64),
+                  dict(B=1, T=16384, H=16, D=128), dict(B=16, T=1024, H=16, D=128)]
+NOT_COMPARABLE = {"torch_sdpa_causal"}
+CHUNK = 64
+
+try:
+    from fla.ops.delta_rule import chunk_delta_rule, fused_recurrent_delta_rule
+    _FLA_WHY = None
+except Exception as e:  # noqa: BLE001 - the anchor is optional
+    chunk_delta_rule = fused_recurrent_delta_rule = None
+    _FLA_WHY = f"{type(e).__name__}: {e}"
+_told = False
+
+
+def make_inputs(shape: dict, dtype, device) -> dict:
+    B, T, H, D = shape["B"], shape["T"], shape["H"], shape["D"]
+    q = torch.randn(B, T, H, D, device=device, dtype=dtype)
+    k = F.normalize(torch.randn(B, T, H, D, device=device, dtype=torch.float32), dim=-1).to(dtype)
+    v = torch.randn(B, T, H, D, device=device, dtype=dtype)
+    beta = torch.rand(B, T, H, device=device, dtype=dtype)
+    return {n: t.requires_grad_(True) for n, t in dict(q=q, k=k, v=v, beta=beta).items()}
+
+
+def _ours(x):
+    return delta_rule(x["q"], x["k"], x["v"], x["beta"], backend="triton")[0]
+
+
+def _fla_chunk(x):
+    return chunk_delta_rule(x["q"], x["k"], x["v"], x["beta"])[0]
+
+
+def _fla_recurrent(x):
+    return fused_recurrent_delta_rule(x["q"], x["k"], x["v"], x["beta"])[0]
+
+
+def _sdpa(x):
+    q, k, v = (x[n].transpose(1, 2) for n in "qkv")                 # [B,H,T,D]
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
+
+
+def implementations(shape: dict) -> dict:
+    global _told
+    impls = {"mixzoo": _ours}
+    if chunk_delta_rule is not None:
+        impls["fla_chunk"] = _fla_chunk
+        if shape["T"] <= 2048:
+            impls["fla_fused_recurrent"] = _fla_recurrent
+    elif not _told:
+        print(f"# fla anchors left out: {_FLA_WHY}")
+        _told = True
+    impls["torch_sdpa_causal"] = _sdpa
+    return impls
+
+
+def reference(inputs: dict) -> torch.Tensor:
+    """fp32 chunkwise reference (tested equal to the step recurrence to 1e-5 on CPU)."""
+    return delta_rule_chunk_ref(inputs["q"], inputs["k"], inputs["v"], inputs["beta"])[0]
+
+
+def min_bytes(shape: dict, dtype, mode: str) -> int:
+    """Each input read once, each output written once: fwd reads q,k,v,beta and writes o;
+    the backward reads q,k,v,beta,do and writes dq,dk,dv,dbeta."""
+    B, T, H, D = shape["B"], shape["T"], shape["H"], shape["D"]
+    es = torch.empty((), dtype=dtype).element_size()
+    fwd = (4 * B * T * H * D + B * T * H) * es
+    if mode == "fwd":
+        return fwd
+    return fwd + (7 * B * T * H * D + 2 * B * T * H) * es
+
+
+def flops(shape: dict, mode: str) -> float:
+    """Chunkwise delta rule, per token-head forward: 10*C*d + 6*d^2 + C^2/3 (DESIGN.md);
+    the backward about 3.7x the forward."""
+    B, T, H, d = shape["B"], shape["T"], shape["H"], shape["D"]
+    fwd = B * T * H * (10 * CHUNK * d + 6 * d * d + CHUNK * CHUNK / 3)
+    return fwd if mode == "fwd" else fwd * 4.7
