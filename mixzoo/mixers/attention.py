@@ -101,7 +101,7 @@ class AttentionMixer(Mixer):
             q, k = apply_rotary(q, pos, c.rope_theta), apply_rotary(k, pos, c.rope_theta)
         if not c.causal:
             o = self._attend(q, k, v)  # [B,T,H,D]
-            return self.o_proj(o.reshape(B, T, self.H * self.D)), None
+            return self.o_proj(o.reshape(B, T, self.H * self.D)), None  # [B,T,H*D] -> [B,T,D]
         if state is not None:
             k = torch.cat([state["k"].to(k.dtype), k], dim=1)  # [B,L+T,Hkv,D]
             v = torch.cat([state["v"].to(v.dtype), v], dim=1)  # [B,L+T,Hkv,D]

@@ -60,6 +60,7 @@ class DeltaNetMixer(Mixer):
 
     class Config(MixerConfig):
         type: Literal["deltanet"] = "deltanet"
+        # The paper's models use head dim 128 (d_model / 128 heads); 4 suits small models.
         num_heads: int = Field(4, ge=1)
         # Key and value widths as multiples of d_model (the paper uses 1.0 for both).
         expand_k: float = Field(1.0, gt=0)
@@ -103,7 +104,8 @@ class DeltaNetMixer(Mixer):
                 output_final_state=want_state, backend=c.backend)
         else:
             qkv = F.silu(qkv)
-        q, k, v = qkv.split([self.H * self.K, self.H * self.K, self.H * self.V], dim=-1)
+        HK, HV = self.H * self.K, self.H * self.V
+        q, k, v = qkv.split([HK, HK, HV], dim=-1)  # [B,T,HK], [B,T,HK], [B,T,HV]
         q = q.reshape(B, T, self.H, self.K)  # [B,T,H,K]
         k = k.reshape(B, T, self.H, self.K)  # [B,T,H,K]
         v = v.reshape(B, T, self.H, self.V)  # [B,T,H,V]

@@ -77,7 +77,7 @@ class GLAMixer(Mixer):
         """h [B,T,3HK+HV] = q|k|v|log-gate -> (o [B,T,H,V], new state)."""
         B, T, _ = h.shape
         HK, HV = self.H * self.K, self.H * self.V
-        q, k, v, g = h.split([HK, HK, HV, HK], dim=-1)
+        q, k, v, g = h.split([HK, HK, HV, HK], dim=-1)  # [B,T,HK] [B,T,HK] [B,T,HV] [B,T,HK]
         o, S = gla(q.reshape(B, T, self.H, self.K),  # [B,T,H,K]
                    k.reshape(B, T, self.H, self.K),  # [B,T,H,K]
                    v.reshape(B, T, self.H, self.V),  # [B,T,H,V]

@@ -49,6 +49,7 @@ class RetNetMixer(Mixer):
 
     class Config(MixerConfig):
         type: Literal["retnet"] = "retnet"
+        # The paper uses head dim 256 (d_model / 256 heads); 4 suits small models.
         num_heads: int = Field(4, ge=1)
         expand_k: float = Field(1.0, gt=0)
         # The paper doubles the value width (W_V: d -> 2d) to match a Transformer's
@@ -78,7 +79,8 @@ class RetNetMixer(Mixer):
         """h [B,T,H(2K+V)] = q|k|v -> (o [B,T,H,V], new state)."""
         c = self.config
         B, T, _ = h.shape
-        q, k, v = h.split([self.H * self.K, self.H * self.K, self.H * self.V], dim=-1)
+        HK, HV = self.H * self.K, self.H * self.V
+        q, k, v = h.split([HK, HK, HV], dim=-1)  # [B,T,HK], [B,T,HK], [B,T,HV]
         q = q.reshape(B, T, self.H, self.K)  # [B,T,H,K]
         k = k.reshape(B, T, self.H, self.K)  # [B,T,H,K]
         v = v.reshape(B, T, self.H, self.V)  # [B,T,H,V]
