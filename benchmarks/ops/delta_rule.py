@@ -89,3 +89,36 @@ def flops(shape: dict, mode: str) -> float:
     B, T, H, d = shape["B"], shape["T"], shape["H"], shape["D"]
     fwd = B * T * H * (10 * CHUNK * d + 6 * d * d + CHUNK * CHUNK / 3)
     return fwd if mode == "fwd" else fwd * 4.7
+
+
+def _breakdown(shape: dict) -> None:
+    """Per-launch times of our kernels (forward with saving, backward), for tuning notes."""
+    from triton.testing import do_bench
+
+    from mixzoo.kernels.delta_rule.chunk import chunk_bwd, chunk_fwd
+    x = make_inputs(shape, torch.bfloat16, "cuda")
+    q, k, v, beta = (x[n].detach() for n in ("q", "k", "v", "beta"))
+    s = q.shape[-1] ** -0.5
+    o, ht, w, tinv, hbuf = chunk_fwd(q, k, v, beta, s, None, False, False, True)
+    do = torch.randn_like(o)
+    t = {"fwd (save)": do_bench(lambda: chunk_fwd(q, k, v, beta, s, None, False, False, True),
+                                return_mode="median"),
+         "fwd (no save)": do_bench(lambda: chunk_fwd(q, k, v, beta, s, None, False, False, False),
+                                   return_mode="median"),
+         "bwd": do_bench(lambda: chunk_bwd(q, k, v, beta, s, None, False, w, tinv, hbuf, do, None),
+                         return_mode="median")}
+    from mixzoo.kernels.delta_rule import chunk as ck
+    print(f"breakdown {shape}: " + " ".join(f"{n}={ms:.3f}ms" for n, ms in t.items())
+          + f" | fused_bwd best config: {ck._fused_bwd_kernel.best_config}")
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            o, ht, w, tinv, hbuf = chunk_fwd(q, k, v, beta, s, None, False, False, True)
+            chunk_bwd(q, k, v, beta, s, None, False, w, tinv, hbuf, do, None)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=8))
+
+
+if __name__ == "__main__":
+    import sys
+    for arg in sys.argv[1:] or ["4,4096,16,128"]:
+        _breakdown(dict(zip("BTHD", (int(a) for a in arg.split(",")))))
