@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mixzoo.kernels._common import assert_close
-from mixzoo.kernels.gla import gla, gla_chunk_ref, gla_recurrent_ref
+from mixzoo.kernels.gla import fused_recurrent_gla, gla, gla_chunk_ref, gla_recurrent_ref
 
 
 def make_inputs(B, T, H, K, V, strength, with_h0, seed=0):
@@ -102,3 +102,75 @@ def test_unknown_backend_rejected():
     q = torch.zeros(1, 4, 1, 16)
     with pytest.raises(ValueError, match="backend"):
         gla(q, q, q, q, backend="cuda")
+
+
+# ------------------------------------------------------------------ Triton (interpreter)
+# Small heads keep the interpreter fast; T covers one token, a partial chunk, exactly one
+# chunk, one token past it, and three chunks. Initial state alternates with T.
+TRITON_CASES = [(1, True), (15, False), (64, True), (65, False), (130, True)]
+TRITON_TOL = dict(o=1e-5, final_state=1e-5, dq=1e-5, dk=1e-5, dv=1e-5, dg=1e-4, dh0=1e-5)
+
+
+def _public(fn, backend):
+    return lambda q, k, v, g, initial_state, output_final_state: fn(
+        q, k, v, g, initial_state=initial_state, output_final_state=output_final_state,
+        backend=backend)
+
+
+@pytest.mark.parametrize("T, with_h0", TRITON_CASES)
+@pytest.mark.parametrize("strength", ["strong", "weak"])
+def test_triton_chunk_matches_recurrence(T, with_h0, strength):
+    args = make_inputs(1, T, 1, 16, 32, strength, with_h0=with_h0, seed=T)
+    ref = run_with_grads(gla_recurrent_ref, *args)
+    out = run_with_grads(_public(gla, "triton"), *args)
+    names = NAMES if with_h0 else NAMES[:-1]
+    for name, r, x in zip(names, ref, out):
+        assert_close(r, x, TRITON_TOL[name], name)
+
+
+def test_triton_chunk_odd_head_dims_and_multiple_blocks():
+    """K=80 spans two K blocks with a ragged edge, V=24 is not a power of two."""
+    args = make_inputs(1, 70, 1, 80, 24, "strong", with_h0=True, seed=3)
+    ref = run_with_grads(gla_recurrent_ref, *args)
+    out = run_with_grads(_public(gla, "triton"), *args)
+    for name, r, x in zip(NAMES, ref, out):
+        assert_close(r, x, TRITON_TOL[name], name)
+
+
+@pytest.mark.parametrize("T, with_h0", [(1, True), (15, False), (33, True)])
+def test_triton_fused_recurrent_matches_recurrence(T, with_h0):
+    args = make_inputs(2, T, 2, 16, 24, "strong", with_h0=with_h0, seed=T + 1)
+    ref = run_with_grads(gla_recurrent_ref, *args)
+    out = run_with_grads(_public(fused_recurrent_gla, "triton"), *args)
+    names = NAMES if with_h0 else NAMES[:-1]
+    for name, r, x in zip(names, ref, out):
+        assert_close(r, x, TRITON_TOL[name], name)
+
+
+def test_triton_without_final_state_and_state_carry():
+    """No final state requested: o alone back-propagates; two halves with the state
+    carried give the one-pass output."""
+    q, k, v, g, h0 = make_inputs(1, 40, 2, 16, 16, "weak", with_h0=True)
+    o, s = gla(q, k, v, g, initial_state=h0, backend="triton")
+    assert s is None
+    o.sum().backward()
+    assert all(x.grad is not None and torch.isfinite(x.grad).all() for x in (q, k, v, g, h0))
+    with torch.no_grad():
+        o1, s1 = gla(q[:, :23], k[:, :23], v[:, :23], g[:, :23], initial_state=h0,
+                     output_final_state=True, backend="triton")
+        o2, _ = fused_recurrent_gla(q[:, 23:], k[:, 23:], v[:, 23:], g[:, 23:],
+                                    initial_state=s1, backend="triton")
+    assert_close(o.detach(), torch.cat([o1, o2], dim=1), 1e-5, "carried state")
+
+
+def test_triton_fake_tensor_shapes():
+    """register_fake gives the real op's shapes and dtypes (what torch.compile sees)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from mixzoo.kernels.gla.ops import gla_chunk_fwd_op
+    q, k, v, g, h0 = make_inputs(1, 70, 2, 16, 24, "weak", with_h0=True)
+    real = gla_chunk_fwd_op(q.detach(), k.detach(), v.detach(), g.detach(), h0.detach(), 0.25)
+    plain = [x.detach() for x in (q, k, v, g, h0)]
+    with FakeTensorMode() as mode:
+        fake = gla_chunk_fwd_op(*(mode.from_tensor(x) for x in plain), 0.25)
+    for r, f in zip(real, fake):
+        assert r.shape == f.shape and r.dtype == f.dtype

@@ -9,13 +9,24 @@ from __future__ import annotations
 import torch
 
 from mixzoo.kernels._common import (check_dtype_float, check_same_device, check_shape,
-                                    resolve_backend)
+                                    resolve_backend, triton_available)
 
 from .reference import gla_chunk_ref, gla_recurrent_ref
 
-__all__ = ["gla", "gla_recurrent_ref", "gla_chunk_ref"]
+__all__ = ["gla", "fused_recurrent_gla", "gla_recurrent_ref", "gla_chunk_ref"]
 
-_HAS_TRITON = False  # set once the Triton kernels land (chunk.py / recurrent.py)
+_HAS_TRITON = triton_available()
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def prepare_triton_inputs(q, k, v, g, initial_state, scale):
+    """Common dtype and contiguous layout for the kernels (autograd sees the casts)."""
+    dt = q.dtype if q.dtype in _KERNEL_DTYPES else torch.float32
+    q, k, v = (x.to(dt).contiguous() for x in (q, k, v))
+    g = g.contiguous() if g.dtype in _KERNEL_DTYPES else g.float().contiguous()
+    h0 = None if initial_state is None else initial_state.float().contiguous()
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    return q, k, v, g, h0, scale
 
 
 def _validate(q, k, v, g, initial_state) -> None:
@@ -51,4 +62,25 @@ def gla(
     if which == "reference":
         return gla_chunk_ref(q, k, v, g, scale=scale, initial_state=initial_state,
                              output_final_state=output_final_state)
-    raise NotImplementedError("gla: the Triton backend is not built yet")
+    from .ops import gla_chunk_fwd_op
+    o, ht, *_ = gla_chunk_fwd_op(*prepare_triton_inputs(q, k, v, g, initial_state, scale))
+    return o.to(q.dtype), (ht if output_final_state else None)
+
+
+def fused_recurrent_gla(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, *,
+    scale: float | None = None, initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False, backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`gla` computed token by token with the state in registers: the decoding path
+    (T = 1, or short T with a carried state). Same arguments and result as `gla`;
+    the reference backend is the step recurrence."""
+    _validate(q, k, v, g, initial_state)
+    which = resolve_backend(backend, q, k, v, g, initial_state,
+                            has_triton=_HAS_TRITON, algo="gla")
+    if which == "reference":
+        return gla_recurrent_ref(q, k, v, g, scale=scale, initial_state=initial_state,
+                                 output_final_state=output_final_state)
+    from .ops import fused_recurrent_fwd_op
+    o, ht = fused_recurrent_fwd_op(*prepare_triton_inputs(q, k, v, g, initial_state, scale))
+    return o.to(q.dtype), (ht if output_final_state else None)

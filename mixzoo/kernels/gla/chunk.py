@@ -349,21 +349,26 @@ def _bwd_dqk_kernel(
             b_dki += tl.dot(tl.trans(b_dAji.to(q.dtype.element_ty)), b_qd.to(q.dtype.element_ty),
                             input_precision=PREC)
         b_dk += b_dki * tl.exp(b_r2[None, :] - b_g)
-    # diagonal sub-chunk, pairwise: column s of dA_ii feeds dq (all t >= s) and dk_s
+    # diagonal sub-chunk, pairwise: column s of dA_ii feeds dq (all t > s) and dk_s
     for s in range(0, BC):
         m_s = m_k & (o_k * 0 + t0 + s < T)
         p_s = (base + (t0 + s) * H) * K + o_k
         b_ks = tl.load(k + p_s, mask=m_s, other=0.).to(tl.float32)
         b_gs = tl.load(gc + p_s, mask=m_s, other=0.)
         b_dAc = tl.load(dA + (base + t_i * H) * BT + i_i * BC + s,
-                        mask=m_i & (o_c >= s), other=0.)                         # [BC]
+                        mask=m_i & (o_c > s), other=0.)                          # [BC]
         b_e = tl.exp(tl.minimum(b_g - b_gs[None, :], 0.))                        # [BC,BK]
         b_dq += b_dAc[:, None] * b_ks[None, :] * b_e * scale
         b_dks = tl.sum(b_dAc[:, None] * b_q * b_e, axis=0) * scale              # [BK]
         b_dk += tl.where(o_c[:, None] == s, b_dks[None, :], 0.)
+    # the s == t terms (dA_tt k_t in dq_t, dA_tt q_t in dk_t) cancel exactly in
+    # q*dq - k*dk: keep them out of the dg terms, so their rounding noise stays out too
+    tl.store(dgl + p_i, b_q * b_dq - b_k * b_dk, mask=m_ik)
+    b_dAd = tl.load(dA + (base + t_i * H) * BT + i_i * BC + o_c, mask=m_i, other=0.) * scale
+    b_dq += b_dAd[:, None] * b_k
+    b_dk += b_dAd[:, None] * b_q
     tl.store(dq + p_i, b_dq.to(dq.dtype.element_ty), mask=m_ik)
     tl.store(dk + p_i, b_dk.to(dk.dtype.element_ty), mask=m_ik)
-    tl.store(dgl + p_i, b_q * b_dq - b_k * b_dk, mask=m_ik)
 
 
 @triton.jit

@@ -9,13 +9,15 @@ from __future__ import annotations
 import torch
 
 from mixzoo.kernels._common import (check_dtype_float, check_rank, check_same_device,
-                                    check_shape, resolve_backend)
+                                    check_shape, resolve_backend, triton_available)
+from mixzoo.kernels.gla import prepare_triton_inputs
 
 from .reference import retention_chunk_ref, retention_recurrent_ref
 
-__all__ = ["retention", "retention_recurrent_ref", "retention_chunk_ref"]
+__all__ = ["retention", "fused_recurrent_retention", "retention_recurrent_ref",
+           "retention_chunk_ref"]
 
-_HAS_TRITON = False  # set once the Triton kernels land (chunk.py / recurrent.py)
+_HAS_TRITON = triton_available()
 
 
 def _validate(q, k, v, g, initial_state) -> None:
@@ -55,4 +57,25 @@ def retention(
     if which == "reference":
         return retention_chunk_ref(q, k, v, g, scale=scale, initial_state=initial_state,
                                    output_final_state=output_final_state)
-    raise NotImplementedError("retention: the Triton backend is not built yet")
+    from .ops import retention_chunk_fwd_op
+    o, ht, *_ = retention_chunk_fwd_op(*prepare_triton_inputs(q, k, v, g, initial_state, scale))
+    return o.to(q.dtype), (ht if output_final_state else None)
+
+
+def fused_recurrent_retention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, *,
+    scale: float | None = None, initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False, backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`retention` computed token by token with the state in registers: the decoding
+    path. Same arguments and result as `retention`; runs GLA's recurrent kernel with
+    the scalar decay broadcast over keys by a zero stride."""
+    _validate(q, k, v, g, initial_state)
+    which = resolve_backend(backend, q, k, v, g, initial_state,
+                            has_triton=_HAS_TRITON, algo="retention")
+    if which == "reference":
+        return retention_recurrent_ref(q, k, v, g, scale=scale, initial_state=initial_state,
+                                       output_final_state=output_final_state)
+    from mixzoo.kernels.gla.ops import fused_recurrent_fwd_op
+    o, ht = fused_recurrent_fwd_op(*prepare_triton_inputs(q, k, v, g, initial_state, scale))
+    return o.to(q.dtype), (ht if output_final_state else None)

@@ -1,0 +1,120 @@
+"""torch.library registration of the GLA Triton kernels: custom ops with fake (meta)
+implementations and autograd, so torch.compile traces them without graph breaks.
+
+    mixzoo::gla_chunk_fwd / gla_chunk_bwd            chunkwise kernels (chunk.py)
+    mixzoo::fused_recurrent_fwd / fused_recurrent_bwd recurrent kernels (recurrent.py),
+        shared with retention: the gate may be [B,T,H,K], [B,T,H] or [H].
+
+The forward ops also return what the backward reuses (chunk-local cumulative gates,
+intra-chunk scores, per-chunk states), so nothing is recomputed.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from mixzoo.kernels._common import cdiv
+
+from .chunk import BT, gla_chunk_bwd, gla_chunk_fwd
+from .recurrent import fused_recurrent_bwd, fused_recurrent_fwd
+
+
+# ----------------------------------------------------------------------------- chunk
+@torch.library.custom_op("mixzoo::gla_chunk_fwd", mutates_args=())
+def gla_chunk_fwd_op(q: Tensor, k: Tensor, v: Tensor, g: Tensor, h0: Optional[Tensor],
+                     scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """-> (o, final state fp32, gc fp32 [B,T,H,K], A fp32 [B,T,H,BT], h [B,N,H,K,V])."""
+    return gla_chunk_fwd(q, k, v, g, h0, scale)
+
+
+@gla_chunk_fwd_op.register_fake
+def _(q, k, v, g, h0, scale):
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    f32 = dict(device=q.device, dtype=torch.float32)
+    return (torch.empty_like(v), q.new_empty(B, H, K, V, **f32), q.new_empty(B, T, H, K, **f32),
+            q.new_empty(B, T, H, BT, **f32), q.new_empty(B, cdiv(T, BT), H, K, V))
+
+
+@torch.library.custom_op("mixzoo::gla_chunk_bwd", mutates_args=())
+def gla_chunk_bwd_op(q: Tensor, k: Tensor, v: Tensor, gc: Tensor, A: Tensor, h: Tensor,
+                     do: Tensor, dht: Optional[Tensor], ht: Tensor,
+                     scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """-> (dq, dk, dv, dg fp32, dh0 fp32)."""
+    return gla_chunk_bwd(q, k, v, gc, A, h, do, dht, ht, scale, torch.float32)
+
+
+@gla_chunk_bwd_op.register_fake
+def _(q, k, v, gc, A, h, do, dht, ht, scale):
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v),
+            torch.empty_like(gc), torch.empty_like(ht))
+
+
+def _chunk_setup(ctx, inputs, output):
+    q, k, v, g, h0, scale = inputs
+    _, ht, gc, A, h = output
+    ctx.save_for_backward(q, k, v, gc, A, h, ht)
+    ctx.scale, ctx.has_h0, ctx.g_dtype = scale, h0 is not None, g.dtype
+
+
+def _chunk_backward(ctx, do, dht, _dgc, _dA, _dh):
+    q, k, v, gc, A, h, ht = ctx.saved_tensors
+    dq, dk, dv, dg, dh0 = gla_chunk_bwd_op(q, k, v, gc, A, h, do.contiguous(),
+                                           None if dht is None else dht.contiguous(),
+                                           ht, ctx.scale)
+    return dq, dk, dv, dg.to(ctx.g_dtype), (dh0 if ctx.has_h0 else None), None
+
+
+gla_chunk_fwd_op.register_autograd(_chunk_backward, setup_context=_chunk_setup)
+
+
+# ----------------------------------------------------------------------------- recurrent
+@torch.library.custom_op("mixzoo::fused_recurrent_fwd", mutates_args=())
+def fused_recurrent_fwd_op(q: Tensor, k: Tensor, v: Tensor, g: Tensor, h0: Optional[Tensor],
+                           scale: float) -> tuple[Tensor, Tensor]:
+    """-> (o, final state fp32). g: [B,T,H,K] per key, [B,T,H] per token or [H] per head."""
+    return fused_recurrent_fwd(q, k, v, g, h0, scale)
+
+
+@fused_recurrent_fwd_op.register_fake
+def _(q, k, v, g, h0, scale):
+    B, T, H, K = q.shape
+    return torch.empty_like(v), q.new_empty(B, H, K, v.shape[-1], dtype=torch.float32)
+
+
+@torch.library.custom_op("mixzoo::fused_recurrent_bwd", mutates_args=())
+def fused_recurrent_bwd_op(q: Tensor, k: Tensor, v: Tensor, g: Tensor, h0: Optional[Tensor],
+                           do: Tensor, dht: Optional[Tensor], ht: Tensor,
+                           scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """-> (dq, dk, dv, dg fp32 shaped like g, dh0 fp32)."""
+    dq, dk, dv, dg, dh0 = fused_recurrent_bwd(q, k, v, g, h0, do, dht, ht, scale)
+    if g.dim() < 4:
+        dg = dg.sum(-1)                                  # scalar gate: sum over keys
+    if g.dim() == 1:
+        dg = dg.sum((0, 1))                              # per-head gate: over B and T
+    return dq, dk, dv, dg, dh0
+
+
+@fused_recurrent_bwd_op.register_fake
+def _(q, k, v, g, h0, do, dht, ht, scale):
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v),
+            g.new_empty(g.shape, dtype=torch.float32), torch.empty_like(ht))
+
+
+def _rec_setup(ctx, inputs, output):
+    q, k, v, g, h0, scale = inputs
+    ctx.save_for_backward(q, k, v, g, h0, output[1])
+    ctx.scale = scale
+
+
+def _rec_backward(ctx, do, dht):
+    q, k, v, g, h0, ht = ctx.saved_tensors
+    dq, dk, dv, dg, dh0 = fused_recurrent_bwd_op(q, k, v, g, h0, do.contiguous(),
+                                                 None if dht is None else dht.contiguous(),
+                                                 ht, ctx.scale)
+    return dq, dk, dv, dg.to(g.dtype), (dh0 if h0 is not None else None), None
+
+
+fused_recurrent_fwd_op.register_autograd(_rec_backward, setup_context=_rec_setup)
