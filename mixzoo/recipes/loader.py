@@ -64,7 +64,7 @@ def _read(path_or_name: str | os.PathLike) -> tuple[str, str]:
     if p.suffix in (".yaml", ".yml") or os.sep in text or "/" in text:
         raise RecipeError(str(path_or_name), [Issue("", "no such file")])
     path = recipe_path(text)
-    return path.read_text(encoding="utf-8"), f"{text} ({path})"
+    return path.read_text(encoding="utf-8"), str(path)
 
 
 def _parse(text: str, source: str) -> DictConfig:

@@ -173,20 +173,21 @@ class _Layout(BaseModel):
     overrides: dict[int, dict[str, Any]] | None = None
 
 
-def _expand(raw: Mapping[str, Any]) -> tuple[list[MixerConfig], list[dict]]:
-    """Layout keys of `model:` -> (explicit list of layer Configs, line errors)."""
+def _expand(raw: Mapping[str, Any]) -> tuple[list[MixerConfig], list[dict], list[Loc]]:
+    """Layout keys of `model:` -> (explicit list of layer Configs, line errors, and for each
+    layer the location (under `model`) of the spec it came from)."""
     try:
         lay = _Layout.model_validate({k: raw[k] for k in LAYOUT_KEYS if k in raw})
     except ValidationError as e:
-        return [], _relocate(e, ())
+        return [], _relocate(e, ()), []
     errors: list[dict] = []
     forms = [f for f in _FORMS if getattr(lay, f) is not None]
     if not forms:
-        return [], [_err(("layers",), "missing", f"no layer layout: {_FORMS_HELP}", None)]
+        return [], [_err(("layers",), "missing", f"no layer layout: {_FORMS_HELP}", None)], []
     if len(forms) > 1:
         return [], [_err((forms[1],), "layout_conflict",
                          f"`{forms[0]}` and `{forms[1]}` are two different layer layouts; "
-                         f"keep one ({_FORMS_HELP})", raw.get(forms[1]))]
+                         f"keep one ({_FORMS_HELP})", raw.get(forms[1]))], []
     form = forms[0]
     for key, allowed_in in (("repeat", "pattern"), ("attention_layers", "mixer"),
                             ("attention", "mixer"), ("num_layers", "pattern` or `mixer")):
@@ -205,6 +206,7 @@ def _expand(raw: Mapping[str, Any]) -> tuple[list[MixerConfig], list[dict]]:
             presets[name] = cfg
 
     layers: list[MixerConfig | None] = []
+    origins: list[Loc] = []
     if form == "layers":
         if not lay.layers:
             errors.append(_err(("layers",), "too_short", "`layers` is empty", lay.layers))
@@ -212,6 +214,7 @@ def _expand(raw: Mapping[str, Any]) -> tuple[list[MixerConfig], list[dict]]:
             cfg, errs = validate_mixer_spec(spec, ("layers", i), presets)
             errors += errs
             layers.append(cfg)
+            origins.append(("layers", i))
     elif form == "pattern":
         if lay.repeat is not None and lay.num_layers is not None:
             errors.append(_err(("num_layers",), "layout_conflict",
@@ -234,6 +237,8 @@ def _expand(raw: Mapping[str, Any]) -> tuple[list[MixerConfig], list[dict]]:
             cfgs.append(cfg)
         n = lay.num_layers or len(cfgs) * (lay.repeat or 1)
         layers = [cfgs[i % len(cfgs)] for i in range(n)]
+        origins = [("presets", lay.pattern[i % len(cfgs)]) if lay.pattern[i % len(cfgs)]
+                   in presets else ("pattern", i % len(cfgs)) for i in range(n)]
     else:  # form == "mixer"
         if lay.num_layers is None:
             errors.append(_err(("num_layers",), "missing",
@@ -245,6 +250,7 @@ def _expand(raw: Mapping[str, Any]) -> tuple[list[MixerConfig], list[dict]]:
         errors += errs
         n = lay.num_layers or 0
         layers = [base] * n
+        origins = [("mixer",)] * n
         seen = set()
         for j, idx in enumerate(lay.attention_layers or []):
             if not -n <= idx < n:
@@ -257,6 +263,8 @@ def _expand(raw: Mapping[str, Any]) -> tuple[list[MixerConfig], list[dict]]:
             else:
                 seen.add(idx % n)
                 layers[idx % n] = attn
+                origins[idx % n] = ("attention",) if lay.attention is not None else \
+                    ("attention_layers", j)
 
     n = len(layers)
     for idx, fields in (lay.overrides or {}).items():
@@ -268,13 +276,15 @@ def _expand(raw: Mapping[str, Any]) -> tuple[list[MixerConfig], list[dict]]:
         base = layers[idx % n]
         if base is None:                                # already reported
             continue
+        # Keep which fields were set explicitly (a vision model reads `model_fields_set`).
         merged = fields if fields.get("type", base.type) != base.type else \
-            {**base.model_dump(), **fields}
+            {**base.model_dump(exclude_unset=True), "type": base.type, **fields}
         cfg, errs = validate_mixer_spec(merged, ("overrides", idx))
         # Only errors on fields the override names (or its `type`) belong to it.
         errors += errs
         layers[idx % n] = cfg
-    return [c for c in layers], errors
+        origins[idx % n] = ("overrides", idx)
+    return layers, errors, origins
 
 
 # -- the schema --------------------------------------------------------------------------
@@ -314,8 +324,9 @@ class ModelSpec(BaseModel):
             return handler(data)
         data = dict(data)
         errors: list[dict] = []
+        origins = None
         if any(k in data for k in LAYOUT_KEYS):
-            layers, errors = _expand(data)
+            layers, errors, origins = _expand(data)
             for k in LAYOUT_KEYS:
                 data.pop(k, None)
             if not errors:
@@ -333,7 +344,35 @@ class ModelSpec(BaseModel):
             _raise(cls.__name__, errors + rest)
             raise
         _raise(cls.__name__, errors)
+        _raise(cls.__name__, _check_buildable(result, origins))
         return result
+
+
+def _check_buildable(spec: "ModelSpec", origins: list[Loc] | None) -> list[dict]:
+    """Build each distinct layer config once on the meta device (no memory, no init cost),
+    so that a config the module rejects at this width (say, d_model not divisible by
+    num_heads) is a recipe error at `model.layers[i]` rather than a crash at build time."""
+    if spec.d_model is None:
+        return []
+    import torch
+    errors, seen = [], set()
+    for i, cfg in enumerate(spec.layers):
+        key = cfg.model_dump_json()
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            with torch.device("meta"):
+                registry.get_entry(cfg.type).cls(cfg, spec.d_model, i)
+        except (ValueError, TypeError) as e:
+            loc = origins[i] if origins else ("layers", i)
+            errors.append(_err(loc, "mixer_build",
+                               f"layer {i} ({cfg.type}) cannot be built at d_model="
+                               f"{spec.d_model}: {e}",
+                               cfg.model_dump(exclude_defaults=True)))
+        except Exception:        # noqa: BLE001 -- anything else surfaces in build_model
+            pass
+    return errors
 
 
 def _check_kind(data: Mapping[str, Any]) -> list[dict]:
