@@ -76,7 +76,10 @@ class AttentionMixer(Mixer):
             raise ValueError(f"{c.type}: rotary needs an even head_dim, got "
                              f"d_model/num_heads = {self.D}")
         self.q_proj = nn.Linear(d_model, H * self.D, bias=False)
-        self.kv_proj = nn.Linear(d_model, 2 * Hkv * self.D, bias=False)
+        # Separate k and v projections: each output is a contiguous [B,T,Hkv,D] (no strided
+        # views of a fused kv tensor).
+        self.k_proj = nn.Linear(d_model, Hkv * self.D, bias=False)
+        self.v_proj = nn.Linear(d_model, Hkv * self.D, bias=False)
         self.o_proj = nn.Linear(H * self.D, d_model, bias=False)
 
     # Sliding-window attention overrides these two.
@@ -95,7 +98,8 @@ class AttentionMixer(Mixer):
         c = self.config
         B, T, _ = x.shape
         q = self.q_proj(x).reshape(B, T, self.H, self.D)  # [B,T,H,D]
-        k, v = self.kv_proj(x).reshape(B, T, 2, self.Hkv, self.D).unbind(2)  # [B,T,Hkv,D] x2
+        k = self.k_proj(x).reshape(B, T, self.Hkv, self.D)  # [B,T,Hkv,D]
+        v = self.v_proj(x).reshape(B, T, self.Hkv, self.D)  # [B,T,Hkv,D]
         pos = 0 if state is None else state["pos"]
         if c.rotary:
             q, k = apply_rotary(q, pos, c.rope_theta), apply_rotary(k, pos, c.rope_theta)

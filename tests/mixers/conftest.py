@@ -41,7 +41,8 @@ def _attention_by_hand(m, x, rope, mask):
     H, Hkv, D = m.H, m.Hkv, m.D
     x = x.double()
     q = (x @ m.q_proj.weight.double().T).reshape(B, T, H, D)
-    k, v = (x @ m.kv_proj.weight.double().T).reshape(B, T, 2, Hkv, D).unbind(2)
+    k = (x @ m.k_proj.weight.double().T).reshape(B, T, Hkv, D)
+    v = (x @ m.v_proj.weight.double().T).reshape(B, T, Hkv, D)
     if c.rotary:
         q, k = rope(q, 0, c.rope_theta), rope(k, 0, c.rope_theta)
     kv_head = torch.arange(H) // (H // Hkv)

@@ -23,7 +23,7 @@ def test_matches_softmax_attention_by_hand(opts, causal, rope_by_hand, attention
 
 def test_gqa_shapes_and_kv_cache():
     m = build_mixer({"type": "attention", "num_heads": 4, "num_kv_heads": 2}, 32)
-    assert m.kv_proj.out_features == 2 * 2 * 8  # k and v for 2 kv heads of dim 8
+    assert m.k_proj.out_features == m.v_proj.out_features == 2 * 8  # 2 kv heads of dim 8
     _, s = m(torch.randn(3, 7, 32), m.init_state(3))
     assert s["k"].shape == s["v"].shape == (3, 7, 2, 8) and s["pos"] == 7
     _, s = m(torch.randn(3, 2, 32), s)
