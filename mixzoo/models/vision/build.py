@@ -5,15 +5,22 @@ attention slot, so every timm feature and script keeps working. Mapping of recip
 
     model.layers          one mixer per block (depth = len(layers))
     model.d_model         embed_dim (None = the base's width)
-    model.block.*         only fields the recipe sets explicitly; the others keep the base
-                          ViT's block (LayerNorm eps 1e-6, GELU MLP ratio 4, no drop path):
+    model.layers[i].*     the mixer exactly as configured (its num_heads included: unlike
+                          `timm_attn`/`swap_mixers`, a recipe never takes timm's head count)
+    model.block.*         every field, as in language recipes (the BlockConfig defaults,
+                          RMSNorm + SwiGLU, apply unless the recipe says otherwise; a
+                          classic ViT block, e.g. to load pretrained weights, is
+                          `block: {norm: layernorm, mlp: mlp}`):
         norm, norm_eps    norm_layer (timm LayerNorm / RmsNorm)
         mlp               "mlp" = timm Mlp (GELU); "swiglu" = timm SwiGLU with SiLU and
                           hidden = 2/3 * mlp_ratio * D per branch (mixzoo's convention: the
-                          same parameters as a GELU MLP of the same ratio); "none" is refused
+                          same parameters as a GELU MLP of the same ratio, up to timm's
+                          biases); "none" is refused
         mlp_ratio         mlp_ratio
         drop_path         drop_path_rate (timm ramps it linearly over depth, as mixzoo does)
         layer_scale       init_values
+    Every value is read from the validated config, never from "was it written": a recipe
+    dumped and reloaded builds the same model.
     model.vision.*        see config.VisionSpec
 """
 from __future__ import annotations
@@ -29,33 +36,29 @@ from .swap import swap_mixers
 
 
 def _block_args(block: Any) -> dict[str, Any]:
-    """timm VisionTransformer arguments for the BlockConfig fields the recipe set."""
+    """timm VisionTransformer arguments for the recipe's BlockConfig (every field maps)."""
     import_timm()
     from timm.layers import LayerNorm, RmsNorm, SwiGLU
-    given = set(getattr(block, "model_fields_set", ()))
-    args: dict[str, Any] = {}
-    if given & {"norm", "norm_eps"}:
-        cls = RmsNorm if block.norm == "rmsnorm" else LayerNorm
-        args["norm_layer"] = functools.partial(cls, eps=block.norm_eps)
-    ratio = block.mlp_ratio if "mlp_ratio" in given else 4.0
-    if "mlp" in given and block.mlp == "none":
+    if block.mlp == "none":
         raise ValueError("model.block.mlp: 'none' is not available for vision models (a timm "
                          "ViT block always has an MLP)")
-    if "mlp" in given and block.mlp == "swiglu":
-        args.update(mlp_layer=SwiGLU, act_layer=nn.SiLU, mlp_ratio=ratio * 2 / 3)
-    elif "mlp_ratio" in given:
-        args["mlp_ratio"] = ratio
-    if "drop_path" in given:
-        args["drop_path_rate"] = block.drop_path
-    if "layer_scale" in given and block.layer_scale is not None:
-        args["init_values"] = block.layer_scale
+    norm = RmsNorm if block.norm == "rmsnorm" else LayerNorm
+    args: dict[str, Any] = dict(norm_layer=functools.partial(norm, eps=block.norm_eps),
+                                drop_path_rate=block.drop_path, init_values=block.layer_scale)
+    if block.mlp == "swiglu":
+        args.update(mlp_layer=SwiGLU, act_layer=nn.SiLU, mlp_ratio=block.mlp_ratio * 2 / 3)
+    else:
+        args.update(mlp_ratio=block.mlp_ratio)             # timm's GELU Mlp
     return args
 
 
 def _with_causal(cfg: Any, causal: bool) -> Any:
-    """cfg with `causal` replaced, keeping which fields were set explicitly."""
-    data = {k: getattr(cfg, k) for k in cfg.model_fields_set}
-    return type(cfg).model_validate({**data, "type": cfg.type, "causal": causal})
+    """cfg with `causal` replaced and every field explicit.
+
+    Explicit fields make the recipe authoritative: the adapter then never substitutes the
+    timm base's num_heads for the mixer's, so a recipe dumped and reloaded builds the same
+    model (a dump sets every field)."""
+    return type(cfg).model_validate({**cfg.model_dump(), "causal": causal})
 
 
 def build_vision_model(model_spec: Any) -> nn.Module:
@@ -78,7 +81,14 @@ def build_vision_model(model_spec: Any) -> nn.Module:
             args[key] = getattr(vision, key)
     if model_spec.d_model is not None:
         args["embed_dim"] = model_spec.d_model
+        # timm builds its own attention first (then swapped out): its head count must
+        # divide the new width; the first layer's head count does when it has one.
+        if vision.num_heads is None:
+            args["num_heads"] = getattr(layers[0], "num_heads", 1)
     args.update(_block_args(model_spec.block))
+    if vision.pretrained and (model_spec.block.norm, model_spec.block.mlp) != ("layernorm", "mlp"):
+        raise ValueError("model.vision.pretrained: a pretrained ViT's weights need its own block "
+                         "layout; set model.block: {norm: layernorm, mlp: mlp}")
     timm = import_timm()
     if not timm.is_model(vision.base):
         close = timm.list_models(f"*{vision.base.split('_')[0]}*")[:5]

@@ -38,7 +38,8 @@ class VisionSpec(BaseModel):
 
     # A timm ViT-family model name (blocks with a timm `Attention` at `.attn`).
     base: str = "vit_small_patch16_224"
-    # None = the base's own value.
+    # None = the base's own value. num_heads is timm's (its attention is built, then
+    # swapped out); the mixers' head counts are their own config's.
     img_size: int | None = Field(None, gt=0)
     patch_size: int | None = Field(None, gt=0)
     num_heads: int | None = Field(None, gt=0)

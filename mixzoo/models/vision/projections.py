@@ -78,9 +78,12 @@ def _gla(m) -> ProjectionMap:
 @register_projection_map("attention")
 @register_projection_map("sliding_window")
 def _attention(m) -> ProjectionMap:
-    kv = m.Hkv * m.D                        # kv_proj rows: k | v, each [Hkv, D]
-    return {"q": (m.q_proj, None, None), **_fused(m.kv_proj, {"k": kv, "v": kv}),
-            "o": (m.o_proj, None, None)}
+    if hasattr(m, "kv_proj"):               # fused layout: kv_proj rows k | v, each [Hkv, D]
+        kv = m.Hkv * m.D
+        kv_slots = _fused(m.kv_proj, {"k": kv, "v": kv})
+    else:
+        kv_slots = {"k": (m.k_proj, None, None), "v": (m.v_proj, None, None)}
+    return {"q": (m.q_proj, None, None), **kv_slots, "o": (m.o_proj, None, None)}
 
 
 def _rows(slot: Slot) -> slice:

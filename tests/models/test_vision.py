@@ -1,0 +1,388 @@
+"""mixzoo mixers inside timm models: adapter, swap_mixers, registered models, recipes, scans.
+
+Tiny shapes throughout (32 px images, 8 px patches = 16 patch tokens, widths 32-48, depth
+2-4) so the whole file stays fast on a CPU with the reference backends.
+"""
+import io
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import mixzoo
+from mixzoo.models.vision import MixerAttention, bind_layout, import_timm, swap_mixers, timm_attn
+from mixzoo.models.vision.mixzoo_vit import MODEL_NAMES
+from mixzoo.models.vision.scan import SCAN_ORDERS, permute, unpermute
+
+timm = import_timm()
+TINY = dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2)
+LINEAR = ["deltanet", "gla", "retnet"]
+
+
+def images(b=2, seed=0):
+    return torch.randn(b, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def tiny_vit(**kw):
+    args = dict(TINY, num_classes=5)
+    args.update(kw)
+    return timm.create_model("vit_tiny_patch16_224", **args)
+
+
+# -- import cost and registration ---------------------------------------------------------
+
+def test_import_mixzoo_is_lazy_and_registers_on_timm_import():
+    code = textwrap.dedent("""
+        import sys
+        import mixzoo
+        assert "timm" not in sys.modules and "torchvision" not in sys.modules
+        assert callable(mixzoo.timm_attn) and callable(mixzoo.swap_mixers)
+        assert "timm" not in sys.modules
+        import timm                      # the hook applies the torchvision workaround
+        print(sorted(timm.list_models("mixzoo_*")))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert eval(out.stdout.strip()) == sorted(MODEL_NAMES)
+
+
+def test_torchvision_workaround_only_catches_the_nms_error(monkeypatch):
+    from mixzoo.models.vision import _timm
+    import builtins
+    real_import = builtins.__import__
+
+    def broken(name, *a, **k):
+        if name == "torchvision":
+            raise RuntimeError("some other torchvision failure")
+        return real_import(name, *a, **k)
+
+    monkeypatch.delitem(sys.modules, "torchvision", raising=False)
+    monkeypatch.setattr(builtins, "__import__", broken)
+    with pytest.raises(RuntimeError, match="some other torchvision failure"):
+        _timm.ensure_torchvision_importable()
+
+
+# -- registered models --------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_registered_model_forward_backward(name):
+    assert name in timm.list_models("mixzoo_*")
+    model = timm.create_model(name, num_classes=5, **TINY)
+    assert model.pretrained_cfg["architecture"] == name
+    assert model.pretrained_cfg["input_size"] == (3, 224, 224)
+    assert {"pos_embed", "cls_token"} <= model.no_weight_decay()
+    assert all(isinstance(b.attn, MixerAttention) for b in model.blocks)
+    assert model.cls_token is None and model.global_pool == "avg"   # avg pool by default
+    x = images()
+    y = model(x)
+    assert y.shape == (2, 5) and torch.isfinite(y).all()
+    feats = model.forward_features(x)
+    assert feats.shape == (2, 16, 32)
+    assert torch.allclose(model.forward_head(feats), y, atol=1e-6)
+    assert model.forward_head(feats, pre_logits=True).shape == (2, 32)
+    y.square().sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, missing
+
+
+def test_registered_hybrid_alternates_mixers_and_follows_depth():
+    model = timm.create_model("mixzoo_deltanet_swa_vit_small_patch16_224", **dict(TINY, depth=3))
+    types = [b.attn.mixer.config.type for b in model.blocks]
+    assert types == ["deltanet", "sliding_window", "deltanet"]
+    assert all(not b.attn.causal for b in model.blocks)
+    assert model.blocks[0].attn.num_heads == 2                # timm's num_heads reached it
+
+
+def test_features_only_with_out_indices():
+    model = timm.create_model("mixzoo_deltanet_vit_tiny_patch16_224", features_only=True,
+                              out_indices=(0, 2), **dict(TINY, depth=3))
+    feats = model(images())
+    assert [tuple(f.shape) for f in feats] == [(2, 32, 4, 4), (2, 32, 4, 4)]
+    assert model.feature_info.channels() == [32, 32]
+    assert model.feature_info.reduction() == [8, 8]
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = timm.create_model("mixzoo_gla_vit_small_patch16_224", **TINY).train()
+    x = images()
+    model(x).sum().backward()
+    ref = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    assert model.grad_checkpointing
+    model(x).sum().backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, ref[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_class_token_option_sees_every_patch():
+    """class_token=True + token pooling: the reversed scan shows the class token all patches."""
+    model = timm.create_model("mixzoo_deltanet_vit_tiny_patch16_224", class_token=True,
+                              global_pool="token", **TINY).eval()
+    assert model.blocks[0].attn.num_prefix_tokens == 1
+    x = images(1)
+    x2 = x.clone()
+    x2[..., 24:, 24:] += 1.0                         # only the last (bottom-right) patch
+    assert not torch.allclose(model(x), model(x2), atol=1e-5)
+
+
+# -- the attn_layer factory -----------------------------------------------------------------
+
+def test_timm_attn_as_attn_layer_in_a_plain_vit():
+    Attn = mixzoo.timm_attn("gla", causal=False)
+    assert isinstance(Attn, type) and issubclass(Attn, MixerAttention)
+    assert mixzoo.timm_attn("gla", causal=False) is Attn         # cached: same class
+    vit = tiny_vit(attn_layer=Attn)                             # timm default: qkv_bias=True
+    attn = vit.blocks[0].attn
+    assert isinstance(attn, Attn) and attn.mixer.config.num_heads == 2
+    assert attn.mixer.q_proj.bias is not None and attn.mixer.o_proj.bias is not None
+    y = vit(images())
+    assert y.shape == (2, 5) and torch.isfinite(y).all()
+    y.sum().backward()
+    assert attn.mixer.q_proj.weight.grad is not None
+
+
+def test_timm_attn_keeps_an_explicit_head_count_and_validates_the_spec():
+    Attn = timm_attn({"type": "deltanet", "num_heads": 1})
+    assert Attn(32, num_heads=2).mixer.config.num_heads == 1
+    with pytest.raises(ValueError, match="causal"):
+        timm_attn({"type": "deltanet", "causal": True}, causal=False)
+    with pytest.raises(KeyError, match="deltanet"):
+        timm_attn("deltanett")
+    with pytest.raises(ValueError, match="scan order"):
+        timm_attn("deltanet", scan="diagonal")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(qk_norm=True, norm_layer=torch.nn.LayerNorm), "qk_norm"),
+    (dict(scale_norm=True, norm_layer=torch.nn.LayerNorm), "scale_norm"),
+    (dict(attn_drop=0.1), "attn_drop"),
+    (dict(dim_out=16), "dim_out"),
+    (dict(gated=True), "gated"),
+    (dict(attn_head_dim=8), "attn_head_dim"),
+])
+def test_adapter_rejects_what_it_cannot_honour(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        timm_attn("deltanet")(32, num_heads=2, **kwargs)
+
+
+def test_adapter_forward_arguments():
+    attn = timm_attn("retnet")(32, num_heads=2)
+    x = torch.randn(1, 5, 32)
+    assert attn(x, attn_mask=None, is_causal=False).shape == (1, 5, 32)
+    with pytest.raises(ValueError, match="attn_mask"):
+        attn(x, attn_mask=torch.ones(5, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="is_causal"):
+        attn(x, is_causal=True)
+    causal = timm_attn("retnet", causal=True)(32, num_heads=2)
+    assert causal(x, is_causal=True).shape == (1, 5, 32)
+    with pytest.raises(TypeError):
+        timm_attn("retnet")(32, num_heads=2, qkv_bais=True)       # typo: no sponge
+    with pytest.raises(ValueError, match="projection map"):
+        timm_attn("short_conv")(32, num_heads=2, qkv_bias=True)
+    assert timm_attn("short_conv")(32, num_heads=2, proj_bias=False)(x).shape == (1, 5, 32)
+
+
+def test_adapter_keeps_the_mixers_own_init_after_timm_init():
+    torch.manual_seed(0)
+    vit = tiny_vit(attn_layer=timm_attn("gla"))
+    gate_bias = vit.blocks[0].attn.mixer.gk_proj[1].bias
+    assert gate_bias.abs().sum() > 0     # timm zeroes Linear biases; the mixer's init is back
+    assert vit.blocks[0].attn.mixer.q_proj.bias.abs().sum() == 0      # added bias starts at 0
+
+
+# -- bidirectionality and scan orders ----------------------------------------------------------
+
+def _dependence(attn, src, dst, n=16, prefix=0):
+    """|d out[dst] / d in[src]| for one adapter on a [1, prefix + n, D] input."""
+    x = torch.randn(1, prefix + n, attn.dim, requires_grad=True)
+    attn(x)[0, dst].sum().backward()
+    return x.grad[0, src].abs().sum().item()
+
+
+@pytest.mark.parametrize("mixer", LINEAR + ["short_conv"])
+def test_bidirectional_first_patch_depends_on_last(mixer):
+    torch.manual_seed(0)
+    src = 1 if mixer == "short_conv" else 15       # a conv only reaches its neighbours
+    bi = timm_attn(mixer, causal=False)(32, num_heads=2, qkv_bias=False, proj_bias=False)
+    assert _dependence(bi, src=src, dst=0) > 0
+    causal = timm_attn(mixer, causal=True)(32, num_heads=2, qkv_bias=False, proj_bias=False)
+    assert _dependence(causal, src=src, dst=0) == 0
+
+
+def test_scan_permutation_round_trip_and_prefix_tokens():
+    x = torch.randn(2, 1 + 12, 3)
+    for order in SCAN_ORDERS:
+        p = permute(x, order, (3, 4), 1)
+        assert torch.equal(p[:, 0], x[:, 0])                   # class token stays in front
+        assert torch.equal(unpermute(p, order, (3, 4), 1), x)
+    ids = torch.arange(6.0).reshape(1, 6, 1)                  # a 2x3 grid, row-major ids
+    assert permute(ids, "col", (2, 3), 0).flatten().tolist() == [0, 3, 1, 4, 2, 5]
+    assert permute(ids, "col_rev", (2, 3), 0).flatten().tolist() == [5, 2, 4, 1, 3, 0]
+    assert permute(ids, "row_rev", None, 0).flatten().tolist() == [5, 4, 3, 2, 1, 0]
+
+
+def test_column_scan_changes_what_a_causal_mixer_sees():
+    """4x4 grid: in column-major order patch (3,0) comes before (0,1); in row-major after."""
+    torch.manual_seed(0)
+    dst, src = 1, 12                                           # (0,1) and (3,0), row-major ids
+    row = timm_attn("deltanet", causal=True, scan="row", num_prefix_tokens=0,
+                    grid_size=(4, 4))(32, num_heads=2)
+    col = timm_attn("deltanet", causal=True, scan="col", num_prefix_tokens=0,
+                    grid_size=(4, 4))(32, num_heads=2)
+    col.load_state_dict(row.state_dict())
+    assert _dependence(row, src, dst) == 0
+    assert _dependence(col, src, dst) > 0
+    assert _dependence(col, src=5, dst=dst) == 0                # (1,1) comes after (0,1)
+
+
+def test_column_scan_needs_a_bound_layout():
+    attn = timm_attn("gla", scan="col")(32, num_heads=2)
+    with pytest.raises(ValueError, match="bind_layout"):
+        attn(torch.randn(1, 17, 32))
+    vit = tiny_vit(attn_layer=timm_attn("gla", scan="col"))
+    bind_layout(vit)
+    assert vit.blocks[0].attn.num_prefix_tokens == 1 and vit.blocks[0].attn.grid_size == (4, 4)
+    assert vit(images()).shape == (2, 5)
+
+
+# -- swap_mixers ---------------------------------------------------------------------------
+
+def test_swap_with_attention_init_reproduces_the_vit():
+    """mixzoo's softmax attention initialised from timm's qkv/proj is the same function."""
+    vit = tiny_vit(embed_dim=48, num_heads=3, depth=3).eval()
+    x = images()
+    ref = vit(x)
+    swap_mixers(vit, {"type": "attention", "rotary": False}, init_from_attention=True)
+    torch.testing.assert_close(vit(x), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_swap_deltanet_into_vit_tiny_with_weight_init_and_state_dict_reload():
+    def build():
+        torch.manual_seed(0)
+        vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=4,
+                                num_classes=5)
+        qkv = vit.blocks[0].attn.qkv.weight.detach().clone()
+        swap_mixers(vit, "deltanet", layers="all", init_from_attention=True)
+        return vit, qkv
+
+    vit, qkv = build()
+    mixer = vit.blocks[0].attn.mixer
+    D = 192
+    torch.testing.assert_close(mixer.in_proj.weight, qkv)        # q|k|v rows copied
+    assert mixer.in_proj.bias is not None                        # timm's qkv_bias carried over
+    assert mixer.config.num_heads == 3 and not mixer.config.causal
+    names = sorted(n for n, _ in vit.named_parameters() if n.startswith("blocks.0.attn"))
+    assert names == sorted(["blocks.0.attn.mixer.in_proj.weight", "blocks.0.attn.mixer.in_proj.bias",
+                     "blocks.0.attn.mixer.b_proj.weight", "blocks.0.attn.mixer.conv_weight",
+                     "blocks.0.attn.mixer.o_norm.weight", "blocks.0.attn.mixer.o_proj.weight",
+                     "blocks.0.attn.mixer.o_proj.bias"])
+    x = images()
+    vit.train()
+    y = vit(x)
+    assert torch.isfinite(y).all()
+    y.sum().backward()
+    assert torch.isfinite(mixer.in_proj.weight.grad).all()
+    assert mixer.in_proj.weight.shape == (3 * D, D)
+    buf = io.BytesIO()
+    torch.save(vit.state_dict(), buf)
+    fresh, _ = build()
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.zero_()
+    buf.seek(0)
+    fresh.load_state_dict(torch.load(buf))                       # strict: same names
+    vit.eval()
+    fresh.eval()
+    torch.testing.assert_close(fresh(x), vit(x))
+
+
+def test_swap_layer_selection_hybrids_and_errors():
+    vit = tiny_vit(depth=4)
+    swap_mixers(vit, ["deltanet", "gla"], layers=[0, -1])
+    kinds = [type(b.attn).__name__ for b in vit.blocks]
+    assert kinds == ["MixerAttention_deltanet", "Attention", "Attention", "MixerAttention_gla"]
+    swap_mixers(vit, "retnet", layers="blocks.[12].attn", scan=["row", "col"])
+    assert [b.attn.mixer.config.type for b in vit.blocks[1:3]] == ["retnet", "retnet"]
+    assert [b.attn.scan_order for b in vit.blocks[1:3]] == ["row", "col"]
+    swap_mixers(vit, "gla", layers=[0])                          # re-swap a mixer slot
+    assert vit.blocks[0].attn.mixer.config.type == "gla"
+    assert vit(images()).shape == (2, 5)
+    with pytest.raises(IndexError):
+        swap_mixers(vit, "gla", layers=[4])
+    with pytest.raises(ValueError, match="matches no attention layer"):
+        swap_mixers(vit, "gla", layers="head*")
+    with pytest.raises(ValueError, match="2 mixer specs for 4"):
+        swap_mixers(vit, ["gla", "gla"])
+    with pytest.raises(ValueError, match="expand_k"):
+        swap_mixers(tiny_vit(), "gla", init_from_attention=True)   # GLA keys are D/2 wide
+
+
+# -- recipes of kind vision -------------------------------------------------------------------
+
+VISION_RECIPE = """
+description: tiny DeltaNet/SWA vision hybrid
+model:
+  kind: vision
+  d_model: 32
+  presets:
+    dn: {type: deltanet, num_heads: 2}
+    swa: {type: sliding_window, num_heads: 2, window: 8, rotary: false}
+  pattern: [dn, swa]
+  repeat: 2
+  block: {drop_path: 0.1}
+  vision:
+    base: vit_tiny_patch16_224
+    img_size: 32
+    patch_size: 8
+    num_classes: 3
+    scan: [row, col]
+"""
+
+
+def test_vision_recipe_round_trip(tmp_path):
+    from mixzoo.recipes import build_model, load_recipe
+    from timm.models.vision_transformer import VisionTransformer
+    path = tmp_path / "vit.yaml"
+    path.write_text(VISION_RECIPE)
+    recipe = load_recipe(path)
+    torch.manual_seed(0)
+    model = build_model(recipe)
+    assert isinstance(model, VisionTransformer)
+    assert [b.attn.mixer.config.type for b in model.blocks] == ["deltanet", "sliding_window"] * 2
+    assert [b.attn.scan_order for b in model.blocks] == ["row", "col"] * 2
+    assert all(not b.attn.causal for b in model.blocks)
+    assert model.global_pool == "avg" and model.cls_token is None
+    assert model.blocks[-1].drop_path1.drop_prob == pytest.approx(0.1)
+    from timm.layers import RmsNorm, SwiGLU                    # BlockConfig defaults apply
+    assert isinstance(model.blocks[0].norm1, RmsNorm) and isinstance(model.blocks[0].mlp, SwiGLU)
+    x = images()
+    model.eval()
+    y = model(x)
+    assert y.shape == (2, 3)
+    again = load_recipe(recipe.model_dump(mode="json"))
+    assert again == recipe
+    torch.manual_seed(0)
+    model2 = build_model(again).eval()
+    torch.testing.assert_close(model2(x), y)
+
+
+def test_vision_spec_validation():
+    from pydantic import ValidationError
+    from mixzoo.models.vision import VisionSpec
+    assert VisionSpec().resolve_pool(["deltanet"]) == ("avg", False)
+    assert VisionSpec().resolve_pool(["attention"]) == ("token", True)
+    with pytest.raises(ValidationError, match="pretrained"):
+        VisionSpec(init_from_attention=True)
+    with pytest.raises(ValidationError, match="class token"):
+        VisionSpec(pool="token", class_token=False)
+    with pytest.raises(ValidationError, match="causal"):
+        VisionSpec(pool="token", causal=True)
+    with pytest.raises(ValidationError):
+        VisionSpec(scan=["zigzag"])
+    with pytest.raises(ValidationError):
+        VisionSpec(img_sz=32)
