@@ -15,10 +15,36 @@ import torch
 import triton
 import triton.language as tl
 
-from mixzoo.kernels._common import cdiv
+from mixzoo.kernels._common import cdiv, pick_configs
 
 BT = 64   # chunk length: the state is materialised once per BT tokens
 BC = 16   # sub-chunk length: the smallest tl.dot tile; pairwise decays only inside one
+
+
+def configs(*specs, names=("BK", "BV")) -> list:
+    """Autotune configs from (tile sizes..., num_warps) tuples; one when interpreting."""
+    return pick_configs([triton.Config(dict(zip(names, sp[:-1])), num_warps=sp[-1])
+                         for sp in specs])
+
+
+def _fits(configs, nargs, **_):
+    """Drop configs whose tiles exceed the head dims (padding only wastes work)."""
+    dims = {"BK": nargs.get("K"), "BV": nargs.get("V"), "BD": nargs.get("D")}
+    ok = [c for c in configs
+          if all(dims.get(n) is None or c.kwargs[n] <= max(16, triton.next_power_of_2(dims[n]))
+                 for n in c.kwargs)]
+    return ok or configs[:1]
+
+
+def autotuned(cfgs: list, key=("K", "V")):
+    """@triton.autotune over `cfgs`, keyed on the head dims, pruned by `_fits`."""
+    return triton.autotune(configs=cfgs, key=list(key), prune_configs_by={"early_config_prune": _fits})
+
+
+# state passes (sequential over chunks): parallelism is (K/BK)(V/BV)BH programs
+STATE_CONFIGS = configs((64, 64, 4), (32, 64, 4), (64, 32, 4), (32, 32, 2))
+# one-chunk tiles
+TILE_CONFIGS = configs((64, 64, 4), (64, 64, 8), (128, 64, 8), (64, 128, 8))
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -27,6 +53,7 @@ def _dot_precision(dtype: torch.dtype) -> str:
 
 
 # ----------------------------------------------------------------------------- forward
+@autotuned(STATE_CONFIGS)
 @triton.jit
 def _fwd_h_kernel(
     k, v, g,            # [B,T,H,K], [B,T,H,V], [B,T,H,K] inputs (g = log gate)
@@ -69,6 +96,7 @@ def _fwd_h_kernel(
     tl.store(ht + i_bh.to(tl.int64) * K * V + p_hs, b_h, mask=m_kv)
 
 
+@autotuned(configs((64, 2), (32, 2), (64, 4), names=("BK",)), key=("K",))
 @triton.jit
 def _fwd_A_kernel(
     q, k, gc,           # [B,T,H,K] q, k and the chunk-local cumulative gate (fp32)
@@ -135,6 +163,7 @@ def _fwd_A_kernel(
         tl.store(p_A + j * BC, tl.zeros([BC, BC], dtype=tl.float32), mask=m_i[:, None])
 
 
+@autotuned(TILE_CONFIGS)
 @triton.jit
 def _fwd_o_kernel(
     q, v, gc, A, h,     # inputs as above; h [B,N,H,K,V] states before each chunk
@@ -173,6 +202,7 @@ def _fwd_o_kernel(
 
 
 # ----------------------------------------------------------------------------- backward
+@autotuned(STATE_CONFIGS)
 @triton.jit
 def _bwd_dh_kernel(
     q, do, gc,          # [B,T,H,K], [B,T,H,V], [B,T,H,K] fp32
@@ -216,6 +246,7 @@ def _bwd_dh_kernel(
     tl.store(dh0 + i_bh.to(tl.int64) * K * V + p_hs, b_dh, mask=m_kv)
 
 
+@autotuned(TILE_CONFIGS)
 @triton.jit
 def _bwd_dv_kernel(
     k, v, gc, A, do, dh,    # inputs (see above)
@@ -262,6 +293,7 @@ def _bwd_dv_kernel(
     tl.store(dA + p_A, b_dA, mask=m_t[:, None])
 
 
+@autotuned(configs((64, 64, 2), (64, 64, 4), (32, 64, 2), (64, 128, 4)))
 @triton.jit
 def _bwd_dqk_kernel(
     q, k, v, gc, h, do, dh, dA,     # inputs (see above)
@@ -371,6 +403,7 @@ def _bwd_dqk_kernel(
     tl.store(dk + p_i, b_dk.to(dk.dtype.element_ty), mask=m_ik)
 
 
+@autotuned(configs((32, 2), (16, 1), (64, 4), names=("BD",)), key=("D",))
 @triton.jit
 def _rev_cumsum_kernel(
     x,                  # [B,T,H,D] fp32: per-token terms
@@ -402,31 +435,22 @@ def _rev_cumsum_kernel(
 
 
 # ----------------------------------------------------------------------------- launchers
-def _tiles(K: int, V: int) -> tuple[int, int]:
-    bk = min(64, triton.next_power_of_2(K))
-    bv = min(64, triton.next_power_of_2(V))
-    return bk, bv
-
-
 def gla_chunk_fwd(q, k, v, g, h0, scale: float):
     """Returns (o, final_state fp32, gc fp32, A fp32, h); all inputs contiguous [B,T,H,*]."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = cdiv(T, BT)
-    BK, BV = _tiles(K, V)
     prec = _dot_precision(q.dtype)
     gc = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
     h = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)
     ht = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
-    _fwd_h_kernel[(cdiv(K, BK), cdiv(V, BV), B * H)](
-        k, v, g, gc, h, h0, ht, T, H, K, V, BT=BT, BK=BK, BV=BV,
-        HAS_H0=h0 is not None, PREC=prec, num_warps=4)
+    _fwd_h_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
+        k, v, g, gc, h, h0, ht, T, H, K, V, BT=BT, HAS_H0=h0 is not None, PREC=prec)
     A = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
-    _fwd_A_kernel[(BT // BC, N, B * H)](
-        q, k, gc, A, scale, T, H, K, BT=BT, BC=BC, BK=BK, PREC=prec, num_warps=2)
+    _fwd_A_kernel[(BT // BC, N, B * H)](q, k, gc, A, scale, T, H, K, BT=BT, BC=BC, PREC=prec)
     o = torch.empty_like(v)
-    _fwd_o_kernel[(cdiv(V, BV), N, B * H)](
-        q, v, gc, A, h, o, scale, T, H, K, V, BT=BT, BK=BK, BV=BV, PREC=prec, num_warps=4)
+    _fwd_o_kernel[lambda m: (cdiv(V, m["BV"]), N, B * H)](
+        q, v, gc, A, h, o, scale, T, H, K, V, BT=BT, PREC=prec)
     return o, ht, gc, A, h
 
 
@@ -435,25 +459,21 @@ def gla_chunk_bwd(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torch.d
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = cdiv(T, BT)
-    BK, BV = _tiles(K, V)
     prec = _dot_precision(q.dtype)
     dh = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)
     dh0 = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
-    _bwd_dh_kernel[(cdiv(K, BK), cdiv(V, BV), B * H)](
-        q, do, gc, dht, dh, dh0, scale, T, H, K, V, BT=BT, BK=BK, BV=BV,
-        HAS_DHT=dht is not None, PREC=prec, num_warps=4)
+    _bwd_dh_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
+        q, do, gc, dht, dh, dh0, scale, T, H, K, V, BT=BT, HAS_DHT=dht is not None, PREC=prec)
     dA = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
     dv = torch.empty_like(v)
-    _bwd_dv_kernel[(N, B * H)](
-        k, v, gc, A, do, dh, dA, dv, T, H, K, V, BT=BT, BK=BK, BV=BV, PREC=prec, num_warps=4)
+    _bwd_dv_kernel[(N, B * H)](k, v, gc, A, do, dh, dA, dv, T, H, K, V, BT=BT, PREC=prec)
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dgl = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
-    _bwd_dqk_kernel[(cdiv(K, BK), N * (BT // BC), B * H)](
-        q, k, v, gc, h, do, dh, dA, dq, dk, dgl, scale, T, H, K, V,
-        BT=BT, BC=BC, BK=BK, BV=BV, PREC=prec, num_warps=2)
+    _bwd_dqk_kernel[lambda m: (cdiv(K, m["BK"]), N * (BT // BC), B * H)](
+        q, k, v, gc, h, do, dh, dA, dq, dk, dgl, scale, T, H, K, V, BT=BT, BC=BC, PREC=prec)
     # the final state's gradient reaches every g_t through e^(B_T): sum_v dht * S_T
     extra = (dht * ht).sum(-1) if dht is not None else None          # [B,H,K]
     dg = torch.empty(B, T, H, K, device=q.device, dtype=g_dtype)
-    _rev_cumsum_kernel[(cdiv(K, BK), B * H)](
-        dgl, extra, dg, T, H, K, BT=BT, BD=BK, HAS_EXTRA=extra is not None, num_warps=4)
+    _rev_cumsum_kernel[lambda m: (cdiv(K, m["BD"]), B * H)](
+        dgl, extra, dg, T, H, K, BT=BT, HAS_EXTRA=extra is not None)
     return dq, dk, dv, dg, dh0

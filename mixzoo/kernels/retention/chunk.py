@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from mixzoo.kernels._common import cdiv
+from mixzoo.kernels.gla.chunk import STATE_CONFIGS, TILE_CONFIGS, autotuned, configs
 
 BT = 64   # chunk length
 
@@ -29,6 +30,7 @@ def _dot_precision(dtype: torch.dtype) -> str:
 
 
 # ----------------------------------------------------------------------------- forward
+@autotuned(STATE_CONFIGS)
 @triton.jit
 def _fwd_h_kernel(
     k, v,               # [B,T,H,K], [B,T,H,V]
@@ -73,6 +75,7 @@ def _fwd_h_kernel(
     tl.store(ht + i_bh.to(tl.int64) * K * V + p_hs, b_h, mask=m_kv)
 
 
+@autotuned(configs((64, 64, 4), (128, 64, 8), (64, 128, 8), (128, 128, 8)))
 @triton.jit
 def _fwd_o_kernel(
     q, k, v, gc, h,     # inputs as above
@@ -116,6 +119,7 @@ def _fwd_o_kernel(
 
 
 # ----------------------------------------------------------------------------- backward
+@autotuned(STATE_CONFIGS)
 @triton.jit
 def _bwd_dh_kernel(
     q, do, gc,          # [B,T,H,K], [B,T,H,V], [B,T,H] fp32
@@ -158,6 +162,7 @@ def _bwd_dh_kernel(
     tl.store(dh0 + i_bh.to(tl.int64) * K * V + p_hs, b_dh, mask=m_kv)
 
 
+@autotuned(configs((64, 4), (128, 8), (64, 8), names=("BV",)))
 @triton.jit
 def _bwd_dqk_kernel(
     q, k, v, gc, h, do, dh,     # inputs (see above)
@@ -219,6 +224,7 @@ def _bwd_dqk_kernel(
              b_dgl, mask=m_t)
 
 
+@autotuned(configs((64, 64, 4), (128, 64, 8), (64, 128, 8), (128, 128, 8)))
 @triton.jit
 def _bwd_dv_kernel(
     q, k, gc, do, dh,   # inputs (see above)
@@ -264,12 +270,6 @@ def _bwd_dv_kernel(
 
 
 # ----------------------------------------------------------------------------- launchers
-def _tiles(K: int, V: int) -> tuple[int, int]:
-    bk = min(64, triton.next_power_of_2(K))
-    bv = min(64, triton.next_power_of_2(V))
-    return bk, bv
-
-
 def _gate_strides(g: torch.Tensor, H: int) -> tuple[int, int, int]:
     """(b, t, h) strides of the log decay: [H] per head or [B,T,H] per token."""
     if g.dim() == 1:
@@ -282,17 +282,16 @@ def retention_chunk_fwd(q, k, v, g, h0, scale: float):
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = cdiv(T, BT)
-    BK, BV = _tiles(K, V)
     prec = _dot_precision(q.dtype)
     gc = torch.empty(B, T, H, device=q.device, dtype=torch.float32)
     h = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)
     ht = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
-    _fwd_h_kernel[(cdiv(K, BK), cdiv(V, BV), B * H)](
-        k, v, g, *_gate_strides(g, H), gc, h, h0, ht, T, H, K, V, BT=BT, BK=BK, BV=BV,
-        HAS_H0=h0 is not None, PREC=prec, num_warps=4)
+    _fwd_h_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
+        k, v, g, *_gate_strides(g, H), gc, h, h0, ht, T, H, K, V, BT=BT,
+        HAS_H0=h0 is not None, PREC=prec)
     o = torch.empty_like(v)
-    _fwd_o_kernel[(cdiv(V, BV), N, B * H)](
-        q, k, v, gc, h, o, scale, T, H, K, V, BT=BT, BK=BK, BV=BV, PREC=prec, num_warps=4)
+    _fwd_o_kernel[lambda m: (cdiv(V, m["BV"]), N, B * H)](
+        q, k, v, gc, h, o, scale, T, H, K, V, BT=BT, PREC=prec)
     return o, ht, gc, h
 
 
@@ -301,22 +300,21 @@ def retention_chunk_bwd(q, k, v, gc, h, do, dht, ht, scale: float):
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = cdiv(T, BT)
-    BK, BV = _tiles(K, V)
+    BK = min(64, max(16, triton.next_power_of_2(K)))   # fixed: dgl holds one slice per K block
     NK = cdiv(K, BK)
     prec = _dot_precision(q.dtype)
     dh = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)
     dh0 = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
-    _bwd_dh_kernel[(NK, cdiv(V, BV), B * H)](
-        q, do, gc, dht, dh, dh0, scale, T, H, K, V, BT=BT, BK=BK, BV=BV,
-        HAS_DHT=dht is not None, PREC=prec, num_warps=4)
+    _bwd_dh_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
+        q, do, gc, dht, dh, dh0, scale, T, H, K, V, BT=BT, HAS_DHT=dht is not None, PREC=prec)
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dgl = torch.empty(NK, B, T, H, device=q.device, dtype=torch.float32)
     _bwd_dqk_kernel[(NK, N, B * H)](
         q, k, v, gc, h, do, dh, dq, dk, dgl, scale, T, H, K, V,
-        BT=BT, BK=BK, BV=BV, PREC=prec, num_warps=4)
+        BT=BT, BK=BK, PREC=prec)
     dv = torch.empty_like(v)
-    _bwd_dv_kernel[(cdiv(V, BV), N, B * H)](
-        q, k, gc, do, dh, dv, scale, T, H, K, V, BT=BT, BK=BK, BV=BV, PREC=prec, num_warps=4)
+    _bwd_dv_kernel[lambda m: (cdiv(V, m["BV"]), N, B * H)](
+        q, k, gc, do, dh, dv, scale, T, H, K, V, BT=BT, PREC=prec)
     # dg_t = sum_{s>=t} sum_k (q dq - k dk)_s, plus the final state's share sum dht * S_T
     dg = dgl.sum(0).flip(1).cumsum(1).flip(1)                       # [B,T,H]
     if dht is not None:
