@@ -18,7 +18,6 @@ weights; the outputs are summed before the group norm.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -35,10 +34,13 @@ from .deltanet import head_dims
 from .gla import head_group_norm
 
 
-def retnet_log_decays(num_heads: int) -> torch.Tensor:
-    """log gamma_h = log(1 - 2^(-5-h)), h = 0..H-1, fp32 [H] (the kernel takes log decays)."""
-    return torch.tensor([math.log1p(-2.0 ** (-5 - h)) for h in range(num_heads)],
-                        dtype=torch.float32)
+def retnet_log_decays(num_heads: int, device=None) -> torch.Tensor:
+    """log gamma_h = log(1 - 2^(-5-h)), h = 0..H-1, fp32 [H] (the kernel takes log decays).
+
+    Computed on `device` each call rather than kept as a buffer: `model.to(bfloat16)` would
+    round a buffer (gamma = 1 - 2^-12 needs fp32 to stay distinct from its neighbours)."""
+    h = torch.arange(num_heads, device=device, dtype=torch.float32)
+    return torch.log1p(-torch.exp2(-5.0 - h))
 
 
 @register_mixer
@@ -72,8 +74,6 @@ class RetNetMixer(Mixer):
         self.g_proj = nn.Linear(d_model, H * self.V, bias=False)
         self.o_norm = nn.GroupNorm(H, H * self.V, eps=c.norm_eps)
         self.o_proj = nn.Linear(H * self.V, d_model, bias=False)
-        # Fixed (not learned) per-head decays; a buffer so .to(device) moves it.
-        self.register_buffer("log_decay", retnet_log_decays(H), persistent=False)
 
     def _scan(self, h: torch.Tensor, state: dict | None, want_state: bool):
         """h [B,T,H(2K+V)] = q|k|v -> (o [B,T,H,V], new state)."""
@@ -87,7 +87,7 @@ class RetNetMixer(Mixer):
         pos = 0 if state is None else state["pos"]
         if c.rotary:
             q, k = apply_rotary(q, pos, c.rope_theta), apply_rotary(k, pos, c.rope_theta)
-        o, S = retention(q, k, v, self.log_decay,
+        o, S = retention(q, k, v, retnet_log_decays(self.H, h.device),  # fixed, not learned
                          initial_state=None if state is None else state["S"],
                          output_final_state=want_state, backend=c.backend)
         return o, ({"S": S, "pos": pos + T} if want_state else None)

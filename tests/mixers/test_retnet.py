@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import mixzoo.mixers.retnet as retnet_mod
 from mixzoo.kernels._common import assert_close
 from mixzoo.mixers.retnet import retnet_log_decays
 from mixzoo.registry import build_mixer
@@ -12,14 +13,26 @@ from mixzoo.testing import check_mixer_contract
 
 
 def test_decays_are_the_papers():
-    m = build_mixer({"type": "retnet", "num_heads": 8}, 32)
-    gamma = m.log_decay.double().exp()
-    want = torch.tensor([1 - 2.0 ** (-5 - h) for h in range(8)], dtype=torch.float64)
-    assert torch.allclose(gamma, want, rtol=0, atol=1e-7)
-    assert gamma[0] == pytest.approx(1 - 1 / 32, abs=1e-7)  # head 0: shortest memory
-    assert not any(n == "log_decay" for n, _ in m.named_parameters())  # fixed, not learned
-    assert retnet_log_decays(3).tolist() == pytest.approx(
-        [math.log(1 - 2.0 ** (-5 - h)) for h in range(3)])
+    log_gamma = retnet_log_decays(8)
+    assert log_gamma.dtype == torch.float32
+    want = torch.tensor([math.log(1 - 2.0 ** (-5 - h)) for h in range(8)], dtype=torch.float64)
+    assert torch.allclose(log_gamma.double(), want, rtol=1e-6, atol=0)
+    assert log_gamma.exp()[0].item() == pytest.approx(1 - 1 / 32)  # head 0: shortest memory
+
+
+def test_the_mixer_feeds_those_decays_to_the_kernel(monkeypatch):
+    seen = []
+
+    def spy(q, k, v, g, **kw):
+        seen.append(g)
+        return real(q, k, v, g, **kw)
+
+    real = retnet_mod.retention
+    monkeypatch.setattr(retnet_mod, "retention", spy)
+    m = build_mixer({"type": "retnet", "num_heads": 8}, 32).to(torch.bfloat16)
+    m(torch.randn(1, 3, 32, dtype=torch.bfloat16))
+    assert seen[0].dtype == torch.float32 and torch.equal(seen[0], retnet_log_decays(8))
+    assert not any("decay" in n for n, _ in m.named_parameters())  # fixed, not learned
 
 
 def retnet_by_hand(m, x, rope, gn):
