@@ -20,10 +20,12 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from mixzoo.kernels._common import check_shape
 from mixzoo.kernels.attention import attention
 from mixzoo.registry import register_mixer
 
 from .base import Mixer, MixerConfig
+from .deltanet import check_state
 
 
 def apply_rotary(x: torch.Tensor, offset: int, theta: float) -> torch.Tensor:
@@ -100,6 +102,10 @@ class AttentionMixer(Mixer):
         q = self.q_proj(x).reshape(B, T, self.H, self.D)  # [B,T,H,D]
         k = self.k_proj(x).reshape(B, T, self.Hkv, self.D)  # [B,T,Hkv,D]
         v = self.v_proj(x).reshape(B, T, self.Hkv, self.D)  # [B,T,Hkv,D]
+        if state is not None:
+            check_state(state, ("k", "v", "pos"), c.type)
+            check_shape("state['k']", state["k"], (B, None, self.Hkv, self.D), "[B,L,Hkv,D]")
+            check_shape("state['v']", state["v"], tuple(state["k"].shape), "[B,L,Hkv,D]")
         pos = 0 if state is None else state["pos"]
         if c.rotary:
             q, k = apply_rotary(q, pos, c.rope_theta), apply_rotary(k, pos, c.rope_theta)

@@ -46,6 +46,15 @@ def head_dims(d_model: int, num_heads: int, expand_k: float, expand_v: float,
     return int(key_dim) // num_heads, int(value_dim) // num_heads
 
 
+def check_state(state: Any, keys: tuple[str, ...], who: str) -> None:
+    """ValueError unless `state` is a dict with exactly `keys` (the layout init_state returns);
+    the kernels then check the tensors' shapes."""
+    if not isinstance(state, dict) or set(state) != set(keys):
+        got = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{who}: state must be the dict from init_state()/forward() with keys "
+                         f"{sorted(keys)}, got {got}")
+
+
 def conv_weight(channels: int, width: int) -> nn.Parameter:
     """A depthwise conv weight [C,W] initialised like nn.Conv1d (uniform, bound 1/sqrt(W))."""
     bound = 1.0 / math.sqrt(width)
@@ -120,6 +129,12 @@ class DeltaNetMixer(Mixer):
 
     def _forward(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         B, T, _ = x.shape
+        if state is not None:
+            check_state(state, ("S", "conv"), "deltanet")
+            if (state["conv"] is None) != (self.conv_weight is None):
+                raise ValueError(f"deltanet: state['conv'] must be "
+                                 f"{'None' if self.conv_weight is None else '[B,C,W-1]'} "
+                                 f"with use_short_conv={self.config.use_short_conv}")
         h = torch.cat([self.in_proj(x), self.b_proj(x)], dim=-1)  # [B,T,qkv_dim+H]
         if self.config.causal:
             o, new_state = self._scan(h, state, want_state=True)  # [B,T,H,V]

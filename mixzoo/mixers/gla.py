@@ -26,7 +26,7 @@ from mixzoo.kernels.gla import gla
 from mixzoo.registry import register_mixer
 
 from .base import Mixer, MixerConfig, bidirectional
-from .deltanet import head_dims
+from .deltanet import check_state, head_dims
 
 
 def head_group_norm(norm: nn.GroupNorm, o: torch.Tensor) -> torch.Tensor:
@@ -88,6 +88,8 @@ class GLAMixer(Mixer):
 
     def _forward(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         B, T, _ = x.shape
+        if state is not None:
+            check_state(state, ("S",), "gla")
         g = F.logsigmoid(self.gk_proj(x)) / self.config.gate_logit_normalizer  # [B,T,H*K]
         h = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x), g], dim=-1)
         if self.config.causal:

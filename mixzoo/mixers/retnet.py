@@ -30,7 +30,7 @@ from mixzoo.registry import register_mixer
 
 from .attention import apply_rotary
 from .base import Mixer, MixerConfig, bidirectional
-from .deltanet import head_dims
+from .deltanet import check_state, head_dims
 from .gla import head_group_norm
 
 
@@ -93,6 +93,8 @@ class RetNetMixer(Mixer):
         return o, ({"S": S, "pos": pos + T} if want_state else None)
 
     def _forward(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        if state is not None:
+            check_state(state, ("S", "pos"), "retnet")
         h = self.qkv_proj(x)  # [B,T,H(2K+V)]
         if self.config.causal:
             o, new_state = self._scan(h, state, want_state=True)  # [B,T,H,V]
