@@ -96,6 +96,8 @@ class RecipeError(ValueError):
                 if pos is not None:
                     line, col = pos
             issues.append(Issue(format_loc(loc), msg, value, line, col, origin))
+        # In file order; issues without a line (overrides, expanded layers) last.
+        issues.sort(key=lambda i: (i.line is None, i.line or 0, i.column or 0))
         return cls(source, issues)
 
 
