@@ -93,6 +93,13 @@ def _st_tile(tinv, base, x, bi: tl.constexpr, bj: tl.constexpr):
 
 
 # ----------------------------------------------------------------------------- forward
+def _prep_configs():
+    # small tiles ([16,16] blocks, 16-row operands): few warps per program and many programs
+    # per SM hide the latency of the row-by-row substitution best
+    return pick_configs([triton.Config({}, num_warps=nw, num_stages=1) for nw in (1, 2, 4)])
+
+
+@triton.autotune(configs=_prep_configs(), key=["H", "K", "V", "USE_L2", "SAVE_T"])
 @triton.jit
 def _prep_fwd_kernel(
     k, v, beta,          # inputs [B,T,H,K], [B,T,H,V], [B,T,H]
@@ -133,17 +140,17 @@ def _prep_fwd_kernel(
     a31 = b3[:, None] * tl.dot(k3d, tl.trans(k1d), input_precision=PREC)
     a32 = b3[:, None] * tl.dot(k3d, tl.trans(k2d), input_precision=PREC)
     d0, d1, d2, d3 = _inv16(a00), _inv16(a11), _inv16(a22), _inv16(a33)
-    # off-diagonal blocks of Tm, in fp32 with near-fp32 products (they are tiny)
-    x10 = -tl.dot(d1, tl.dot(a10, d0, input_precision="tf32x3"), input_precision="tf32x3")
-    x21 = -tl.dot(d2, tl.dot(a21, d1, input_precision="tf32x3"), input_precision="tf32x3")
-    x20 = -tl.dot(d2, tl.dot(a20, d0, input_precision="tf32x3")
-                  + tl.dot(a21, x10, input_precision="tf32x3"), input_precision="tf32x3")
-    x32 = -tl.dot(d3, tl.dot(a32, d2, input_precision="tf32x3"), input_precision="tf32x3")
-    x31 = -tl.dot(d3, tl.dot(a31, d1, input_precision="tf32x3")
-                  + tl.dot(a32, x21, input_precision="tf32x3"), input_precision="tf32x3")
-    x30 = -tl.dot(d3, tl.dot(a30, d0, input_precision="tf32x3")
-                  + tl.dot(a31, x10, input_precision="tf32x3")
-                  + tl.dot(a32, x20, input_precision="tf32x3"), input_precision="tf32x3")
+    # off-diagonal blocks of Tm in fp32 (PREC: tf32 for half inputs, tf32x3 for fp32 ones)
+    x10 = -tl.dot(d1, tl.dot(a10, d0, input_precision=PREC), input_precision=PREC)
+    x21 = -tl.dot(d2, tl.dot(a21, d1, input_precision=PREC), input_precision=PREC)
+    x20 = -tl.dot(d2, tl.dot(a20, d0, input_precision=PREC)
+                  + tl.dot(a21, x10, input_precision=PREC), input_precision=PREC)
+    x32 = -tl.dot(d3, tl.dot(a32, d2, input_precision=PREC), input_precision=PREC)
+    x31 = -tl.dot(d3, tl.dot(a31, d1, input_precision=PREC)
+                  + tl.dot(a32, x21, input_precision=PREC), input_precision=PREC)
+    x30 = -tl.dot(d3, tl.dot(a30, d0, input_precision=PREC)
+                  + tl.dot(a31, x10, input_precision=PREC)
+                  + tl.dot(a32, x20, input_precision=PREC), input_precision=PREC)
     if SAVE_T:
         base = (i_bh.to(tl.int64) * tl.cdiv(T, 64) + i_c) * 4096
         _st_tile(tinv, base, d0, 0, 0)
@@ -284,8 +291,9 @@ def _state_bwd_kernel(
 
 
 def _fused_bwd_configs():
+    # [64,K] fp32 accumulators (dq, dk, dw) dominate the registers: 8-16 warps spread them
     cfgs = [triton.Config({"BV": bv}, num_warps=nw, num_stages=ns)
-            for bv in (32, 64) for nw in (4, 8) for ns in (1, 2)]
+            for bv in (32, 64) for nw in (8, 16) for ns in (1, 2)]
     return pick_configs(cfgs)
 
 
@@ -394,12 +402,11 @@ def _prec(x: torch.Tensor) -> str:
 
 
 def _state_bv(BH: int, BVfull: int) -> int:
-    """v-block for the sequential passes: the largest of 64/32/16 that still gives >= 128
-    programs (one H100 has 132 SMs), since each program walks all chunks in turn."""
-    for bv in (64, 32):
-        if bv <= BVfull and BH * cdiv(BVfull, bv) >= 128:
-            return bv
-    return min(16, BVfull) if BVfull >= 16 else BVfull
+    """v-block for the sequential passes: 64 when that still gives >= 128 programs (one H100
+    has 132 SMs; each program walks all chunks in turn), else 32."""
+    if BVfull >= 64 and BH * cdiv(BVfull, 64) >= 128:
+        return 64
+    return min(32, BVfull)
 
 
 def chunk_fwd(q, k, v, beta, scale: float, initial_state, output_final_state: bool,
@@ -412,7 +419,7 @@ def chunk_fwd(q, k, v, beta, scale: float, initial_state, output_final_state: bo
     u = torch.empty_like(v)
     tinv = q.new_empty((B, H, NT, CHUNK, CHUNK) if save_for_bwd else (0,), dtype=torch.float32)
     _prep_fwd_kernel[(NT, B * H)](k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=BK, BV=BVf,
-                                  USE_L2=use_l2, SAVE_T=save_for_bwd, PREC=prec, num_warps=4)
+                                  USE_L2=use_l2, SAVE_T=save_for_bwd, PREC=prec)
     o = torch.empty_like(v)
     ht = q.new_empty((B, H, K, V) if output_final_state else (0,), dtype=torch.float32)
     hbuf = q.new_empty((B, H, NT, K, V) if save_for_bwd else (0,))
