@@ -92,8 +92,8 @@ class DeltaNetMixer(Mixer):
         self.K, self.V = head_dims(d_model, H, c.expand_k, c.expand_v, "deltanet")
         self.H = H
         self.qkv_dim = H * (2 * self.K + self.V)  # conv channels: q | k | v
-        self.in_proj = nn.Linear(d_model, self.qkv_dim, bias=False)
-        self.b_proj = nn.Linear(d_model, H, bias=False)
+        # One GEMM for q | k | v | beta logits (rows in that order).
+        self.in_proj = nn.Linear(d_model, self.qkv_dim + H, bias=False)
         self.conv_weight = conv_weight(self.qkv_dim, c.conv_size) if c.use_short_conv else None
         self.g_proj = nn.Linear(d_model, H * self.V, bias=False) if c.use_output_gate else None
         self.o_norm = RMSNorm(self.V, eps=c.norm_eps)  # per head, weight shared by heads
@@ -135,7 +135,7 @@ class DeltaNetMixer(Mixer):
                 raise ValueError(f"deltanet: state['conv'] must be "
                                  f"{'None' if self.conv_weight is None else '[B,C,W-1]'} "
                                  f"with use_short_conv={self.config.use_short_conv}")
-        h = torch.cat([self.in_proj(x), self.b_proj(x)], dim=-1)  # [B,T,qkv_dim+H]
+        h = self.in_proj(x)  # [B,T,qkv_dim+H]
         if self.config.causal:
             o, new_state = self._scan(h, state, want_state=True)  # [B,T,H,V]
         else:

@@ -73,11 +73,9 @@ class GLAMixer(Mixer):
         self.o_norm = nn.GroupNorm(H, H * self.V, eps=c.norm_eps)
         self.o_proj = nn.Linear(H * self.V, d_model, bias=False)
 
-    def _scan(self, h: torch.Tensor, state: dict | None, want_state: bool):
-        """h [B,T,3HK+HV] = q|k|v|log-gate -> (o [B,T,H,V], new state)."""
-        B, T, _ = h.shape
-        HK, HV = self.H * self.K, self.H * self.V
-        q, k, v, g = h.split([HK, HK, HV, HK], dim=-1)  # [B,T,HK] [B,T,HK] [B,T,HV] [B,T,HK]
+    def _scan(self, q, k, v, g, state: dict | None, want_state: bool):
+        """q, k, g [B,T,H*K], v [B,T,H*V] -> (o [B,T,H,V], new state)."""
+        B, T, _ = q.shape
         o, S = gla(q.reshape(B, T, self.H, self.K),  # [B,T,H,K]
                    k.reshape(B, T, self.H, self.K),  # [B,T,H,K]
                    v.reshape(B, T, self.H, self.V),  # [B,T,H,V]
@@ -91,11 +89,14 @@ class GLAMixer(Mixer):
         if state is not None:
             check_state(state, ("S",), "gla")
         g = F.logsigmoid(self.gk_proj(x)) / self.config.gate_logit_normalizer  # [B,T,H*K]
-        h = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x), g], dim=-1)
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # [B,T,HK] [B,T,HK] [B,T,HV]
         if self.config.causal:
-            o, new_state = self._scan(h, state, want_state=True)  # [B,T,H,V]
+            o, new_state = self._scan(q, k, v, g, state, want_state=True)  # [B,T,H,V]
         else:
-            o, new_state = bidirectional(lambda hh: self._scan(hh, None, False)[0], h), None
+            # Packed into one tensor so that one flip serves all four inputs.
+            HK, HV = self.H * self.K, self.H * self.V
+            run = lambda h: self._scan(*h.split([HK, HK, HV, HK], -1), None, False)[0]  # noqa: E731
+            o, new_state = bidirectional(run, torch.cat([q, k, v, g], -1)), None  # [B,T,H,V]
         o = head_group_norm(self.o_norm, o)  # [B,T,H*V]
         if self.g_proj is not None:
             o = o * F.silu(self.g_proj(x))  # swish output gate, [B,T,H*V]

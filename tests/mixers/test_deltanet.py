@@ -16,7 +16,7 @@ def deltanet_by_hand(m, x):
     B, T, D = x.shape
     H, K, V = m.H, m.K, m.V
     x = x.double()
-    qkv = x @ m.in_proj.weight.double().T  # [B,T,C]
+    qkv, b_logit = (x @ m.in_proj.weight.double().T).split([m.qkv_dim, H], -1)  # [B,T,C]
     if c.use_short_conv:
         W = c.conv_size
         w = m.conv_weight.double()  # [C,W]
@@ -27,7 +27,7 @@ def deltanet_by_hand(m, x):
     q = F.normalize(q.reshape(B, T, H, K), dim=-1) / K ** 0.5
     k = F.normalize(k.reshape(B, T, H, K), dim=-1)
     v = v.reshape(B, T, H, V)
-    beta = torch.sigmoid(x @ m.b_proj.weight.double().T)  # [B,T,H]
+    beta = torch.sigmoid(b_logit)  # [B,T,H]
     if c.allow_neg_eigval:
         beta = 2 * beta
     S = torch.zeros(B, H, K, V, dtype=torch.float64)
@@ -79,7 +79,7 @@ def test_beta_range(monkeypatch, neg):
     torch.manual_seed(0)
     m = build_mixer({"type": "deltanet", "allow_neg_eigval": neg}, 16)
     with torch.no_grad():
-        m.b_proj.weight.mul_(20)  # push the logits far into both tails
+        m.in_proj.weight[m.qkv_dim:].mul_(20)  # push the beta logits far into both tails
     m(torch.randn(2, 9, 16))
     beta = seen[0]
     hi = 2.0 if neg else 1.0
