@@ -129,7 +129,13 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _logits(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None):
+def _logits(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None,
+            task: Task | None = None):
+    # A task whose model is not a causal LM (e.g. image_match: an image classifier) runs
+    # the model itself through `task.logits_and_loss(model, inputs, targets)`.
+    run = getattr(task, "logits_and_loss", None)
+    if run is not None:
+        return run(model, inputs, targets)
     out = model(inputs, labels=targets)
     return out.logits, out.loss
 
@@ -144,7 +150,7 @@ def evaluate(model: nn.Module, task: Task, batches: list[tuple[torch.Tensor, tor
     for inputs, targets in batches:
         inputs, targets = inputs.to(device), targets.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits, loss = _logits(model, inputs, targets)
+            logits, loss = _logits(model, inputs, targets, task)
         row = {"eval_loss": loss.item(), **task.metric(logits.float(), targets)}
         for k, v in row.items():
             sums[k] = sums.get(k, 0.0) + v
@@ -213,7 +219,7 @@ def train(model: nn.Module, cfg: TrainConfig, *, progress: bool = True,
             inputs, targets = task.sample(cfg.batch_size, train_gen)
             inputs, targets = inputs.to(device), targets.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                _, loss = _logits(model, inputs, targets)
+                _, loss = _logits(model, inputs, targets, task)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss is {loss.item()} at step {step}/{cfg.steps} (lr="

@@ -11,6 +11,7 @@ from .base import IGNORE, Task, TaskConfig, masked_accuracy
 from .registry import (build_task, build_task_config, get_task, list_tasks, register_task,
                        unregister_task)
 from . import mqar  # noqa: F401  (registers the built-in tasks, one module each)
+from . import image_match  # noqa: F401  (vision: long-range image task, images in)
 
 __all__ = ["IGNORE", "Task", "TaskConfig", "masked_accuracy", "build_task",
            "build_task_config", "get_task", "list_tasks", "register_task", "unregister_task"]

@@ -1,0 +1,169 @@
+"""image_match: do two marked patches far apart in an image carry the same pattern?
+
+A synthetic image task that needs long-range spatial reasoning, generated on the fly (no
+download), deterministic by seed, small enough to compare vision mixers on a CPU:
+
+    +---+---+---+---+---+---+---+---+     img_size x img_size pixels, patch_size patches,
+    |   | d |   |   |   |   |   |   |     Gaussian background noise.
+    +---+---+---+---+---+---+---+---+     [M] two *marked* patches (a bright frame around
+    |[M]|   |   |   |   | d |   |   |         the patch) at least `min_distance` patches
+    +---+---+---+---+---+---+---+---+         apart (Chebyshev), each holding a pattern
+    |   |   |   | d |   |   |   |[M]|         from a fixed codebook of `num_patterns`;
+    +---+---+---+---+---+---+---+---+     d   `num_distractors` unmarked patches holding
+                                              codebook patterns too (often the same ones).
+
+label = 1 if the two marked patches hold the same pattern, else 0 (balanced). Recognising a
+marked patch is local, but the answer needs the two patterns side by side, which are far
+apart: a model must carry one patch's content across the image. Distractors repeat
+patterns, so "is any pattern repeated?" is no shortcut. Chance is 50% accuracy.
+
+Inputs are images `float [B, channels, img_size, img_size]` and targets class labels
+`long [B]`, so the model is an image classifier with `num_classes = 2`: a recipe of kind
+`vision` with `model.vision: {img_size: 32, patch_size: 4, num_classes: 2}`.
+`logits_and_loss(model, inputs, targets)` runs such a model (`model(images) -> [B, 2]`).
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import nn
+
+from .base import Task, TaskConfig
+from .registry import register_task
+
+
+@register_task
+class ImageMatch(Task):
+    """Binary classification: do the two marked patches match? (module docstring)"""
+
+    # Not a token task: inputs are images, targets class labels (the token-task contract
+    # tests select tasks with input_kind == "tokens").
+    input_kind: ClassVar[str] = "images"
+
+    class Config(TaskConfig):
+        type: Literal["image_match"] = "image_match"
+        # The token fields of TaskConfig, pinned to what they mean here: 2 classes, and
+        # seq_len = the number of patch tokens (None = derived from img_size/patch_size).
+        vocab_size: Literal[2] = 2
+        seq_len: int | None = Field(None, gt=0)
+        img_size: int = Field(32, gt=0)
+        patch_size: int = Field(4, ge=3)
+        channels: int = Field(3, ge=1)
+        # Codebook size: more patterns = finer comparisons (chance of a random match 1/N).
+        num_patterns: int = Field(8, ge=2)
+        # Unmarked patches that also carry codebook patterns.
+        num_distractors: int = Field(4, ge=0)
+        # Minimum Chebyshev distance (in patches) between the two marked patches; None =
+        # half the patch grid, so they sit in different halves of the image.
+        min_distance: int | None = Field(None, ge=1)
+        noise: float = Field(0.5, ge=0)
+        # Seed of the fixed codebook (the same patterns in training and evaluation).
+        pattern_seed: int = 0
+
+        @model_validator(mode="after")
+        def _check(self):
+            s, p = self.img_size, self.patch_size
+            if s % p:
+                raise ValueError(f"img_size={s} must be a multiple of patch_size={p}")
+            g = s // p
+            if self.seq_len is not None and self.seq_len != g * g:
+                raise ValueError(f"seq_len={self.seq_len} must equal the number of patches "
+                                 f"(img_size/patch_size)^2 = {g * g}, or be left unset")
+            d = self.min_distance if self.min_distance is not None else g // 2
+            if d > g - 1 or d < 1:
+                raise ValueError(f"min_distance={d} is impossible on a {g}x{g} patch grid "
+                                 f"(at most {g - 1})")
+            if 2 + self.num_distractors > g * g:
+                raise ValueError(f"{2 + self.num_distractors} patches do not fit on a "
+                                 f"{g}x{g} grid")
+            return self
+
+    @property
+    def grid(self) -> int:
+        return self.config.img_size // self.config.patch_size
+
+    @property
+    def seq_len(self) -> int:           # patch tokens a ViT sees
+        return self.grid ** 2
+
+    @property
+    def vocab_size(self) -> int:        # no tokens; the number of classes
+        return 2
+
+    @property
+    def num_classes(self) -> int:
+        return 2
+
+    @property
+    def min_distance(self) -> int:
+        c = self.config
+        return c.min_distance if c.min_distance is not None else self.grid // 2
+
+    @cached_property
+    def codebook(self) -> torch.Tensor:
+        """[num_patterns, C, p-2, p-2] unit-variance patterns (the frame is the marker)."""
+        c = self.config
+        g = torch.Generator().manual_seed(c.pattern_seed)
+        inner = c.patch_size - 2
+        return torch.randn(c.num_patterns, c.channels, inner, inner, generator=g)
+
+    @cached_property
+    def _pairs(self) -> torch.Tensor:
+        """[P, 2] all ordered pairs of patch indices at least min_distance apart."""
+        g = self.grid
+        rc = torch.stack(torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij"),
+                         -1).reshape(-1, 2)                        # [G*G, 2] (row, col)
+        dist = (rc[:, None] - rc[None]).abs().amax(-1)            # [G*G, G*G] Chebyshev
+        return (dist >= self.min_distance).nonzero()              # [P, 2]
+
+    def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images float [B,C,S,S], labels long [B]) drawn with `generator`."""
+        c, g, p = self.config, self.grid, self.config.patch_size
+        n = g * g
+        labels = torch.randint(0, 2, (batch,), generator=generator)           # [B]
+        pair = self._pairs[torch.randint(0, len(self._pairs), (batch,), generator=generator)]
+        # Patterns of the two marked patches: equal when label = 1, different otherwise.
+        pa = torch.randint(0, c.num_patterns, (batch,), generator=generator)
+        shift = torch.randint(1, c.num_patterns, (batch,), generator=generator)
+        pb = torch.where(labels.bool(), pa, (pa + shift) % c.num_patterns)
+        # Distractor positions: random patches other than the two marked ones.
+        scores = torch.rand(batch, n, generator=generator)                    # [B,N]
+        scores.scatter_(1, pair, 2.0)                                         # marked last
+        dpos = scores.argsort(1)[:, :c.num_distractors]                       # [B,nd]
+        dpat = torch.randint(0, c.num_patterns, (batch, c.num_distractors), generator=generator)
+
+        patches = torch.randn(batch, n, c.channels, p, p, generator=generator) * c.noise
+        inner = patches[:, :, :, 1:-1, 1:-1]                                  # [B,N,C,p-2,p-2]
+        rows = torch.arange(batch)
+        inner[rows[:, None], dpos] += self.codebook[dpat]
+        inner[rows, pair[:, 0]] += self.codebook[pa]
+        inner[rows, pair[:, 1]] += self.codebook[pb]
+        frame = torch.ones(p, p, dtype=torch.bool)
+        frame[1:-1, 1:-1] = False
+        for k in (0, 1):                                  # the marker: a bright frame
+            patches[rows, pair[:, k]] = torch.where(frame, 3.0, patches[rows, pair[:, k]])
+        # [B, G, G, C, p, p] -> [B, C, G*p, G*p]
+        images = patches.reshape(batch, g, g, c.channels, p, p).permute(0, 3, 1, 4, 2, 5)
+        return images.reshape(batch, c.channels, g * p, g * p).contiguous(), labels
+
+    def logits_and_loss(self, model: nn.Module, inputs: torch.Tensor,
+                        targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run an image classifier: logits [B,2] = model(images), cross-entropy loss."""
+        logits = model(inputs)
+        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(f"image_match needs a classifier with {self.num_classes} outputs "
+                             f"(e.g. model.vision.num_classes: 2), got logits of shape "
+                             f"{tuple(logits.shape)}")
+        return logits, F.cross_entropy(logits.float(), targets)
+
+    @torch.no_grad()
+    def metric(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """accuracy: argmax(logits [B,2]) == labels [B] (chance 0.5)."""
+        if logits.dim() != 2 or logits.shape[0] != targets.shape[0]:
+            raise ValueError(f"metric: expected logits [B,2] and labels [B], got "
+                             f"{tuple(logits.shape)} and {tuple(targets.shape)}")
+        return {"accuracy": (logits.argmax(-1) == targets).float().mean().item()}
