@@ -2,10 +2,9 @@
 
 With P = softmax(S) recomputed from the saved lse (P_ij = 2^(s_ij - lse_i log2 e), s in
 the base-2 domain) and delta_i = sum_d o_id do_id = sum_j P_ij dP_ij:
-    dV_j = sum_i P_ij dO_i                  (one program per key block: `_attn_bwd_dkdv`)
-    dS_ij = P_ij (dO_i . v_j - delta_i)
-    dK_j = scale * sum_i dS_ij q_i           (same program; all G query heads of the kv
-                                              head are summed there, so GQA needs no atomics)
+    dV_j = sum_i P_ij dO_i                  (one program per key block and query head:
+    dS_ij = P_ij (dO_i . v_j - delta_i)       `_attn_bwd_dkdv`; with GQA the G heads of a
+    dK_j = scale * sum_i dS_ij q_i            group are summed afterwards, no atomics)
     dQ_i = scale * sum_j dS_ij k_j           (one program per query block: `_attn_bwd_dq`)
 Each kernel visits only tiles inside the causal window, in masked / full / masked runs as
 in the forward.
@@ -17,7 +16,7 @@ import triton
 import triton.language as tl
 
 from .._common import pick_configs
-from .triton_fwd import LOG2E, _last_dim_contig, block_d, dot_precision
+from .triton_fwd import LOG2E, _last_dim_contig, block_d, dot_precision, single_config
 
 
 @triton.jit
@@ -40,12 +39,17 @@ def _attn_bwd_delta(o_ptr, do_ptr, delta_ptr,   # o/do [B,Tq,H,D], delta [B,H,Tq
     tl.store(delta_ptr + pid_bh.to(tl.int64) * Tq + offs_m, tl.sum(o * do, 1), mask=offs_m < Tq)
 
 
-def _bwd_configs(big, small):
+def _bwd_configs(big, small, opts):
     """Tiles for the two kernels: `big` is the block a program owns, `small` the one it
-    loops over. The first config is also the interpreter's single config."""
-    opts = [(64, 32, 4, 3), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (128, 64, 8, 2),
-            (128, 32, 4, 4), (64, 32, 4, 5), (128, 128, 8, 2)]
-    return [triton.Config({big: b, small: s}, num_warps=w, num_stages=st) for b, s, w, st in opts]
+    loops over (chosen from sm_90 compiles without register spills). The first config is
+    also the interpreter's single config."""
+    cfgs = [triton.Config({big: b, small: s}, num_warps=w, num_stages=st)
+            for b, s, w, st in opts]
+    return cfgs[:1] if single_config() else cfgs
+
+
+_DKDV_OPTS = [(64, 32, 4, 2), (64, 32, 8, 3), (128, 32, 8, 2), (64, 64, 8, 2), (128, 32, 8, 3)]
+_DQ_OPTS = [(64, 32, 4, 2), (128, 32, 8, 2), (64, 64, 4, 2), (128, 64, 8, 2), (128, 32, 8, 3)]
 
 
 def _prune_by_head_dim(configs, named_args, **kwargs):
@@ -93,14 +97,14 @@ def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, o
     return dk, dv
 
 
-@triton.autotune(configs=pick_configs(_bwd_configs("BLOCK_N", "BLOCK_M")),
+@triton.autotune(configs=pick_configs(_bwd_configs("BLOCK_N", "BLOCK_M", _DKDV_OPTS)),
                  key=["Tq", "Tk", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "G", "DOT_PREC"],
                  prune_configs_by={"early_config_prune": _prune_by_head_dim})
 @triton.jit
 def _attn_bwd_dkdv(
     q_ptr, k_ptr, v_ptr, do_ptr,   # q/do [B,Tq,H,D], k/v [B,Tk,Hkv,D]
     lse_ptr, delta_ptr,            # [B,H,Tq] fp32 each
-    dk_ptr, dv_ptr,                # [B,Tk,Hkv,D] contiguous
+    dk_ptr, dv_ptr,                # per query head: [B,Tk,H,D] contiguous
     sqb, sqt, sqh, skb, skt, skh, svb, svt, svh, sdb, sdt, sdh,
     H, Hkv, Tq, Tk, G,             # heads, kv heads, lengths, H // Hkv
     window, qk_scale, sm_scale,    # window (HAS_WINDOW), scale*log2(e), scale
@@ -108,12 +112,14 @@ def _attn_bwd_dkdv(
     BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """One program = one block of BLOCK_N keys of one (batch, kv head); loops over the G
-    query heads sharing it and over the query tiles that see the block."""
+    """One program = one block of BLOCK_N keys seen by one (batch, query head); loops over
+    the query tiles that see the block. (A loop over the G heads of a group inside the
+    program doubled the register spills, so GQA groups are summed by the launcher.)"""
     pid_n = tl.program_id(0)
-    pid_bk = tl.program_id(1)
-    b = pid_bk // Hkv
-    hk = pid_bk % Hkv
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // G
     n0 = pid_n * BLOCK_N
     offset = Tk - Tq
     offs_n = n0 + tl.arange(0, BLOCK_N)
@@ -147,22 +153,21 @@ def _attn_bwd_dkdv(
     b1 = tl.minimum(tl.maximum(full_lo, t_lo), t_end)
     b2 = tl.minimum(tl.maximum(full_hi, b1), t_end)
 
-    for g in range(0, G):
-        h = hk * G + g
-        q_base = q_ptr + b.to(tl.int64) * sqb + h * sqh
-        do_base = do_ptr + b.to(tl.int64) * sdb + h * sdh
-        lse_base = lse_ptr + (b * H + h).to(tl.int64) * Tq
-        delta_base = delta_ptr + (b * H + h).to(tl.int64) * Tq
-        dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt,
-                             offs_m, offs_d, offs_n, t_lo, b1, Tq, offset, window, qk_scale,
-                             CAUSAL, HAS_WINDOW, True, BLOCK_M, HEAD_DIM, DOT_PREC)
-        dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt,
-                             offs_m, offs_d, offs_n, b1, b2, Tq, offset, window, qk_scale,
-                             CAUSAL, HAS_WINDOW, False, BLOCK_M, HEAD_DIM, DOT_PREC)
-        dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt,
-                             offs_m, offs_d, offs_n, b2, t_end, Tq, offset, window, qk_scale,
-                             CAUSAL, HAS_WINDOW, True, BLOCK_M, HEAD_DIM, DOT_PREC)
-    out = ((b * Tk + offs_n[:, None]).to(tl.int64) * Hkv + hk) * HEAD_DIM + offs_d[None, :]
+    q_base = q_ptr + b.to(tl.int64) * sqb + h * sqh
+    do_base = do_ptr + b.to(tl.int64) * sdb + h * sdh
+    lse_base = lse_ptr + (b * H + h).to(tl.int64) * Tq
+    delta_base = delta_ptr + (b * H + h).to(tl.int64) * Tq
+    dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt,
+                         offs_m, offs_d, offs_n, t_lo, b1, Tq, offset, window, qk_scale,
+                         CAUSAL, HAS_WINDOW, True, BLOCK_M, HEAD_DIM, DOT_PREC)
+    dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt,
+                         offs_m, offs_d, offs_n, b1, b2, Tq, offset, window, qk_scale,
+                         CAUSAL, HAS_WINDOW, False, BLOCK_M, HEAD_DIM, DOT_PREC)
+    dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt,
+                         offs_m, offs_d, offs_n, b2, t_end, Tq, offset, window, qk_scale,
+                         CAUSAL, HAS_WINDOW, True, BLOCK_M, HEAD_DIM, DOT_PREC)
+    # dk/dv of this query head: [B,Tk,H,D] (the launcher sums the G heads of a group)
+    out = ((b * Tk + offs_n[:, None]).to(tl.int64) * H + h) * HEAD_DIM + offs_d[None, :]
     tl.store(dk_ptr + out, (dk * sm_scale).to(dk_ptr.dtype.element_ty), mask=kvmask)
     tl.store(dv_ptr + out, dv.to(dv_ptr.dtype.element_ty), mask=kvmask)
 
@@ -197,7 +202,7 @@ def _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, skt, svt, offs_n, offs_d, 
     return dq
 
 
-@triton.autotune(configs=pick_configs(_bwd_configs("BLOCK_M", "BLOCK_N")),
+@triton.autotune(configs=pick_configs(_bwd_configs("BLOCK_M", "BLOCK_N", _DQ_OPTS)),
                  key=["Tq", "Tk", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "G", "DOT_PREC"],
                  prune_configs_by={"early_config_prune": _prune_by_head_dim})
 @triton.jit
@@ -289,9 +294,17 @@ def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float):
     flags = dict(CAUSAL=causal, HAS_WINDOW=window > 0, HEAD_DIM=D, BLOCK_D=BD,
                  DOT_PREC=dot_precision(q.dtype))
     G = H // Hkv
-    _attn_bwd_dkdv[lambda meta: (triton.cdiv(Tk, meta["BLOCK_N"]), B * Hkv)](
-        q, k, v, do, lse, delta, dk, dv, *common,
+    if G == 1:
+        dk_h, dv_h = dk, dv
+    else:  # per-query-head gradients in fp32, summed over each group below
+        dk_h = torch.empty(B, Tk, H, D, device=q.device, dtype=torch.float32)
+        dv_h = torch.empty(B, Tk, H, D, device=q.device, dtype=torch.float32)
+    _attn_bwd_dkdv[lambda meta: (triton.cdiv(Tk, meta["BLOCK_N"]), B * H)](
+        q, k, v, do, lse, delta, dk_h, dv_h, *common,
         H, Hkv, Tq, Tk, G, max(window, 1), scale * LOG2E, scale, **flags)
+    if G > 1:
+        dk = dk_h.view(B, Tk, Hkv, G, D).sum(3).to(k.dtype)  # [B,Tk,Hkv,D]
+        dv = dv_h.view(B, Tk, Hkv, G, D).sum(3).to(v.dtype)
     _attn_bwd_dq[lambda meta: (triton.cdiv(Tq, meta["BLOCK_M"]), B * H)](
         q, k, v, do, lse, delta, dq, *common,
         H, Tq, Tk, G, max(window, 1), scale * LOG2E, scale, **flags)
