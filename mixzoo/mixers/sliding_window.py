@@ -8,8 +8,8 @@ already rotated. Its size is constant once T >= window-1 (2 (W-1) Hkv D elements
 
 causal=False (vision): a symmetric band. Query i sees keys i-r..i+r with r = window // 2,
 clipped at the sequence ends: at most `window` keys for odd window, window+1 for even (about
-the cost of the causal window; r >= 1, so every query mixes with its neighbours). The band is computed exactly with the end-aligned causal-window kernel in at
-most three calls: the head queries (i + r < T), the queries that see every key, and the tail
+the cost of the causal window; r >= 1, so every query mixes with its neighbours). The band is
+computed exactly with the end-aligned causal-window kernel in at most three calls: the head queries (i + r < T), the queries that see every key, and the tail
 queries on the time-reversed sequence (see `_attend`).
 """
 from __future__ import annotations
@@ -34,8 +34,8 @@ class SlidingWindowMixer(AttentionMixer):
 
     class Config(AttentionMixer.Config):
         type: Literal["sliding_window"] = "sliding_window"
-        # 512 is the SWA width of the DeltaNet paper's hybrids (DeltaNet + SWA every other
-        # layer): wide enough for local syntax, the linear layers carry the long range.
+        # 512 keys: enough for local structure at a fraction of global attention's cost; in a
+        # DeltaNet/SWA hybrid (SWA every other layer) the linear layers carry the long range.
         # >= 2: a window of 1 would attend only to the token itself (no mixing).
         window: int = Field(512, ge=2)
 
