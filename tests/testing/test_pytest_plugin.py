@@ -63,8 +63,3 @@ def test_contract_option_fixture_and_parametrisation(tmp_path):
     assert "FAILED ::mixzoo-contract::short_leaky::causality" in out
     assert "short_conv" not in "".join(ln for ln in out.splitlines() if "FAILED" in ln)
 
-
-def test_pattern_that_matches_nothing(tmp_path):
-    proc = _pytest(tmp_path, "--mixzoo-contract=nothing_*", "-k", "fixture")
-    assert proc.returncode != 0
-    assert "matches no registered mixer" in proc.stdout + proc.stderr
