@@ -9,8 +9,9 @@ already rotated. Its size is constant once T >= window-1 (2 (W-1) Hkv D elements
 causal=False (vision): a symmetric band. Query i sees keys i-r..i+r with r = window // 2,
 clipped at the sequence ends: at most `window` keys for odd window, window+1 for even (about
 the cost of the causal window; r >= 1, so every query mixes with its neighbours). The band is
-computed exactly with the end-aligned causal-window kernel in at most three calls: the head queries (i + r < T), the queries that see every key, and the tail
-queries on the time-reversed sequence (see `_attend`).
+computed exactly with the end-aligned causal-window kernel in at most three calls: the head
+queries (i + r < T), the queries that see every key, and the tail queries on the
+time-reversed sequence (see `_attend`).
 """
 from __future__ import annotations
 

@@ -229,19 +229,21 @@ def check_state_size(spec, d_model=32, *, seq_len=17, seed=0, device="cpu"):
     """state_size(T) == elements in the state after T tokens (per sequence); it is constant in
     T (state_grows_with_seq=False) or grows (True), as the class declares."""
     m = build_variant(spec, d_model, device, seed, causal=True)
-    assert _numel(m.init_state(1, device)) == m.state_size(0), \
-        f"init_state holds {_numel(m.init_state(1, device))} elements, state_size(0)={m.state_size(0)}"
+    n0 = _numel(m.init_state(1, device))
+    assert n0 == m.state_size(0), f"init_state holds {n0} elements, state_size(0)={m.state_size(0)}"
     x = _inputs(d_model, seq_len, seed, device, batch=1)
     with torch.no_grad():
         _, s = m(x, m.init_state(1, device, x.dtype))
-    assert _numel(s) == m.state_size(seq_len), \
-        f"state after {seq_len} tokens holds {_numel(s)} elements, state_size says {m.state_size(seq_len)}"
+    assert _numel(s) == m.state_size(seq_len), (
+        f"state after {seq_len} tokens holds {_numel(s)} elements, "
+        f"state_size says {m.state_size(seq_len)}")
     sizes = [m.state_size(t) for t in (0, 1, 64, 128, 2 ** 20, 2 ** 21)]
     assert all(isinstance(n, int) and n >= 0 for n in sizes), f"state_size gave {sizes}"
     assert sizes == sorted(sizes), f"state_size must not shrink with T: {sizes}"
     grows = getattr(type(m), "state_grows_with_seq", None)
     if grows is True:
-        assert m.state_size(128) > m.state_size(64), "declared growing, but state_size(128) == state_size(64)"
+        assert m.state_size(128) > m.state_size(64), \
+            "declared growing, but state_size(128) == state_size(64)"
     elif grows is False:
         assert sizes[-1] == sizes[-2], f"declared constant, but state_size grows: {sizes}"
 
