@@ -16,7 +16,6 @@ constant-size state); `check_state_size` then also checks that declaration.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Iterator
 
 import torch
