@@ -44,17 +44,17 @@ def _fwd_configs():
     """Candidate tilings, chosen from sm_90 compiles without register spills (see
     README.md); the first one is also the interpreter's single config."""
     cfgs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
-            for bm, bn, w, st in [(64, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 2),
-                                  (128, 64, 8, 2)]]
+            for bm, bn, w, st in [(128, 64, 8, 3), (128, 128, 8, 2)]]
     return cfgs[:1] if single_config() else cfgs
 
 
 def _prune_by_head_dim(configs, named_args, **kwargs):
-    """Head dim 256: keep tiles whose q/k/v blocks fit shared memory."""
+    """Head dim 256: the tiles above overflow shared memory; use smaller ones."""
     bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
     if bd < 256:
         return configs
-    return [c for c in configs if c.kwargs["BLOCK_N"] <= 64 and c.num_stages <= 3] or configs[:1]
+    return [triton.Config({"BLOCK_M": 64, "BLOCK_N": bn}, num_warps=4, num_stages=2)
+            for bn in (32, 64)][:len(configs)]
 
 
 @triton.jit

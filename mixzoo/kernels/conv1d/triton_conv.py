@@ -62,8 +62,7 @@ def single_config() -> bool:
 
 def _fwd_configs():
     cfgs = [triton.Config({"BLOCK_T": bt, "BLOCK_D": bd}, num_warps=w)
-            for bt, bd, w in [(32, 128, 4), (64, 128, 4), (32, 256, 4), (16, 256, 4),
-                              (64, 256, 8)]]
+            for bt, bd, w in [(32, 128, 4), (64, 128, 4), (16, 256, 4)]]
     return cfgs[:1] if single_config() else cfgs
 
 
@@ -110,7 +109,7 @@ def _bwd_configs():
     # [BLOCK_T, WP, BLOCK_D] fp32 tiles live in registers: these compile for sm_90
     # without spills at W <= 4
     cfgs = [triton.Config({"BLOCK_T": bt, "BLOCK_D": bd}, num_warps=w)
-            for bt, bd, w in [(16, 64, 4), (32, 64, 8), (16, 128, 8), (8, 128, 4)]]
+            for bt, bd, w in [(16, 64, 4), (32, 64, 8), (16, 128, 8)]]
     return cfgs[:1] if single_config() else cfgs
 
 
