@@ -386,3 +386,19 @@ def test_vision_spec_validation():
         VisionSpec(scan=["zigzag"])
     with pytest.raises(ValidationError):
         VisionSpec(img_sz=32)
+
+
+def test_whole_model_pickles_and_deepcopies():
+    """torch.save(model) / copy.deepcopy (timm's EMA) work with the factory-made classes."""
+    import copy
+    model = timm.create_model("mixzoo_deltanet_swa_vit_small_patch16_224", scan=["row", "col"],
+                              **TINY).eval()
+    x = images()
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    assert type(loaded.blocks[1].attn) is type(model.blocks[1].attn)
+    assert loaded.blocks[1].attn.scan_order == "col"
+    torch.testing.assert_close(loaded(x), model(x))
+    torch.testing.assert_close(copy.deepcopy(model)(x), model(x))

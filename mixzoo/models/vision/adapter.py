@@ -155,6 +155,21 @@ class MixerAttention(nn.Module):
         return (f"scan={self.scan_order!r}, qkv_bias={self.qkv_bias}, "
                 f"proj_bias={self.proj_bias}")
 
+    def __reduce_ex__(self, protocol):
+        """Pickle support (torch.save(model)): the class is made by `timm_attn`, so pickle
+        stores the factory's arguments and rebuilds the same class when loading."""
+        spec = self.mixer_spec
+        args = ({k: getattr(spec, k) for k in spec.model_fields_set} | {"type": spec.type},
+                spec.causal, self.scan_order, self.default_num_prefix_tokens,
+                self.default_grid_size)
+        return (_unpickle, args, self.__dict__)
+
+
+def _unpickle(spec: dict, causal: bool, scan: str, num_prefix_tokens, grid_size):
+    cls = timm_attn(spec, causal=causal, scan=scan, num_prefix_tokens=num_prefix_tokens,
+                    grid_size=grid_size)
+    return cls.__new__(cls)
+
 
 _CLASSES: dict[tuple, type[MixerAttention]] = {}
 
