@@ -139,7 +139,7 @@ def test_grid_passes_argv_verbatim(capsys, monkeypatch):
     assert seen["argv"] == ["mqar-small", "--resume", "--help"]
 
 
-def test_bench_on_cpu(capsys):
+def test_bench_on_cpu(capsys, one_thread):
     rc, out, _ = run(capsys, "bench", "transformer-tiny", "--device", "cpu", "--batch", "2",
                      "--seq-len", "16", "--steps", "2", "--warmup", "1", "--json")
     assert rc == 0
@@ -148,5 +148,5 @@ def test_bench_on_cpu(capsys):
     assert res["device"] == "cpu" and res["params"] == n
     assert res["tokens_per_s"] > 0 and res["peak_memory_bytes"] > 0
     rc, out, _ = run(capsys, "bench", "transformer-tiny", "--device", "cpu", "--batch", "2",
-                     "--seq-len", "16", "--steps", "1", "--warmup", "0")
+                     "--seq-len", "16", "--steps", "1", "--warmup", "0", "--threads", "1")
     assert rc == 0 and "tokens/s" in out and "fwd+bwd" in out

@@ -25,7 +25,9 @@ def format_loc(loc: tuple) -> str:
     """("model", "layers", 3, "window") -> "model.layers[3].window"."""
     out = ""
     for step in loc:
-        if isinstance(step, int):
+        if step == "[key]":                 # pydantic's marker for a bad mapping key
+            out += " (key)"
+        elif isinstance(step, int):
             out += f"[{step}]"
         else:
             out += ("." if out else "") + str(step)

@@ -280,7 +280,6 @@ def _expand(raw: Mapping[str, Any]) -> tuple[list[MixerConfig], list[dict], list
         merged = fields if fields.get("type", base.type) != base.type else \
             {**base.model_dump(exclude_unset=True), "type": base.type, **fields}
         cfg, errs = validate_mixer_spec(merged, ("overrides", idx))
-        # Only errors on fields the override names (or its `type`) belong to it.
         errors += errs
         layers[idx % n] = cfg
         origins[idx % n] = ("overrides", idx)
