@@ -10,7 +10,9 @@ Linear holds which rows:
 
 Two things use it:
 - `add_biases` honours timm's `qkv_bias=True` / `proj_bias=True` by giving those Linears a
-  (zero-initialised) bias, so the q/k/v/o projections have biases exactly as timm asked;
+  (zero-initialised) bias, so the q/k/v/o projections have biases as timm asked (a fused
+  Linear gets one bias over all its rows: DeltaNet's `in_proj` also holds the beta logits,
+  whose bias then starts at zero too);
 - `init_from_attention` copies a timm Attention's `qkv` / `proj` weights (and biases) into
   the mixer, so a pretrained ViT can be converted and fine-tuned.
 
@@ -142,6 +144,8 @@ def init_from_attention(mixer: nn.Module, attn: nn.Module) -> None:
         linear.weight[rows].copy_(qkv.weight[i * A:(i + 1) * A])
         if qkv.bias is not None:
             linear.bias[rows].copy_(qkv.bias[i * A:(i + 1) * A])
+        elif linear.bias is not None:
+            linear.bias[rows].zero_()
     linear = pmap["o"][0]
     if linear.weight.shape != proj.weight.shape:
         raise ValueError(f"init_from_attention: mixer {mixer.config.type!r} output projection "
@@ -150,3 +154,5 @@ def init_from_attention(mixer: nn.Module, attn: nn.Module) -> None:
     linear.weight.copy_(proj.weight)
     if proj.bias is not None:
         linear.bias.copy_(proj.bias)
+    elif linear.bias is not None:
+        linear.bias.zero_()
