@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from mixzoo.kernels.gla import gla, gla_chunk_ref
 
 NAME = "gla"
-DEFAULT_SHAPES = [dict(B=4, T=4096, H=16, D=128), dict(B=8, T=2048, H=16, D=64),
-                  dict(B=1, T=16384, H=16, D=128), dict(B=16, T=1024, H=16, D=128)]
+DEFAULT_SHAPES = [dict(B=4, T=4096, H=16, D=128), dict(B=1, T=16384, H=16, D=128),
+                  dict(B=16, T=1024, H=16, D=128), dict(B=8, T=2048, H=16, D=64)]
 NOT_COMPARABLE = {"torch_sdpa_causal"}
 CHUNK = 64
 

@@ -9,7 +9,7 @@ sub-chunks are needed, unlike GLA.
 
 Forward : _fwd_h (gc, h, final state) -> _fwd_o.
 Backward: _bwd_dh (dh, dh0) -> _bwd_dqk (dq, dk, per-token dg terms) -> _bwd_dv;
-          dg = suffix sum of the per-token terms (host, [B,T,H] is small).
+          dg = suffix sum of the per-token terms (GLA's _rev_cumsum kernel).
 Gates are read through strides, so a per-head g [H] is never expanded in memory.
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ import triton
 import triton.language as tl
 
 from mixzoo.kernels._common import cdiv
-from mixzoo.kernels.gla.chunk import STATE_CONFIGS, TILE_CONFIGS, autotuned, configs
+from mixzoo.kernels.gla.chunk import (STATE_CONFIGS, TILE_CONFIGS, _rev_cumsum_kernel, autotuned,
+                                      configs)
 
 BT = 64   # chunk length
 
@@ -75,7 +76,7 @@ def _fwd_h_kernel(
     tl.store(ht + i_bh.to(tl.int64) * K * V + p_hs, b_h, mask=m_kv)
 
 
-@autotuned(configs((64, 64, 4), (128, 64, 8), (64, 128, 8), (128, 128, 8)))
+@autotuned(configs((64, 64, 4), (128, 128, 8)))
 @triton.jit
 def _fwd_o_kernel(
     q, k, v, gc, h,     # inputs as above
@@ -162,7 +163,7 @@ def _bwd_dh_kernel(
     tl.store(dh0 + i_bh.to(tl.int64) * K * V + p_hs, b_dh, mask=m_kv)
 
 
-@autotuned(configs((64, 4), (128, 8), (64, 8), names=("BV",)))
+@autotuned(configs((64, 4), (128, 8), names=("BV",)))
 @triton.jit
 def _bwd_dqk_kernel(
     q, k, v, gc, h, do, dh,     # inputs (see above)
@@ -224,7 +225,7 @@ def _bwd_dqk_kernel(
              b_dgl, mask=m_t)
 
 
-@autotuned(configs((64, 64, 4), (128, 64, 8), (64, 128, 8), (128, 128, 8)))
+@autotuned(configs((64, 64, 4), (128, 128, 8)))
 @triton.jit
 def _bwd_dv_kernel(
     q, k, gc, do, dh,   # inputs (see above)
@@ -315,8 +316,11 @@ def retention_chunk_bwd(q, k, v, gc, h, do, dht, ht, scale: float):
     dv = torch.empty_like(v)
     _bwd_dv_kernel[lambda m: (cdiv(V, m["BV"]), N, B * H)](
         q, k, gc, do, dh, dv, scale, T, H, K, V, BT=BT, PREC=prec)
-    # dg_t = sum_{s>=t} sum_k (q dq - k dk)_s, plus the final state's share sum dht * S_T
-    dg = dgl.sum(0).flip(1).cumsum(1).flip(1)                       # [B,T,H]
-    if dht is not None:
-        dg = dg + (dht * ht).sum((-1, -2))[:, None, :]
+    # dg_t = sum_{s>=t} sum_k (q dq - k dk)_s, plus the final state's share sum dht * S_T:
+    # GLA's suffix-sum kernel over [B,T,1,H] (heads as the channel axis)
+    x = dgl.sum(0) if NK > 1 else dgl[0]                             # [B,T,H]
+    extra = (dht * ht).sum((-1, -2)) if dht is not None else None    # [B,H]
+    dg = torch.empty(B, T, H, device=q.device, dtype=torch.float32)
+    _rev_cumsum_kernel[lambda m: (cdiv(H, m["BD"]), B)](
+        x, extra, dg, T, 1, H, BT=256, HAS_EXTRA=extra is not None)  # few programs: long steps
     return dq, dk, dv, dg, dh0
