@@ -113,7 +113,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
         settings = " ".join(f"{k}={v}" for k, v in r["settings"].items())
         rows.append((str(r["index"]), r["type"], settings, human(r["mixer_params"]),
                      human(r["block_params"]) if r["block_params"] is not None else "-",
-                     human(r["state_size"]), r["backend"]))
+                     human(r["state_size"]) if r["state_size"] is not None else "-",
+                     r["backend"]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     right = {0, 3, 4, 5}
     print()

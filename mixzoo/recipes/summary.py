@@ -115,7 +115,8 @@ def model_summary(recipe: Recipe, seq_len: int = 2048, device: str | None = None
             "config": mixer.config.model_dump(mode="json"),
             "mixer_params": _count(mixer),
             "block_params": _count(block),
-            "state_size": int(mixer.state_size(seq_len)),
+            # A bidirectional mixer (vision) sees the whole input at once: no carried state.
+            "state_size": int(mixer.state_size(seq_len)) if mixer.config.causal else None,
             "backend": layer_backend(mixer, device_type),
         })
     total = _count(model)
@@ -136,7 +137,7 @@ def model_summary(recipe: Recipe, seq_len: int = 2048, device: str | None = None
             "params": total,
             "embedding_params": embedding,
             "non_embedding_params": total - embedding if embedding is not None else None,
-            "state_size": sum(r["state_size"] for r in layers),
+            "state_size": sum(r["state_size"] or 0 for r in layers),
         },
         "recipe_data": recipe.model_dump(mode="json"),
     }
