@@ -438,4 +438,12 @@ class Recipe(BaseModel):
             _raise(cls.__name__, errors + _relocate(e, ()))
             raise
         _raise(cls.__name__, errors)
+        m, task = result.model, getattr(result.train, "task", None)
+        task_vocab = getattr(task, "vocab_size", None)
+        if m.kind == "causal_lm" and task_vocab is not None and m.vocab_size < task_vocab:
+            _raise(cls.__name__, [_err(
+                ("model", "vocab_size"), "vocab_too_small",
+                f"the model reads {m.vocab_size} token ids but the task "
+                f"({task.type}) uses {task_vocab}; set model.vocab_size >= {task_vocab} "
+                f"(or `${{train.task.vocab_size}}`)", m.vocab_size)])
         return result

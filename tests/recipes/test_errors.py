@@ -234,3 +234,10 @@ def test_all_problems_are_reported_together(tmp_path):
     assert [i.path for i in e.issues] == ["model.presets.dn.type", "model.presets.swa.window",
                                           "train.steps"]
     assert "(3 problems)" in str(e)
+
+
+def test_model_vocab_smaller_than_the_task(tmp_path):
+    e = fails(tmp_path, GOOD.replace("vocab_size: 64\n  presets", "vocab_size: 32\n  presets"))
+    (issue,) = e.issues
+    assert issue.path == "model.vocab_size" and issue.line == 3
+    assert "the task (mqar) uses 64" in issue.message
