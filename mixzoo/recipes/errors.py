@@ -18,7 +18,17 @@ from pydantic import BaseModel, ValidationError
 
 __all__ = ["Issue", "RecipeError", "format_loc", "yaml_locator"]
 
-_NOTHING = object()
+class _Nothing:
+    """The value of an Issue that has none (a missing field); pickles as the singleton."""
+
+    def __repr__(self) -> str:
+        return "<nothing>"
+
+    def __reduce__(self) -> str:
+        return "_NOTHING"
+
+
+_NOTHING = _Nothing()
 
 
 def format_loc(loc: tuple) -> str:
@@ -69,6 +79,10 @@ class RecipeError(ValueError):
         self.source = source
         self.issues = list(issues)
         super().__init__(str(self))
+
+    def __reduce__(self):
+        # Rebuilt from its parts (a grid's worker processes send it back pickled).
+        return type(self), (self.source, self.issues)
 
     def __str__(self) -> str:
         n = len(self.issues)

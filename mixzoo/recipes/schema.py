@@ -322,14 +322,12 @@ class ModelSpec(BaseModel):
         if not isinstance(data, Mapping):
             return handler(data)
         data = dict(data)
-        errors: list[dict] = []
-        origins = None
-        if any(k in data for k in LAYOUT_KEYS):
-            layers, errors, origins = _expand(data)
-            for k in LAYOUT_KEYS:
-                data.pop(k, None)
-            if not errors:
-                data["layers"] = layers
+        layers, errors, origins = _expand(data)
+        layout_failed = bool(errors)
+        for k in LAYOUT_KEYS:
+            data.pop(k, None)
+        if not layout_failed:
+            data["layers"] = layers
         errors += _check_kind(data)
         if data.get("kind") == "vision" and data.get("vision") is not None:
             vision, errs = _validate_vision(data["vision"])
@@ -339,7 +337,7 @@ class ModelSpec(BaseModel):
             result = handler(data)
         except ValidationError as e:
             rest = [d for d in _relocate(e, ())
-                    if not (errors and d["loc"][:1] == ("layers",))]
+                    if not (layout_failed and d["loc"][:1] == ("layers",))]
             _raise(cls.__name__, errors + rest)
             raise
         _raise(cls.__name__, errors)

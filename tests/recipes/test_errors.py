@@ -241,3 +241,19 @@ def test_model_vocab_smaller_than_the_task(tmp_path):
     (issue,) = e.issues
     assert issue.path == "model.vocab_size" and issue.line == 3
     assert "the task (mqar) uses 64" in issue.message
+
+
+def test_recipe_error_pickles(tmp_path):
+    """Grid workers send errors back across processes."""
+    import pickle
+    e = fails(tmp_path, GOOD.replace("repeat: 2", "repeat: 2\n  layers: [gla]\n  num_layers: 0"))
+    again = pickle.loads(pickle.dumps(e))
+    assert str(again) == str(e) and again.issues == e.issues
+
+
+def test_missing_layout_and_vocab_are_both_reported():
+    with pytest.raises(RecipeError) as e:
+        load_recipe({"model": {"d_model": 32}})
+    msgs = {i.path: i.message for i in e.value.issues}
+    assert "no layer layout: give the layers in one of three forms" in msgs["model.layers"]
+    assert "needs `vocab_size`" in msgs["model.vocab_size"]
