@@ -35,7 +35,8 @@ def main() -> None:
     # 2. any mixer as timm's attention layer
     attn = mixzoo.timm_attn("gla", causal=False)
     vit = timm.create_model("vit_tiny_patch16_224", attn_layer=attn, img_size=64, depth=2)
-    print("attn_layer=", type(vit.blocks[0].attn).__name__, tuple(vit(torch.randn(1, 3, 64, 64)).shape))
+    y = vit(torch.randn(1, 3, 64, 64))
+    print("attn_layer=", type(vit.blocks[0].attn).__name__, tuple(y.shape))
 
     # 3. convert an existing ViT in place (q/k/v/o start from its qkv/proj)
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=args.pretrained)

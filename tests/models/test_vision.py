@@ -273,14 +273,13 @@ def test_swap_deltanet_into_vit_tiny_with_weight_init_and_state_dict_reload():
     vit, qkv = build()
     mixer = vit.blocks[0].attn.mixer
     D = 192
-    torch.testing.assert_close(mixer.in_proj.weight[:3 * 192], qkv)   # q|k|v rows copied
+    torch.testing.assert_close(mixer.in_proj.weight[:3 * D], qkv)     # q|k|v rows copied
     assert mixer.in_proj.bias is not None                        # timm's qkv_bias carried over
     assert mixer.config.num_heads == 3 and not mixer.config.causal
     names = sorted(n for n, _ in vit.named_parameters() if n.startswith("blocks.0.attn"))
-    assert names == sorted(["blocks.0.attn.mixer.in_proj.weight", "blocks.0.attn.mixer.in_proj.bias",
-                     "blocks.0.attn.mixer.conv_weight",
-                     "blocks.0.attn.mixer.o_norm.weight", "blocks.0.attn.mixer.o_proj.weight",
-                     "blocks.0.attn.mixer.o_proj.bias"])
+    assert names == sorted(f"blocks.0.attn.mixer.{n}" for n in (
+        "in_proj.weight", "in_proj.bias", "conv_weight", "o_norm.weight", "o_proj.weight",
+        "o_proj.bias"))
     x = images()
     vit.train()
     y = vit(x)

@@ -96,8 +96,8 @@ def test_trains_a_vision_recipe_through_the_train_loop():
                              "num_classes": 2}},
         "train": {"task": {"type": "image_match", "img_size": 16, "patch_size": 4,
                            "num_distractors": 2},
-                  "steps": 4, "warmup_steps": 1, "batch_size": 8, "eval_every": 2, "eval_batches": 1, "seed": 0,
-                  "device": "cpu"}})
+                  "steps": 4, "warmup_steps": 1, "batch_size": 8, "eval_every": 2,
+                  "eval_batches": 1, "seed": 0, "device": "cpu"}})
     summary = train_recipe(recipe, progress=False)
     assert summary["steps"] == 4 and len(summary["history"]) == 2
     assert 0.0 <= summary["final"]["accuracy"] <= 1.0

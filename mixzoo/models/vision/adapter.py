@@ -59,11 +59,8 @@ def mixer_config_for(base: MixerConfig, num_heads: int | None) -> MixerConfig:
     if (num_heads is None or "num_heads" not in type(base).model_fields
             or "num_heads" in base.model_fields_set):
         return base
-    data = base.model_dump()
-    data["num_heads"] = num_heads
-    explicit = set(base.model_fields_set) | {"num_heads"}
-    cfg = type(base).model_validate({k: v for k, v in data.items() if k in explicit | {"type"}})
-    return cfg
+    explicit = {k: getattr(base, k) for k in base.model_fields_set}
+    return type(base).model_validate({**explicit, "type": base.type, "num_heads": num_heads})
 
 
 class MixerAttention(nn.Module):

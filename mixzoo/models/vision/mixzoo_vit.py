@@ -38,7 +38,8 @@ from .scan import check_order
 timm = import_timm()
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # noqa: E402
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model  # noqa: E402
-from timm.models.vision_transformer import Block, VisionTransformer, checkpoint_filter_fn  # noqa: E402
+from timm.models.vision_transformer import (  # noqa: E402
+    Block, VisionTransformer, checkpoint_filter_fn)
 
 # SWA width for the vision hybrid: 128 tokens is about +-4 patch rows at 224 px (14x14
 # patches) and +-1 row at 1024 px, so those layers stay local and cost O(T*W), while the
