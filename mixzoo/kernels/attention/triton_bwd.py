@@ -48,7 +48,7 @@ def _bwd_configs(big, small, opts):
     return cfgs[:1] if single_config() else cfgs
 
 
-_DKDV_OPTS = [(64, 32, 8, 3), (128, 32, 8, 2)]
+_DKDV_OPTS = [(64, 32, 8, 3), (128, 32, 8, 2), (128, 64, 8, 2)]
 _DQ_OPTS = [(128, 32, 8, 2), (128, 64, 8, 2)]
 
 
@@ -115,8 +115,8 @@ def _attn_bwd_dkdv(
     """One program = one block of BLOCK_N keys seen by one (batch, query head); loops over
     the query tiles that see the block. (A loop over the G heads of a group inside the
     program doubled the register spills, so GQA groups are summed by the launcher.)"""
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_bh = tl.program_id(0)
+    pid_n = tl.program_id(1)  # key block 0 (the most queries when causal) goes first
     b = pid_bh // H
     h = pid_bh % H
     hk = h // G
@@ -215,9 +215,10 @@ def _attn_bwd_dq(
     BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """One program = one block of BLOCK_M queries of one (batch, head)."""
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    """One program = one block of BLOCK_M queries of one (batch, head); the last query
+    blocks (the most keys under a causal mask) are launched first."""
+    pid_bh = tl.program_id(0)
+    pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
     hk = h // G
@@ -299,13 +300,13 @@ def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float):
     else:  # per-query-head gradients in fp32, summed over each group below
         dk_h = torch.empty(B, Tk, H, D, device=q.device, dtype=torch.float32)
         dv_h = torch.empty(B, Tk, H, D, device=q.device, dtype=torch.float32)
-    _attn_bwd_dkdv[lambda meta: (triton.cdiv(Tk, meta["BLOCK_N"]), B * H)](
+    _attn_bwd_dkdv[lambda meta: (B * H, triton.cdiv(Tk, meta["BLOCK_N"]))](
         q, k, v, do, lse, delta, dk_h, dv_h, *common,
         H, Hkv, Tq, Tk, G, max(window, 1), scale * LOG2E, scale, **flags)
     if G > 1:
         dk = dk_h.view(B, Tk, Hkv, G, D).sum(3).to(k.dtype)  # [B,Tk,Hkv,D]
         dv = dv_h.view(B, Tk, Hkv, G, D).sum(3).to(v.dtype)
-    _attn_bwd_dq[lambda meta: (triton.cdiv(Tq, meta["BLOCK_M"]), B * H)](
+    _attn_bwd_dq[lambda meta: (B * H, triton.cdiv(Tq, meta["BLOCK_M"]))](
         q, k, v, do, lse, delta, dq, *common,
         H, Tq, Tk, G, max(window, 1), scale * LOG2E, scale, **flags)
     return dq, dk, dv

@@ -114,9 +114,11 @@ def _attn_fwd_kernel(
     DOT_PREC: tl.constexpr,   # "ieee" for fp32 inputs, "tf32" (ignored) for bf16/fp16
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """One program = one block of BLOCK_M queries of one (batch, head)."""
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    """One program = one block of BLOCK_M queries of one (batch, head). The grid is
+    (B*H, query blocks) with the LAST query blocks (the most keys under a causal mask)
+    launched first, so the long programs do not trail at the end."""
+    pid_bh = tl.program_id(0)
+    pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
     hk = h // G
@@ -267,7 +269,7 @@ def attn_fwd(q, k, v, causal: bool, window: int, scale: float):
         return o, lse
 
     def grid(meta):
-        return (triton.cdiv(Tq, meta["BLOCK_M"]), B * H)
+        return (B * H, triton.cdiv(Tq, meta["BLOCK_M"]))
 
     _attn_fwd_kernel[grid](
         q, k, v, o, lse,
