@@ -74,3 +74,33 @@ def flops(shape: dict, mode: str) -> float:
     B, T, H, D = shape["B"], shape["T"], shape["H"], shape["D"]
     fwd = 4.0 * B * H * T * T * D / 2
     return fwd if mode == "fwd" else 3.5 * fwd
+
+
+def _breakdown(shape: dict, window: int | None = None) -> None:
+    """Per-kernel times of our forward and backward launches and the autotuned configs."""
+    from triton.testing import do_bench
+
+    from mixzoo.kernels.attention import triton_bwd, triton_fwd
+    x = make_inputs(shape, torch.bfloat16, "cuda")
+    q, k, v = (x[n].detach() for n in "qkv")
+    s, w = shape["D"] ** -0.5, window or 0
+    o, lse = triton_fwd.attn_fwd(q, k, v, True, w, s)
+    do = torch.randn_like(o)
+    t_fwd = do_bench(lambda: triton_fwd.attn_fwd(q, k, v, True, w, s), return_mode="median")
+    t_bwd = do_bench(lambda: triton_bwd.attn_bwd(do, q, k, v, o, lse, True, w, s),
+                     return_mode="median")
+    print(f"breakdown {shape} window={window}: fwd={t_fwd:.3f}ms bwd={t_bwd:.3f}ms | configs: "
+          f"fwd {triton_fwd._attn_fwd_kernel.best_config}, "
+          f"dkdv {triton_bwd._attn_bwd_dkdv.best_config}, dq {triton_bwd._attn_bwd_dq.best_config}")
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            triton_bwd.attn_bwd(do, q, k, v, o, lse, True, w, s)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=6))
+
+
+if __name__ == "__main__":
+    import sys
+    for arg in sys.argv[1:] or ["4,4096,16,128"]:
+        vals = [int(a) for a in arg.split(",")]
+        _breakdown(dict(zip("BTHD", vals[:4])), vals[4] if len(vals) > 4 else None)
