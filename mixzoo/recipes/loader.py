@@ -87,15 +87,18 @@ def _normalise_specs(cfg: DictConfig) -> None:
     model = cfg.get("model") if "model" in cfg else None
     if not isinstance(model, DictConfig):
         return
-    layers = model._get_node("layers") if "layers" in model else None
+    if OmegaConf.is_interpolation(model, "layers") or \
+            not isinstance(model.get("layers"), ListConfig):
+        return
+    layers = model.layers
     presets = model.get("presets") if isinstance(model.get("presets"), DictConfig) else {}
-    if isinstance(layers, ListConfig):
-        names = set(list_mixers())
-        for i in range(len(layers)):
-            node = layers._get_node(i)
-            val = node._value() if node is not None else None
-            if isinstance(val, str) and val in names and val not in presets:
-                layers[i] = {"type": val}
+    names = set(list_mixers())
+    for i in range(len(layers)):
+        if OmegaConf.is_interpolation(layers, i):
+            continue
+        val = layers[i]
+        if isinstance(val, str) and val in names and val not in presets:
+            layers[i] = {"type": val}
 
 
 def _split_override(text: str) -> tuple[str, str | None]:
