@@ -62,9 +62,18 @@ def implementations(shape: dict) -> dict:
     return impls
 
 
-def reference(inputs: dict) -> torch.Tensor:
-    return attention_chunked_ref(inputs["q"], inputs["k"], inputs["v"], causal=True,
-                                 window=inputs["window"])
+def reference(inputs: dict, block: int = 1024) -> torch.Tensor:
+    """fp32 reference by query blocks: each block attends (bottom-right aligned) to the
+    key slab [start - W + 1, end), so memory grows with T*W, not T^2."""
+    q, k, v, W = inputs["q"], inputs["k"], inputs["v"], inputs["window"]
+    T = q.shape[1]
+    outs = []
+    for start in range(0, T, block):
+        end = min(start + block, T)
+        lo = max(0, start - W + 1)
+        outs.append(attention_chunked_ref(q[:, start:end], k[:, lo:end], v[:, lo:end],
+                                          causal=True, window=W))
+    return torch.cat(outs, dim=1)  # [B,T,H,D]
 
 
 def _pairs(T: int, W: int) -> float:
