@@ -74,7 +74,7 @@ def layer_backend(mixer: Mixer, device_type: str) -> str:
 
 
 def _settings(config: Any) -> dict[str, Any]:
-    shown = config.model_dump(exclude_defaults=True, exclude={"type"})
+    shown = config.model_dump(mode="json", exclude_defaults=True, exclude={"type"})
     for key in _KEY_FIELDS:
         if key in type(config).model_fields and key not in shown \
                 and getattr(config, key) is not None:
