@@ -70,7 +70,8 @@ def _split(x: torch.Tensor, grid: tuple[int, int] | None, num_prefix: int, order
                 f"scan order {order!r} needs the patch grid: got {n} patch tokens (after "
                 f"{num_prefix} prefix tokens), which is not a square and does not match the "
                 f"bound grid {grid}; bind the model's layout with "
-                f"mixzoo.models.vision.bind_layout(model)")
+                f"mixzoo.models.vision.bind_layout(model) (with dynamic_img_size, column "
+                f"orders need square images or the bound size)")
         return side, side
     return grid
 
