@@ -34,6 +34,16 @@ class FakeDeltaNet(Mixer):
 
 NOT_A_MIXER_MODULE = "def not_a_mixer():\n    return 1\n"
 
+DECORATED_CLASH_MODULE = '''
+from typing import Literal
+from mixzoo import Mixer, MixerConfig, register_mixer
+
+@register_mixer
+class FakeGLA(Mixer):
+    class Config(MixerConfig):
+        type: Literal["gla"] = "gla"
+'''
+
 
 def make_dist(site: Path, name: str, entry_points: dict[str, str]) -> None:
     """A minimal installed distribution: METADATA + entry_points.txt in a .dist-info."""
@@ -55,6 +65,8 @@ def site(tmp_path, monkeypatch):
     make_dist(tmp_path, "clash-plugin", {"deltanet": "clash_mod:FakeDeltaNet"})
     (tmp_path / "odd_mod.py").write_text(NOT_A_MIXER_MODULE)
     make_dist(tmp_path, "odd-plugin", {"odd": "odd_mod:not_a_mixer"})
+    (tmp_path / "deco_clash_mod.py").write_text(DECORATED_CLASH_MODULE)
+    make_dist(tmp_path, "deco-clash-plugin", {"gla_too": "deco_clash_mod"})
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.syspath_prepend(str(EXAMPLE_SRC))
     reset_plugins()
@@ -112,6 +124,9 @@ def test_broken_plugin_is_reported_not_fatal(site, tmp_path):
     assert "no_such_module_xyz" in broken["broken_mixer"]
     assert broken["broken_mixer"].startswith("broken-plugin: ModuleNotFoundError")
     assert "not a mixzoo Mixer subclass" in broken["odd"]
+    # A module that registers a built-in's name on import stops there: recorded, built-in kept.
+    assert "deco-clash-plugin: ValueError: mixer 'gla' is already registered" in broken["gla_too"]
+    assert entries()["gla"].source == "builtin"
     with pytest.raises(ImportError, match="broken-plugin.*no_such_module_xyz"):
         get_mixer("broken_mixer")
     assert get_mixer("deltanet").__name__ == "DeltaNetMixer"     # the others keep working
