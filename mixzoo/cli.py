@@ -323,7 +323,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv:
         parser.print_help()
         return 0
-    args = parser.parse_args(argv)
+    # Overrides may come after options too (`show R --json model.d_model=64`): argparse
+    # leaves those over, in order, and they join the positional ones.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(x.startswith("-") for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
     from mixzoo.recipes import RecipeError
     try:
         return args.func(args)

@@ -60,8 +60,8 @@ def test_show_340m_table(capsys):
 
 
 def test_show_json_with_overrides(capsys):
-    rc, out, _ = run(capsys, "show", "deltanet-swa-tiny", "model.presets.swa.window=8",
-                     "--seq-len", "100", "--json")
+    rc, out, _ = run(capsys, "show", "deltanet-swa-tiny", "model.presets.swa.window=4",
+                     "--seq-len", "100", "--json", "model.presets.swa.window=8")
     assert rc == 0
     info = json.loads(out)
     assert info["num_layers"] == 4 and info["seq_len"] == 100
@@ -150,3 +150,9 @@ def test_bench_on_cpu(capsys, one_thread):
     rc, out, _ = run(capsys, "bench", "transformer-tiny", "--device", "cpu", "--batch", "2",
                      "--seq-len", "16", "--steps", "1", "--warmup", "0", "--threads", "1")
     assert rc == 0 and "tokens/s" in out and "fwd+bwd" in out
+
+
+def test_unknown_option_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["show", "deltanet-tiny", "--colour"])
+    assert e.value.code == 2 and "unrecognized arguments: --colour" in capsys.readouterr().err
