@@ -93,36 +93,38 @@ class RecipeError(ValueError):
     @classmethod
     def from_validation(cls, err: ValidationError, source: str | None, *,
                         raw: Mapping[str, Any] | None = None,
-                        locate: Callable[[tuple], tuple[int, int] | None] | None = None,
+                        locate: Callable[[tuple], tuple[int, int, int] | None] | None = None,
                         overrides: Mapping[tuple, str] | None = None) -> "RecipeError":
         """Turn a pydantic ValidationError on a Recipe into located, explained issues.
 
         raw: the recipe data that was validated (to find the allowed fields of the model
-        at an error's location); locate: loc -> (line, column) in the source file;
+        at an error's location); locate: loc -> (line, column, depth) in the source file;
         overrides: the CLI overrides as {key path tuple: "key=value"}."""
         issues = []
         for d in err.errors(include_url=False):
             loc = tuple(d["loc"])
             msg = _explain(d, loc, raw)
             value = _NOTHING if d["type"] in ("missing",) else d.get("input", _NOTHING)
-            origin = _override_for(loc, overrides or {})
+            pos = locate(loc) if locate is not None else None
+            origin = _override_for(loc, overrides or {}, pos[2] if pos else 0)
             line = col = None
-            if origin is None and locate is not None:
-                pos = locate(loc)
-                if pos is not None:
-                    line, col = pos
+            if origin is None and pos is not None:
+                line, col = pos[0], pos[1]
             issues.append(Issue(format_loc(loc), msg, value, line, col, origin))
         # In file order; issues without a line (overrides, expanded layers) last.
         issues.sort(key=lambda i: (i.line is None, i.line or 0, i.column or 0))
         return cls(source, issues)
 
 
-def _override_for(loc: tuple, overrides: Mapping[tuple, str]) -> str | None:
+def _override_for(loc: tuple, overrides: Mapping[tuple, str], file_depth: int) -> str | None:
+    """The (last) override responsible for `loc`: one whose key is a prefix of it (or the
+    reverse), or one that reaches deeper along it than the file does."""
     key = tuple(str(s) for s in loc)
     found = None
     for path, text in overrides.items():
         n = min(len(path), len(key))
-        if path[:n] == key[:n]:
+        common = next((i for i in range(n) if path[i] != key[i]), n)
+        if common == n or common > file_depth:
             found = f"override {text!r}"
     return found
 
@@ -145,6 +147,8 @@ def _explain(d: Mapping[str, Any], loc: tuple, raw: Mapping[str, Any] | None) ->
             msg += f"; did you mean {close[0]!r}?"
     if d["type"] == "missing" and msg == "Field required":
         msg = "required field is missing"
+    if d["type"] == "value_error" and msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
     return msg
 
 
@@ -226,15 +230,16 @@ def _by_type_tag(cls: Any, node: Any) -> Any:
     return cls
 
 
-def yaml_locator(text: str) -> Callable[[tuple], tuple[int, int] | None]:
-    """loc -> (line, column), 1-based, of the deepest YAML node on that path in `text`."""
+def yaml_locator(text: str) -> Callable[[tuple], tuple[int, int, int] | None]:
+    """loc -> (line, column, depth): 1-based position of the deepest YAML node on that path
+    in `text`, and how many steps of the path the file holds."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
         root = None
 
     def locate(loc: tuple) -> tuple[int, int] | None:
-        node, mark = root, None
+        node, mark, depth = root, None, 0
         for step in loc:
             nxt = None
             if isinstance(node, yaml.MappingNode):
@@ -248,8 +253,8 @@ def yaml_locator(text: str) -> Callable[[tuple], tuple[int, int] | None]:
                     mark = nxt.start_mark
             if nxt is None:
                 break
-            node = nxt
-        return (mark.line + 1, mark.column + 1) if mark is not None else None
+            node, depth = nxt, depth + 1
+        return (mark.line + 1, mark.column + 1, depth) if mark is not None else None
     return locate
 
 
