@@ -225,3 +225,14 @@ def test_custom_op_traces_without_graph_break():
     (o.sum() + s.sum()).backward()
     for name, a, b in zip(GRAD_NAMES, ref, leaves):
         assert_close(a.grad, b.grad, 1e-5, name)
+
+
+def test_opcheck_custom_ops():
+    # schema, fake (meta) impls, autograd registration and AOT tracing of both Triton ops
+    from mixzoo.kernels.delta_rule import ops
+    q, k, v, beta, h0 = make_inputs(1, 20, 1, 16, 16)
+    leaves = [t.requires_grad_(True) for t in (q, k, v, beta)]
+    torch.library.opcheck(ops.chunk_fwd_op, (*leaves, h0.requires_grad_(True), 0.25, True, False,
+                                             True))
+    short = [t.detach()[:, :3].clone().requires_grad_(True) for t in (q, k, v, beta)]
+    torch.library.opcheck(ops.recurrent_fwd_op, (*short, h0.detach(), 0.25, True, True))

@@ -110,7 +110,7 @@ def _prep_configs():
 def _prep_fwd_kernel(
     k, v, beta,          # inputs [B,T,H,K], [B,T,H,V], [B,T,H]
     w, u,                # outputs W [B,T,H,K], U [B,T,H,V] in the input dtype
-    tinv,                # output Tm [B,H,NT,64,64] fp32 (lower blocks only), if SAVE_T
+    tinv,                # output Tm [B,H,NT,64,64] fp32, if SAVE_T
     T,                   # sequence length
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,   # heads, key dim, value dim
     BK: tl.constexpr, BV: tl.constexpr,                   # K, V rounded up to powers of 2
@@ -169,6 +169,13 @@ def _prep_fwd_kernel(
         _st_tile(tinv, base, x31, 3, 1)
         _st_tile(tinv, base, x32, 3, 2)
         _st_tile(tinv, base, d3, 3, 3)
+        zero = tl.zeros([16, 16], dtype=tl.float32)    # upper blocks: Tm is lower triangular
+        _st_tile(tinv, base, zero, 0, 1)
+        _st_tile(tinv, base, zero, 0, 2)
+        _st_tile(tinv, base, zero, 0, 3)
+        _st_tile(tinv, base, zero, 1, 2)
+        _st_tile(tinv, base, zero, 1, 3)
+        _st_tile(tinv, base, zero, 2, 3)
     # W = Tm diag(beta) K, row block by row block (from the dot-dtype copies of k, so the fp32
     # k tiles need not stay live across the inversion)
     bk0 = b0[:, None] * k0d.to(tl.float32)
@@ -313,7 +320,7 @@ def _fused_bwd_configs():
 @triton.jit
 def _fused_bwd_kernel(
     q, k, v, beta, w,    # inputs, and W saved by the forward
-    tinv,                # Tm [B,H,NT,64,64] fp32 (lower blocks valid)
+    tinv,                # Tm [B,H,NT,64,64] fp32 (from _prep_fwd_kernel)
     hbuf, dhbuf,         # S_c and dL/dS_{c+1} per chunk [B,H,NT,K,V]
     do,                  # output grad [B,T,H,V]
     dq, dk, dv, dbeta,   # outputs, shaped like q, k, v, beta
