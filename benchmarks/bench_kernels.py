@@ -1,7 +1,7 @@
 """Kernel benchmark harness: our kernels against their anchors, in one process.
 
     python benchmarks/bench_kernels.py --op delta_rule [--shapes B,T,H,D ...] [--dtype bf16]
-                                       [--json out.json] [--check]
+                                       [--json out.json] [--check] [--isolate [--time-budget S]]
 
 Loads benchmarks/ops/<OP>.py, which defines
     NAME: str
@@ -125,6 +125,105 @@ def versions() -> dict:
     return v
 
 
+HEADER = ("| shape | impl | fwd ms | ours speedup | fwd GB/s | fwd TFLOP/s | fwd+bwd ms | "
+          "ours speedup | fwd+bwd GB/s | fwd+bwd TFLOP/s | peak MiB | errors vs fp32 ref |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def bench_shape(mod, shape: dict, dtype, args) -> list[dict]:
+    """Time (and check) every implementation at one shape; one row per implementation,
+    ours first. A failing implementation gives a row with "error" instead of numbers."""
+    not_comparable = set(getattr(mod, "NOT_COMPARABLE", ()))
+    torch.manual_seed(0)
+    impls = mod.implementations(shape)
+    inputs = mod.make_inputs(shape, dtype, "cuda")
+    probe = next(iter(impls.values()))(inputs)
+    do = torch.randn_like(probe)
+    del probe
+    ref_out, ref_grads = None, {}
+    if args.check:
+        ref_in = {n: (t.detach().float().requires_grad_(t.requires_grad)
+                      if isinstance(t, torch.Tensor) else t) for n, t in inputs.items()}
+        ref_out = mod.reference(ref_in)
+        ref_out.backward(do.float())
+        ref_grads = {n: t.grad for n, t in ref_in.items()
+                     if isinstance(t, torch.Tensor) and t.grad is not None}
+        ref_out = ref_out.detach()
+        del ref_in
+    rows = []
+    for name, fn in impls.items():
+        try:
+            r = time_impl(fn, inputs, do, args.warmup, args.rep)
+            if args.check and name not in not_comparable:
+                r["err"] = check_impl(fn, inputs, ref_out, ref_grads, do)
+        except Exception as e:  # noqa: BLE001 - one failing anchor must not hide the rest
+            r = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+        rows.append({"shape": shape, "impl": name, **r})
+        torch.cuda.empty_cache()
+    return rows
+
+
+def render(mod, dtype, rows: list[dict]) -> list[str]:
+    """Table lines; ratios are against the first implementation of each shape (ours).
+    Adds the derived numbers (GB/s, TFLOP/s, speedups) to the rows in place."""
+    lines, ours = [], {}
+    for row in rows:
+        key = shape_str(row["shape"])
+        ours.setdefault(key, row)
+    for row in rows:
+        shape, name = row["shape"], row["impl"]
+        base = ours[shape_str(shape)]
+        if "error" in row:
+            lines.append(f"| {shape_str(shape)} | {name} | error: {row['error']} |||||||||| |")
+            continue
+        cells = []
+        for mode in ("fwd", "fwdbwd"):
+            ms = row[mode]
+            gbs = mod.min_bytes(shape, dtype, mode) / (ms * 1e-3) / 1e9
+            tfs = mod.flops(shape, mode) / (ms * 1e-3) / 1e12
+            ratio = (ms / base[mode] if row is not base and "error" not in base else float("nan"))
+            row[f"{mode}_gbs"], row[f"{mode}_tflops"], row[f"{mode}_ours_speedup"] = gbs, tfs, ratio
+            cells.append(f"{ms:.3f} | {'' if row is base else f'{ratio:.2f}x'} | {gbs:.0f} | {tfs:.1f}")
+        err = ""
+        if "err" in row:
+            err = " ".join(f"{k}={v:.1e}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in row["err"].items())
+        lines.append(f"| {shape_str(shape)} | {name} | {' | '.join(cells)} | {row['peak_mib']:.0f} | {err} |")
+    return lines
+
+
+def run_isolated(args, shapes: list[dict]) -> list[dict]:
+    """One child process per shape, so a kernel fault (which kills the CUDA context) or a
+    timeout loses only that shape. Triton's on-disk cache keeps compiles across children."""
+    import subprocess
+    import tempfile
+    import time
+    rows, t_end = [], time.monotonic() + args.time_budget if args.time_budget else None
+    for shape in shapes:
+        left = None if t_end is None else t_end - time.monotonic()
+        if left is not None and left < 10:
+            rows.append({"shape": shape, "impl": "(all)", "error": "skipped: --time-budget spent"})
+            continue
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+            out = f.name
+        cmd = [sys.executable, __file__, "--op", args.op, "--dtype", args.dtype, "--json", out,
+               "--warmup", str(args.warmup), "--rep", str(args.rep),
+               "--shapes", ",".join(str(v) for v in shape.values())] + (["--check"] if args.check else [])
+        try:
+            proc = subprocess.run(cmd, timeout=left, capture_output=True, text=True)
+            tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or [""]
+            if proc.returncode == 0:
+                with open(out) as fj:
+                    rows += json.load(fj)["rows"]
+            else:
+                rows.append({"shape": shape, "impl": "(all)",
+                             "error": f"child exited {proc.returncode}: {tail[0][:200]}"})
+        except subprocess.TimeoutExpired:
+            rows.append({"shape": shape, "impl": "(all)", "error": "child timed out"})
+        print(f"# done {shape_str(shape)}", flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--op", required=True)
@@ -134,6 +233,10 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true", help="also print errors vs the fp32 reference")
     ap.add_argument("--warmup", type=int, default=25, help="do_bench warm-up, ms")
     ap.add_argument("--rep", type=int, default=100, help="do_bench repetition time, ms")
+    ap.add_argument("--isolate", action="store_true",
+                    help="run each shape in its own process (a kernel fault loses one shape)")
+    ap.add_argument("--time-budget", type=float, default=None,
+                    help="with --isolate: seconds for all shapes; later shapes are skipped")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("bench_kernels.py needs a CUDA GPU")
@@ -144,68 +247,25 @@ def main(argv=None) -> int:
             "command": "python " + " ".join(sys.argv), "op": mod.NAME, "dtype": args.dtype,
             **versions()}
     print("# " + ", ".join(f"{k}={v}" for k, v in meta.items()), flush=True)
-    not_comparable = set(getattr(mod, "NOT_COMPARABLE", ()))
-    rows, lines = [], []
-    for shape in shapes:
-        torch.manual_seed(0)
-        impls = mod.implementations(shape)
-        inputs = mod.make_inputs(shape, dtype, "cuda")
-        probe = next(iter(impls.values()))(inputs)
-        do = torch.randn_like(probe)
-        del probe
-        ref_out, ref_grads = None, {}
-        if args.check:
-            ref_in = {n: (t.detach().float().requires_grad_(t.requires_grad)
-                          if isinstance(t, torch.Tensor) else t) for n, t in inputs.items()}
-            ref_out = mod.reference(ref_in)
-            ref_out.backward(do.float())
-            ref_grads = {n: t.grad for n, t in ref_in.items()
-                         if isinstance(t, torch.Tensor) and t.grad is not None}
-            ref_out = ref_out.detach()
-            del ref_in
-        res = {}
-        for name, fn in impls.items():
-            try:
-                r = time_impl(fn, inputs, do, args.warmup, args.rep)
-                if args.check and name not in not_comparable:
-                    r["err"] = check_impl(fn, inputs, ref_out, ref_grads, do)
-            except Exception as e:  # noqa: BLE001 - one failing anchor must not hide the rest
-                r = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
-            res[name] = r
-            torch.cuda.empty_cache()
-        ours = next(iter(impls))
-        for name, r in res.items():
-            row = {"shape": shape, "impl": name, **r}
-            rows.append(row)
-            if "error" in r:
-                lines.append(f"| {shape_str(shape)} | {name} | error: {r['error']} |||||||")
-                continue
-            cells = []
-            for mode in ("fwd", "fwdbwd"):
-                ms = r[mode]
-                gbs = mod.min_bytes(shape, dtype, mode) / (ms * 1e-3) / 1e9
-                tfs = mod.flops(shape, mode) / (ms * 1e-3) / 1e12
-                ratio = (res[name][mode] / res[ours][mode]
-                         if name != ours and "error" not in res[ours] else float("nan"))
-                row[f"{mode}_gbs"], row[f"{mode}_tflops"], row[f"{mode}_ours_speedup"] = gbs, tfs, ratio
-                cells.append(f"{ms:.3f} | {'' if name == ours else f'{ratio:.2f}x'} | {gbs:.0f} | {tfs:.1f}")
-            err = ""
-            if "err" in r:
-                err = " ".join(f"{k}={v:.1e}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in r["err"].items())
-            lines.append(f"| {shape_str(shape)} | {name} | {' | '.join(cells)} | {r['peak_mib']:.0f} | {err} |")
-        print(lines[-len(res):] and "\n".join(lines[-len(res):]), flush=True)
-        del inputs
-        torch.cuda.empty_cache()
-    header = ("| shape | impl | fwd ms | ours speedup | fwd GB/s | fwd TFLOP/s | fwd+bwd ms | "
-              "ours speedup | fwd+bwd GB/s | fwd+bwd TFLOP/s | peak MiB | errors vs fp32 ref |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|---|")
-    print(f"\n## {mod.NAME} ({args.dtype}) -- ours = {ours}; 'ours speedup' = anchor ms / ours ms\n")
-    print(header)
-    print("\n".join(lines), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1, default=str)
+    rows = []
+    try:
+        if args.isolate:
+            rows = run_isolated(args, shapes)
+        else:
+            for shape in shapes:
+                new = bench_shape(mod, shape, dtype, args)
+                rows += new
+                print("\n".join(render(mod, dtype, new)), flush=True)
+                torch.cuda.empty_cache()
+    finally:
+        lines = render(mod, dtype, rows)
+        print(f"\n## {mod.NAME} ({args.dtype}) -- ours = first row of each shape; "
+              "'ours speedup' = anchor ms / ours ms\n")
+        print(HEADER)
+        print("\n".join(lines), flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"meta": meta, "rows": rows}, f, indent=1, default=str)
     return 0
 
 
