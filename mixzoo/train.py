@@ -129,32 +129,26 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _logits(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None,
-            task: Task | None = None):
-    # A task whose model is not a causal LM (e.g. image_match: an image classifier) runs
-    # the model itself through `task.logits_and_loss(model, inputs, targets)`.
-    run = getattr(task, "logits_and_loss", None)
-    if run is not None:
-        return run(model, inputs, targets)
-    out = model(inputs, labels=targets)
-    return out.logits, out.loss
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, task: Task, batches: list[tuple[torch.Tensor, torch.Tensor]],
-             device: torch.device, autocast: bool) -> dict[str, float]:
+             device: torch.device, autocast: bool, head: nn.Module | None = None
+             ) -> dict[str, float]:
     """Mean eval loss and task metrics over the held-out batches."""
     was_training = model.training
     model.eval()
+    if head is not None:
+        head.eval()
     sums: dict[str, float] = {}
     for inputs, targets in batches:
         inputs, targets = inputs.to(device), targets.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits, loss = _logits(model, inputs, targets, task)
+            logits, loss = task.logits_and_loss(model, inputs, targets)
         row = {"eval_loss": loss.item(), **task.metric(logits.float(), targets)}
         for k, v in row.items():
             sums[k] = sums.get(k, 0.0) + v
     model.train(was_training)
+    if head is not None:
+        head.train(was_training)
     return {k: v / len(batches) for k, v in sums.items()}
 
 
@@ -191,8 +185,13 @@ def train(model: nn.Module, cfg: TrainConfig, *, progress: bool = True,
 
     model.to(device)
     model.train()
+    head = task.make_head(model)            # None unless the task reads the model its own way
+    trained: nn.Module = model
+    if head is not None:
+        head.to(device).train()
+        trained = nn.ModuleList([model, head])
     fused = device.type == "cuda"
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
+    opt = torch.optim.AdamW(_param_groups(trained, cfg.weight_decay), lr=cfg.lr,
                             betas=cfg.betas, fused=fused)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     num_params = sum(p.numel() for p in model.parameters())
@@ -219,7 +218,7 @@ def train(model: nn.Module, cfg: TrainConfig, *, progress: bool = True,
             inputs, targets = task.sample(cfg.batch_size, train_gen)
             inputs, targets = inputs.to(device), targets.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                _, loss = _logits(model, inputs, targets, task)
+                _, loss = task.logits_and_loss(model, inputs, targets)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss is {loss.item()} at step {step}/{cfg.steps} (lr="
@@ -228,7 +227,7 @@ def train(model: nn.Module, cfg: TrainConfig, *, progress: bool = True,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(trained.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
             loss_sum += loss.item()
@@ -239,7 +238,7 @@ def train(model: nn.Module, cfg: TrainConfig, *, progress: bool = True,
 
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 row = {"step": step, "train_loss": loss_sum / loss_n,
-                       **evaluate(model, task, eval_set, device, autocast),
+                       **evaluate(model, task, eval_set, device, autocast, head),
                        "lr": sched.get_last_lr()[0],
                        "elapsed_s": round(time.perf_counter() - t0, 3)}
                 loss_sum, loss_n = 0.0, 0

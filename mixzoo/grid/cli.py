@@ -48,6 +48,8 @@ def _plot_parser() -> argparse.ArgumentParser:
     p.add_argument("--y", default="accuracy", help="y column (default: accuracy)")
     p.add_argument("--hue", default="mixer", help="one line per value (default: mixer; "
                                                   "'none' for a single line)")
+    p.add_argument("--agg", default="mean", choices=["mean", "max"],
+                   help="combine runs at one point: mean (min-max bars) or max (best)")
     p.add_argument("--out", help="PNG path (default: RESULTS_DIR/<y>_vs_<x>.png)")
     return p
 
@@ -61,7 +63,7 @@ def _plot(argv: list[str]) -> int:
     args = _plot_parser().parse_args(argv)
     hue = None if args.hue in ("", "none") else args.hue
     try:
-        path = plot_results(args.results_dir, args.x, args.y, hue, out=args.out)
+        path = plot_results(args.results_dir, args.x, args.y, hue, out=args.out, agg=args.agg)
     except (PlotUnavailable, FileNotFoundError, KeyError, ValueError) as e:
         _err(e.args[0] if e.args else str(e))
         return 2
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         if any(r.get("status") == "done" for r in result.rows):
             try:
                 png = plot_results(result.out_dir, spec.plot.x, spec.plot.y, spec.plot.hue,
-                                   title=f"{spec.name}")
+                                   title=f"{spec.name}", agg=spec.plot.agg)
                 print(f"plot: {png}")
             except PlotUnavailable as e:
                 print(f"(no plot: {e})")

@@ -32,6 +32,7 @@ class GridPoint:
     recipe: Any = None                      # mixzoo.recipes.Recipe once validated
     recipe_data: dict[str, Any] = field(default_factory=dict)   # its JSON form
     mixer: str = ""                         # distinct mixer types in layer order, "+"-joined
+    task: str = ""                          # the task's registry name
     num_params: int | None = None
     state_size: int | None = None
 
@@ -90,7 +91,9 @@ def _label(values: dict[str, Any]) -> str:
     parts = []
     for k, v in values.items():
         short = "seed" if k == "train.seed" else k.rsplit(".", 1)[-1]
-        parts.append(f"{short}={format_value(v)}")
+        # a whole spec (e.g. a task) is named by its type; the hash tells variants apart
+        text = v["type"] if isinstance(v, dict) and "type" in v else format_value(v)
+        parts.append(f"{short}={text}")
     text = "_".join(parts) or "base"
     text = re.sub(r"[^A-Za-z0-9._=+,-]+", "-", text)
     return text[:80].strip("-_") or "run"
@@ -163,6 +166,7 @@ def expand_grid(spec: GridSpec, cli_overrides: Iterable[str] = ()) -> list[GridP
             p.recipe = recipe
             p.recipe_data = recipe.model_dump(mode="json", exclude_none=True)
             p.mixer, p.num_params, p.state_size = _describe(recipe)
+            p.task = recipe.train.task.type
         except Exception as e:  # every problem is collected, none stops the check
             problems.append((values, f"{type(e).__name__}: {e}" if not isinstance(e, ValueError)
                              else str(e)))

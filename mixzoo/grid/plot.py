@@ -28,10 +28,14 @@ def _num(v: Any) -> float | None:
 
 
 def plot_results(results_dir: str | Path, x: str, y: str = "accuracy", hue: str | None = "mixer",
-                 out: str | Path | None = None, title: str | None = None) -> Path:
-    """Write a PNG of `y` against `x`, one line per value of `hue` (mean over seeds and
-    any other axes, with min-max error bars when there are several runs per point).
-    Only finished runs are plotted. Returns the PNG path."""
+                 out: str | Path | None = None, title: str | None = None,
+                 agg: str = "mean") -> Path:
+    """Write a PNG of `y` against `x`, one line per value of `hue`. Runs sharing a point
+    (seeds, other axes) are combined by `agg`: "mean" (with min-max error bars) or "max"
+    (the best, e.g. over a learning-rate sweep). Only finished runs are plotted.
+    Returns the PNG path."""
+    if agg not in ("mean", "max"):
+        raise ValueError(f"agg must be 'mean' or 'max', got {agg!r}")
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -64,10 +68,13 @@ def plot_results(results_dir: str | Path, x: str, y: str = "accuracy", hue: str 
     for name in sorted(groups):
         pts = sorted(groups[name].items())
         xs = [p[0] for p in pts]
-        means = [sum(v) / len(v) for _, v in pts]
+        if agg == "max":
+            means = [max(v) for _, v in pts]
+        else:
+            means = [sum(v) / len(v) for _, v in pts]
         lo = [m - min(v) for m, (_, v) in zip(means, pts)]
         hi = [max(v) - m for m, (_, v) in zip(means, pts)]
-        if any(len(v) > 1 for _, v in pts):
+        if agg == "mean" and any(len(v) > 1 for _, v in pts):
             ax.errorbar(xs, means, yerr=[lo, hi], marker="o", capsize=3, label=name)
         else:
             ax.plot(xs, means, marker="o", label=name)
@@ -81,7 +88,7 @@ def plot_results(results_dir: str | Path, x: str, y: str = "accuracy", hue: str 
         ax.set_xticks(range(len(cats)))
         ax.set_xticklabels(cats, rotation=20, ha="right")
     ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    ax.set_ylabel(y if agg == "mean" else f"{y} (best run)")
     if y.endswith("accuracy"):
         ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)

@@ -25,7 +25,7 @@ def result_row(point: GridPoint, status: dict[str, Any] | None) -> dict[str, Any
     row: dict[str, Any] = {"run_id": point.run_id, "label": point.label}
     for k, v in point.values.items():
         row[k] = v if isinstance(v, (int, float, str, bool)) or v is None else format_value(v)
-    row.update(mixer=point.mixer, num_params=point.num_params, state_size=point.state_size,
+    row.update(mixer=point.mixer, task=point.task, num_params=point.num_params, state_size=point.state_size,
                status=status.get("status"))
     res = status.get("result") or {}
     final = res.get("final") or {}
@@ -57,7 +57,9 @@ def markdown_table(rows: list[dict[str, Any]], varied: list[str]) -> str:
     if not rows:
         return "(no runs)\n"
     metric_cols = [c for c in ("accuracy", "best_accuracy", "eval_loss") if any(c in r for r in rows)]
-    cols = [k for k in varied if k not in ("model.pattern", "model.layers")]
+    cols = [k for k in varied if k not in ("model.pattern", "model.layers", "train.task")]
+    if len({r.get("task") for r in rows}) > 1:
+        cols.append("task")
     cols += ["mixer", "num_params", "state_size"] + metric_cols + ["train_time_s", "status"]
     head = [("seed" if c == "train.seed" else c.rsplit(".", 1)[-1] if "." in c else c)
             for c in cols]

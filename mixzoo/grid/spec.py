@@ -22,7 +22,7 @@ import fnmatch
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -39,6 +39,9 @@ class PlotSpec(BaseModel):
     x: str
     y: str = "accuracy"
     hue: str | None = "mixer"
+    # How runs that share (hue, x) combine: "mean" (with min-max bars) or "max" (the best
+    # of e.g. a learning-rate sweep, as Zoology reports).
+    agg: Literal["mean", "max"] = "mean"
 
 
 class GridSpec(BaseModel):

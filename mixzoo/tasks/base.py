@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
 
 IGNORE = -100          # target value of positions that are not scored (CrossEntropy's default)
 
@@ -30,9 +31,13 @@ class TaskConfig(BaseModel):
 
 class Task:
     """Base class. Subclasses define `Config` and implement `sample` (and `metric` if the
-    default masked token accuracy is not the right score)."""
+    default masked token accuracy is not the right score; `make_head`/`logits_and_loss` if the
+    task reads the model some other way than through its LM head)."""
 
     Config: ClassVar[type[TaskConfig]] = TaskConfig
+    # "tokens": long [B,T] ids in, aligned long [B,T] targets (the contract tests cover
+    # these); other kinds (e.g. "images") define their own logits_and_loss and tests.
+    input_kind: ClassVar[str] = "tokens"
     # The metric a grid reports as "final"/"best" and early stopping watches by default.
     primary_metric: ClassVar[str] = "accuracy"
 
@@ -53,6 +58,19 @@ class Task:
     def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """`batch` fresh examples drawn with `generator` (CPU): (inputs, targets), long [B,T]."""
         raise NotImplementedError(f"{type(self).__name__} must implement sample")
+
+    def make_head(self, model: nn.Module) -> nn.Module | None:
+        """Extra trainable modules through which the task reads the model (None: the
+        model's own outputs suffice). The training loop calls this once per run, trains
+        the head with the model, and `logits_and_loss` uses it (see `compression.py`)."""
+        return None
+
+    def logits_and_loss(self, model: nn.Module, inputs: torch.Tensor,
+                        targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, loss) for a batch. Default (token tasks): the causal LM's next-token
+        logits [B,T,V] and its cross-entropy on the scored positions."""
+        out = model(inputs, labels=targets)
+        return out.logits, out.loss
 
     @torch.no_grad()
     def metric(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
