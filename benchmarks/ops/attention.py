@@ -90,8 +90,8 @@ def _breakdown(shape: dict, window: int | None = None) -> None:
     t_bwd = do_bench(lambda: triton_bwd.attn_bwd(do, q, k, v, o, lse, True, w, s),
                      return_mode="median")
     print(f"breakdown {shape} window={window}: fwd={t_fwd:.3f}ms bwd={t_bwd:.3f}ms | configs: "
-          f"fwd {triton_fwd._attn_fwd_kernel.best_config}, "
-          f"dkdv {triton_bwd._attn_bwd_dkdv.best_config}, dq {triton_bwd._attn_bwd_dq.best_config}")
+          f"fwd {triton_fwd.attn_fwd_tuned.best_config}, "
+          f"dkdv {triton_bwd.dkdv_tuned.best_config}, dq {triton_bwd.dq_tuned.best_config}")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(3):
             triton_bwd.attn_bwd(do, q, k, v, o, lse, True, w, s)

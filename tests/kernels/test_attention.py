@@ -143,6 +143,7 @@ TRITON_CASES = [  # (B, Tq, Tk, H, Hkv, D, causal, window)
     (1, 40, 100, 2, 1, 32, False, None),
     (1, 65, 65, 2, 1, 24, True, None),    # odd head dim (padded to 32)
     (1, 64, 64, 1, 1, 128, True, 17),
+    (1, 20, 20, 1, 1, 256, True, None),   # head dim 256: its own (smaller) tilings
 ]
 
 

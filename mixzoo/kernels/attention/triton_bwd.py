@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from .._common import pick_configs
-from .triton_fwd import LOG2E, _last_dim_contig, block_d, dot_precision, single_config
+from .triton_fwd import _TUNE_KEY, LOG2E, _last_dim_contig, block_d, dot_precision, single_config
 
 
 @triton.jit
@@ -52,13 +52,10 @@ _DKDV_OPTS = [(64, 32, 8, 3), (128, 32, 8, 2), (128, 64, 8, 2)]
 _DQ_OPTS = [(128, 32, 8, 2), (128, 64, 8, 2)]
 
 
-def _prune_by_head_dim(configs, named_args, **kwargs):
-    """Head dim 256: small tiles only (shared memory)."""
-    bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
-    if bd < 256:
-        return configs
-    keys = list(configs[0].kwargs)  # [owned block, looped block]
-    return [triton.Config({keys[0]: 64, keys[1]: 32}, num_warps=4, num_stages=2)]
+def _wide_configs(big, small):
+    """Head dim 256: small tiles only (shared memory); a separate autotuner because
+    Triton skips pruning once a single config is left."""
+    return [triton.Config({big: 64, small: 32}, num_warps=4, num_stages=2)]
 
 
 @triton.jit
@@ -97,9 +94,6 @@ def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, o
     return dk, dv
 
 
-@triton.autotune(configs=pick_configs(_bwd_configs("BLOCK_N", "BLOCK_M", _DKDV_OPTS)),
-                 key=["Tq", "Tk", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "G", "DOT_PREC"],
-                 prune_configs_by={"early_config_prune": _prune_by_head_dim})
 @triton.jit
 def _attn_bwd_dkdv(
     q_ptr, k_ptr, v_ptr, do_ptr,   # q/do [B,Tq,H,D], k/v [B,Tk,Hkv,D]
@@ -202,9 +196,6 @@ def _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, skt, svt, offs_n, offs_d, 
     return dq
 
 
-@triton.autotune(configs=pick_configs(_bwd_configs("BLOCK_M", "BLOCK_N", _DQ_OPTS)),
-                 key=["Tq", "Tk", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "G", "DOT_PREC"],
-                 prune_configs_by={"early_config_prune": _prune_by_head_dim})
 @triton.jit
 def _attn_bwd_dq(
     q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr,
@@ -234,7 +225,8 @@ def _attn_bwd_dq(
                 mask=ld, other=0.0)
     do = tl.load(do_ptr + b.to(tl.int64) * sdb + h * sdh + offs_m[:, None] * sdt
                  + offs_d[None, :], mask=ld, other=0.0)
-    lse2 = tl.load(lse_ptr + pid_bh.to(tl.int64) * Tq + offs_m, mask=rmask, other=0.0) * 1.4426950408889634
+    lse2 = tl.load(lse_ptr + pid_bh.to(tl.int64) * Tq + offs_m, mask=rmask,
+                   other=0.0) * 1.4426950408889634
     delta = tl.load(delta_ptr + pid_bh.to(tl.int64) * Tq + offs_m, mask=rmask, other=0.0)
     k_base = k_ptr + b.to(tl.int64) * skb + hk * skh
     v_base = v_ptr + b.to(tl.int64) * svb + hk * svh
@@ -270,6 +262,18 @@ def _attn_bwd_dq(
     tl.store(dq_ptr + out, (dq * sm_scale).to(dq_ptr.dtype.element_ty), mask=ld)
 
 
+dkdv_tuned = triton.autotune(
+    configs=pick_configs(_bwd_configs("BLOCK_N", "BLOCK_M", _DKDV_OPTS)),
+    key=_TUNE_KEY)(_attn_bwd_dkdv)
+dkdv_tuned_wide = triton.autotune(configs=_wide_configs("BLOCK_N", "BLOCK_M"),
+                                  key=_TUNE_KEY)(_attn_bwd_dkdv)
+dq_tuned = triton.autotune(
+    configs=pick_configs(_bwd_configs("BLOCK_M", "BLOCK_N", _DQ_OPTS)),
+    key=_TUNE_KEY)(_attn_bwd_dq)
+dq_tuned_wide = triton.autotune(configs=_wide_configs("BLOCK_M", "BLOCK_N"),
+                                key=_TUNE_KEY)(_attn_bwd_dq)
+
+
 # ----------------------------------------------------------------------------- launchers
 
 def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float):
@@ -300,13 +304,16 @@ def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float):
     else:  # per-query-head gradients in fp32, summed over each group below
         dk_h = torch.empty(B, Tk, H, D, device=q.device, dtype=torch.float32)
         dv_h = torch.empty(B, Tk, H, D, device=q.device, dtype=torch.float32)
-    _attn_bwd_dkdv[lambda meta: (B * H, triton.cdiv(Tk, meta["BLOCK_N"]))](
+    wide = BD >= 256
+    dkdv = dkdv_tuned_wide if wide else dkdv_tuned
+    dkdv[lambda meta: (B * H, triton.cdiv(Tk, meta["BLOCK_N"]))](
         q, k, v, do, lse, delta, dk_h, dv_h, *common,
         H, Hkv, Tq, Tk, G, max(window, 1), scale * LOG2E, scale, **flags)
     if G > 1:
         dk = dk_h.view(B, Tk, Hkv, G, D).sum(3).to(k.dtype)  # [B,Tk,Hkv,D]
         dv = dv_h.view(B, Tk, Hkv, G, D).sum(3).to(v.dtype)
-    _attn_bwd_dq[lambda meta: (B * H, triton.cdiv(Tq, meta["BLOCK_M"]))](
+    dq_kernel = dq_tuned_wide if wide else dq_tuned
+    dq_kernel[lambda meta: (B * H, triton.cdiv(Tq, meta["BLOCK_M"]))](
         q, k, v, do, lse, delta, dq, *common,
         H, Tq, Tk, G, max(window, 1), scale * LOG2E, scale, **flags)
     return dq, dk, dv

@@ -48,13 +48,15 @@ def _fwd_configs():
     return cfgs[:1] if single_config() else cfgs
 
 
-def _prune_by_head_dim(configs, named_args, **kwargs):
-    """Head dim 256: the tiles above overflow shared memory; use smaller ones."""
-    bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
-    if bd < 256:
-        return configs
-    return [triton.Config({"BLOCK_M": 64, "BLOCK_N": bn}, num_warps=4, num_stages=2)
-            for bn in (32, 64)][:len(configs)]
+def _wide_fwd_configs():
+    """Head dim 256: smaller tiles, so q and the staged k/v tiles fit shared memory (a
+    separate autotuner, because Triton skips pruning once a single config is left)."""
+    cfgs = [triton.Config({"BLOCK_M": 64, "BLOCK_N": bn}, num_warps=4, num_stages=2)
+            for bn in (64, 32)]
+    return cfgs[:1] if single_config() else cfgs
+
+
+_TUNE_KEY = ["Tq", "Tk", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "G", "DOT_PREC"]
 
 
 @triton.jit
@@ -93,9 +95,6 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kt, offs_n, offs_d, pos_
     return acc, l_i, m_i
 
 
-@triton.autotune(configs=pick_configs(_fwd_configs()),
-                 key=["Tq", "Tk", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "G", "DOT_PREC"],
-                 prune_configs_by={"early_config_prune": _prune_by_head_dim})
 @triton.jit
 def _attn_fwd_kernel(
     q_ptr, k_ptr, v_ptr,      # q [B,Tq,H,D], k/v [B,Tk,Hkv,D] (last dim contiguous)
@@ -174,6 +173,12 @@ def _attn_fwd_kernel(
     lse = (m_i + tl.math.log2(l_safe)) * 0.6931471805599453
     lse = tl.where(l_i == 0.0, float("-inf"), lse)
     tl.store(lse_ptr + pid_bh.to(tl.int64) * Tq + offs_m, lse, mask=offs_m < Tq)
+
+
+attn_fwd_tuned = triton.autotune(configs=pick_configs(_fwd_configs()), key=_TUNE_KEY)(
+    _attn_fwd_kernel)
+attn_fwd_tuned_wide = triton.autotune(configs=pick_configs(_wide_fwd_configs()),
+                                      key=_TUNE_KEY)(_attn_fwd_kernel)
 
 
 @triton.jit
@@ -271,14 +276,16 @@ def attn_fwd(q, k, v, causal: bool, window: int, scale: float):
     def grid(meta):
         return (B * H, triton.cdiv(Tq, meta["BLOCK_M"]))
 
-    _attn_fwd_kernel[grid](
+    BD = block_d(D)
+    kernel = attn_fwd_tuned_wide if BD >= 256 else attn_fwd_tuned
+    kernel[grid](
         q, k, v, o, lse,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
         o.stride(0), o.stride(1), o.stride(2),
         H, Tq, Tk, H // Hkv, max(window, 1), scale * LOG2E,
-        CAUSAL=causal, HAS_WINDOW=window > 0, HEAD_DIM=D, BLOCK_D=block_d(D),
+        CAUSAL=causal, HAS_WINDOW=window > 0, HEAD_DIM=D, BLOCK_D=BD,
         DOT_PREC=dot_precision(q.dtype),
     )
     return o, lse
