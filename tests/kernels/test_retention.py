@@ -113,10 +113,9 @@ def _check(fn, args, with_h0, gate):
     names = NAMES if with_h0 else NAMES[:-1]
     tol = dict(TRITON_TOL)
     if gate == "head":
-        # dg of a per-head decay is sum_t (t+1) (q.dq - k.dk)_t: terms ~T times larger
-        # than their total at strong decay, so fp32 rounding shows (~2e-3 at T=130,
-        # g=-3.2; the fp32 step recurrence itself is off by 4e-6 there)
-        tol["dg"] = 5e-3
+        # dg of a per-head decay sums B*T per-token terms much larger than their total
+        # at strong decay, so fp32 rounding shows (~1.3e-4 at T=130, g=-3.2)
+        tol["dg"] = 5e-4
     for name, r, x in zip(names, ref, out):
         assert_close(r, x, tol[name], name)
 

@@ -5,8 +5,7 @@ gc = chunk-local cumulative log gate (b_t = sum of g from the chunk start to t, 
 h[n] = state before chunk n, dh[n] = gradient of the state after chunk n.
 
 Forward : _fwd_h (gc, h, final state) -> _fwd_A (intra-chunk scores) -> _fwd_o.
-Backward: _bwd_dh (dh, dh0) -> _bwd_dv (dA, dv) -> _bwd_dqk (dq, dk, q*dq-k*dk)
-          -> _rev_cumsum (dg).
+Backward: _bwd_dh (dh, dh0) -> _bwd_dv (dA, dv) -> _bwd_dqk (dq, dk, dg).
 Every exponent the kernels take is <= 0 up to rounding (see README "stability").
 """
 from __future__ import annotations
@@ -292,8 +291,8 @@ def _bwd_dv_kernel(
 @triton.jit
 def _bwd_dqk_kernel(
     q, k, v, gc, h, do, dh, dA,     # inputs (see above)
-    dq, dk,                         # [B,T,H,K] out
-    dgl,                            # [B,T,H,K] fp32 out: q*dq - k*dk (dg before the suffix sum)
+    ht,                             # [B,H,K,V] fp32 final state (the state after the last chunk)
+    dq, dk, dg,                     # [B,T,H,K] out
     scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     PREC: tl.constexpr,
@@ -305,7 +304,9 @@ def _bwd_dqk_kernel(
            dk_s = scale sum_{t>=s} dA_ts q_t e^(b_t - b_s),
     factorised through a reference row between two sub-chunks (exponents <= 0); inside
     the diagonal sub-chunk the decay is pairwise, one [BC, BC, BK] tensor shared by dq
-    and dk."""
+    and dk.
+    gate: dg_t = sum_{u>=t in chunk} (q dq - k dk)_u + sum_v dh[n] * S_end, a suffix sum
+    inside the chunk only (sub-chunks run last to first, carrying the sum)."""
     i_k, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     NS: tl.constexpr = BT // BC
@@ -317,7 +318,21 @@ def _bwd_dqk_kernel(
     t_last = tl.minimum(i_n * BT + BT, T) - 1
     b_last = tl.load(gc + (base + t_last * H) * K + o_k, mask=m_k, other=0.)
     p_h = ((i_b * N + i_n) * H + i_h).to(tl.int64) * K * V
-    for i in tl.static_range(NS):
+    # d/d(b_C) of the state after the chunk: sum_v dS_end * S_end (S_end = h[n+1] or ht)
+    p_hn = p_h + H * K * V                                  # h[n+1], masked off at the end
+    not_last = (o_k * 0 + i_n) < N - 1                      # [BK]
+    b_carry = tl.zeros([BK], dtype=tl.float32)
+    for i_v in range(0, tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)
+        p_T = o_k[None, :] * V + o_v[:, None]               # [BV,BK] (transposed)
+        m_vk = (o_v[:, None] < V) & m_k[None, :]
+        b_dhT = tl.load(dh + p_h + p_T, mask=m_vk, other=0.).to(tl.float32)
+        b_hnT = tl.load(h + p_hn + p_T, mask=m_vk & not_last[None, :], other=0.).to(tl.float32)
+        b_hnT += tl.load(ht + i_bh.to(tl.int64) * K * V + p_T,
+                         mask=m_vk & (not_last == 0)[None, :], other=0.)
+        b_carry += tl.sum(b_dhT * b_hnT, axis=0)
+    for ii in tl.static_range(NS):
+        i: tl.constexpr = NS - 1 - ii                       # last sub-chunk first
         t0 = i_n * BT + i * BC
         if t0 < T:
             t_i = t0 + o_c
@@ -385,43 +400,16 @@ def _bwd_dqk_kernel(
             b_dk += tl.sum(b_dAs[:, :, None] * b_q[:, None, :] * b_e, axis=0)
             # the s == t terms (dA_tt k_t in dq_t, dA_tt q_t in dk_t) cancel exactly in
             # q*dq - k*dk: keep them out of the dg terms, so their rounding stays out too
-            tl.store(dgl + p_i, b_q * b_dq - b_k * b_dk, mask=m_ik)
+            b_x = b_q * b_dq - b_k * b_dk
+            b_tot = tl.sum(b_x, axis=0)
+            b_dg = b_carry[None, :] + b_tot[None, :] - tl.cumsum(b_x, axis=0) + b_x
+            tl.store(dg + p_i, b_dg.to(dg.dtype.element_ty), mask=m_ik)
+            b_carry += b_tot
             b_dAd = tl.sum(tl.where(o_c[:, None] == o_c[None, :], b_dAii, 0.), axis=1) * scale
             b_dq += b_dAd[:, None] * b_k
             b_dk += b_dAd[:, None] * b_q
             tl.store(dq + p_i, b_dq.to(dq.dtype.element_ty), mask=m_ik)
             tl.store(dk + p_i, b_dk.to(dk.dtype.element_ty), mask=m_ik)
-
-
-@autotuned(configs((32, 2), (64, 4), names=("BD",)), key=("D",))
-@triton.jit
-def _rev_cumsum_kernel(
-    x,                  # [B,T,H,D] fp32: per-token terms
-    extra,              # [B,H,D] fp32 added to every position (if HAS_EXTRA)
-    y,                  # [B,T,H,D] out: y_t = sum_{s>=t} x_s (+ extra)
-    T, H: tl.constexpr, D: tl.constexpr,
-    BT: tl.constexpr, BD: tl.constexpr, HAS_EXTRA: tl.constexpr,
-):
-    """Suffix sum over the whole sequence, chunk by chunk from the end (fp32 carry)."""
-    i_d, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = i_bh // H, i_bh % H
-    N = tl.cdiv(T, BT)
-    base = (i_b * T * H + i_h).to(tl.int64)
-    o_d = i_d * BD + tl.arange(0, BD)
-    m_d = o_d < D
-    o_t = tl.arange(0, BT)
-    b_carry = tl.zeros([BD], dtype=tl.float32)
-    if HAS_EXTRA:
-        b_carry += tl.load(extra + i_bh.to(tl.int64) * D + o_d, mask=m_d, other=0.)
-    for i in range(N):
-        t = (N - 1 - i) * BT + o_t
-        m = (t[:, None] < T) & m_d[None, :]
-        p = (base + t[:, None] * H) * D + o_d[None, :]
-        b_x = tl.load(x + p, mask=m, other=0.)
-        b_tot = tl.sum(b_x, axis=0)
-        b_y = b_carry[None, :] + b_tot[None, :] - tl.cumsum(b_x, axis=0) + b_x
-        tl.store(y + p, b_y.to(y.dtype.element_ty), mask=m)
-        b_carry += b_tot
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -458,12 +446,7 @@ def gla_chunk_bwd(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torch.d
     dv = torch.empty_like(v)
     _bwd_dv_kernel[(N, B * H)](k, v, gc, A, do, dh, dA, dv, T, H, K, V, BT=BT, PREC=prec)
     dq, dk = torch.empty_like(q), torch.empty_like(k)
-    dgl = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
-    _bwd_dqk_kernel[lambda m: (cdiv(K, m["BK"]), N, B * H)](
-        q, k, v, gc, h, do, dh, dA, dq, dk, dgl, scale, T, H, K, V, BT=BT, BC=BC, PREC=prec)
-    # the final state's gradient reaches every g_t through e^(B_T): sum_v dht * S_T
-    extra = (dht * ht).sum(-1) if dht is not None else None          # [B,H,K]
     dg = torch.empty(B, T, H, K, device=q.device, dtype=g_dtype)
-    _rev_cumsum_kernel[lambda m: (cdiv(K, m["BD"]), B * H)](
-        dgl, extra, dg, T, H, K, BT=BT, HAS_EXTRA=extra is not None)
+    _bwd_dqk_kernel[lambda m: (cdiv(K, m["BK"]), N, B * H)](
+        q, k, v, gc, h, do, dh, dA, ht, dq, dk, dg, scale, T, H, K, V, BT=BT, BC=BC, PREC=prec)
     return dq, dk, dv, dg, dh0

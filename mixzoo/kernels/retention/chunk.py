@@ -8,8 +8,7 @@ one chunk is D_ts = e^(b_t - b_s) (s <= t): a [BT, BT] matrix, exponent <= 0, so
 sub-chunks are needed, unlike GLA.
 
 Forward : _fwd_h (gc, h, final state) -> _fwd_o.
-Backward: _bwd_dh (dh, dh0) -> _bwd_dqk (dq, dk, per-token dg terms) -> _bwd_dv;
-          dg = suffix sum of the per-token terms (GLA's _rev_cumsum kernel).
+Backward: _bwd_dh (dh, dh0) -> _bwd_dqk (dq, dk, dg per K block) -> _bwd_dv.
 Gates are read through strides, so a per-head g [H] is never expanded in memory.
 """
 from __future__ import annotations
@@ -19,8 +18,7 @@ import triton
 import triton.language as tl
 
 from mixzoo.kernels._common import cdiv
-from mixzoo.kernels.gla.chunk import (STATE_CONFIGS, TILE_CONFIGS, _rev_cumsum_kernel, autotuned,
-                                      configs)
+from mixzoo.kernels.gla.chunk import STATE_CONFIGS, TILE_CONFIGS, autotuned, configs
 
 BT = 64   # chunk length
 
@@ -167,13 +165,16 @@ def _bwd_dh_kernel(
 @triton.jit
 def _bwd_dqk_kernel(
     q, k, v, gc, h, do, dh,     # inputs (see above)
+    ht,                         # [B,H,K,V] fp32 final state (the state after the last chunk)
     dq, dk,                     # [B,T,H,K] out
-    dgl,                        # [NK,B,T,H] fp32 out: sum over this K block of q*dq - k*dk
+    dgl,                        # [NK,B,T,H] fp32 out: this K block's share of dg
     scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
 ):
     """dq = scale e^b (do h[n]^T) + (dA*D) k,  dk = e^(b_C - b) (v dh[n]^T) + (dA*D)^T q,
-    with dA = scale do v^T (causal); one chunk and one K block."""
+    with dA = scale do v^T (causal); one chunk and one K block.
+    dg_t = sum_{u>=t in chunk} sum_k (q dq - k dk)_u + <dh[n], S_end>: a suffix sum inside
+    the chunk only (S_end = h[n+1], or the final state for the last chunk)."""
     i_k, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, BT)
@@ -188,6 +189,8 @@ def _bwd_dqk_kernel(
     b_dq = tl.zeros([BT, BK], dtype=tl.float32)
     b_dk = tl.zeros([BT, BK], dtype=tl.float32)
     b_dA = tl.zeros([BT, BT], dtype=tl.float32)
+    b_st = tl.zeros([BK], dtype=tl.float32)                     # <dh[n], S_end> over this K block
+    not_last = (o_k * 0 + i_n) < N - 1
     for i_v in range(0, tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
         m_v = o_v < V
@@ -199,6 +202,11 @@ def _bwd_dqk_kernel(
         m_vk = m_v[:, None] & m_k[None, :]
         b_hT = tl.load(h + p_hT, mask=m_vk, other=0.).to(q.dtype.element_ty)
         b_dhT = tl.load(dh + p_hT, mask=m_vk, other=0.).to(q.dtype.element_ty)
+        b_hnT = tl.load(h + p_hT + H * K * V, mask=m_vk & not_last[None, :], other=0.)
+        b_hnT = b_hnT.to(tl.float32) + tl.load(
+            ht + i_bh.to(tl.int64) * K * V + o_k[None, :] * V + o_v[:, None],
+            mask=m_vk & (not_last == 0)[None, :], other=0.)
+        b_st += tl.sum(b_dhT.to(tl.float32) * b_hnT, axis=0)
         b_dA += tl.dot(b_do, tl.trans(b_v), input_precision=PREC)
         b_dq += tl.dot(b_do, b_hT, input_precision=PREC)
         b_dk += tl.dot(b_v, b_dhT, input_precision=PREC)
@@ -218,7 +226,8 @@ def _bwd_dqk_kernel(
     b_dk = b_dk * tl.exp(b_last - b_g)[:, None] + tl.dot(tl.trans(b_dA), b_q.to(q.dtype.element_ty),
                                                         input_precision=PREC)
     b_dk = tl.where(m_tk, b_dk, 0.)
-    b_dgl = tl.sum(b_q * b_dq - b_k * b_dk, axis=1)
+    b_x = tl.sum(b_q * b_dq - b_k * b_dk, axis=1)                 # [BT]
+    b_dgl = tl.sum(b_x, axis=0) - tl.cumsum(b_x, axis=0) + b_x + tl.sum(b_st, axis=0)
     tl.store(dq + p_k, (b_dq + b_dAd[:, None] * b_k).to(dq.dtype.element_ty), mask=m_tk)
     tl.store(dk + p_k, (b_dk + b_dAd[:, None] * b_q).to(dk.dtype.element_ty), mask=m_tk)
     tl.store(dgl + i_k.to(tl.int64) * (tl.num_programs(2) // H) * T * H + base + t * H,
@@ -311,16 +320,10 @@ def retention_chunk_bwd(q, k, v, gc, h, do, dht, ht, scale: float):
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dgl = torch.empty(NK, B, T, H, device=q.device, dtype=torch.float32)
     _bwd_dqk_kernel[(NK, N, B * H)](
-        q, k, v, gc, h, do, dh, dq, dk, dgl, scale, T, H, K, V,
+        q, k, v, gc, h, do, dh, ht, dq, dk, dgl, scale, T, H, K, V,
         BT=BT, BK=BK, PREC=prec)
     dv = torch.empty_like(v)
     _bwd_dv_kernel[lambda m: (cdiv(V, m["BV"]), N, B * H)](
         q, k, gc, do, dh, dv, scale, T, H, K, V, BT=BT, PREC=prec)
-    # dg_t = sum_{s>=t} sum_k (q dq - k dk)_s, plus the final state's share sum dht * S_T:
-    # GLA's suffix-sum kernel over [B,T,1,H] (heads as the channel axis)
-    x = dgl.sum(0) if NK > 1 else dgl[0]                             # [B,T,H]
-    extra = (dht * ht).sum((-1, -2)) if dht is not None else None    # [B,H]
-    dg = torch.empty(B, T, H, device=q.device, dtype=torch.float32)
-    _rev_cumsum_kernel[lambda m: (cdiv(H, m["BD"]), B)](
-        x, extra, dg, T, 1, H, BT=256, HAS_EXTRA=extra is not None)  # few programs: long steps
+    dg = dgl.sum(0) if NK > 1 else dgl[0]                            # [B,T,H]
     return dq, dk, dv, dg, dh0
