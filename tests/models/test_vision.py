@@ -401,3 +401,28 @@ def test_whole_model_pickles_and_deepcopies():
     assert loaded.blocks[1].attn.scan_order == "col"
     torch.testing.assert_close(loaded(x), model(x))
     torch.testing.assert_close(copy.deepcopy(model)(x), model(x))
+
+
+# -- GPU (run on the H100 next to benchmarks/bench_vision.py) ---------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_gpu_registered_model_triton_matches_reference(name, monkeypatch):
+    """bf16 autocast training step on the Triton kernels vs the fp32 reference backend, at
+    the real ViT-S/16 width and 224 px (196 tokens)."""
+    from mixzoo.kernels._common import assert_close
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=10).cuda().train()
+    x = torch.randn(4, 3, 224, 224, device="cuda")
+    monkeypatch.setenv("MIXZOO_BACKEND", "reference")
+    ref = model(x)
+    ref.float().square().mean().backward()
+    ref_grads = [p.grad.float().clone() for p in model.parameters()]
+    model.zero_grad()
+    monkeypatch.delenv("MIXZOO_BACKEND")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(x)
+    out.float().square().mean().backward()
+    assert_close(ref, out.float(), 2e-2, name=f"{name} logits")
+    got = torch.cat([p.grad.float().flatten() for p in model.parameters()])
+    assert_close(torch.cat([g.flatten() for g in ref_grads]), got, 5e-2, name=f"{name} grads")
