@@ -101,6 +101,23 @@ def _normalise_specs(cfg: DictConfig) -> None:
             layers[i] = {"type": val}
 
 
+def _fill_task_defaults(cfg: DictConfig) -> None:
+    """Write the task's defaults into `train.task` (keys the recipe leaves out only), so
+    that `${train.task.vocab_size}` resolves for a task given as just `{type: ...}`.
+    A task that does not validate is left alone: validation reports it in context."""
+    task = OmegaConf.select(cfg, "train.task")
+    if not isinstance(task, DictConfig):
+        return
+    try:
+        from mixzoo.tasks import build_task_config
+        full = build_task_config(OmegaConf.to_container(task, resolve=True))
+    except Exception:  # noqa: BLE001 -- reported by validation, with its location
+        return
+    for key, value in full.model_dump(mode="json").items():
+        if key not in task:
+            task[key] = value
+
+
 def _split_override(text: str) -> tuple[str, str | None]:
     text = text.strip()
     if text.startswith("~"):
@@ -167,6 +184,7 @@ def load_recipe(path_or_name: str | os.PathLike | Mapping[str, Any] | Recipe,
         locate = yaml_locator(text)
     _normalise_specs(cfg)
     applied = _apply_overrides(cfg, overrides, source)
+    _fill_task_defaults(cfg)
     try:
         data = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:

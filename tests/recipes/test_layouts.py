@@ -119,3 +119,10 @@ def test_recipe_is_frozen_and_dump_round_trips():
         r.model.d_model = 3
     again = Recipe.model_validate(r.model_dump())
     assert again == r and types(again) == ["deltanet", "attention"]
+
+
+def test_task_defaults_resolve_in_interpolations():
+    r = load_recipe({"model": {"d_model": 32, "vocab_size": "${train.task.vocab_size}",
+                               "layers": ["deltanet"]},
+                     "train": {"task": {"type": "mqar"}, "steps": 5, "warmup_steps": 1}})
+    assert r.model.vocab_size == r.train.task.vocab_size == 256
