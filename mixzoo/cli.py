@@ -16,6 +16,7 @@ and exits with code 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import textwrap
@@ -29,6 +30,16 @@ EXIT_USAGE = 2
 
 class _CliError(Exception):
     """A user error with a one-line message (exit code 2)."""
+
+
+@contextlib.contextmanager
+def _building(name: str):
+    """A recipe that validates but that a model constructor still rejects (a vision base
+    that cannot take the layout, say) is a user error too, not a traceback."""
+    try:
+        yield
+    except (ValueError, TypeError) as e:
+        raise _CliError(f"{name}: cannot build the model: {e}") from e
 
 
 # -- list --------------------------------------------------------------------------------
@@ -94,7 +105,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     from mixzoo.recipes import load_recipe
     from mixzoo.recipes.summary import human, model_summary
     recipe = load_recipe(args.recipe, args.overrides)
-    info = model_summary(recipe, seq_len=args.seq_len, device=args.device, name=args.recipe)
+    with _building(args.recipe):
+        info = model_summary(recipe, seq_len=args.seq_len, device=args.device,
+                             name=args.recipe)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -149,7 +162,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
                         f"batch_size, lr, ...); add one or pass train.* overrides")
     from mixzoo.train import train_recipe
     _set_threads(args)
-    summary = train_recipe(recipe, progress=not args.quiet, run_dir=args.out)
+    from mixzoo.train import TrainingDiverged
+    try:
+        summary = train_recipe(recipe, progress=not args.quiet, run_dir=args.out)
+    except TrainingDiverged as e:
+        print(f"mixzoo train: {args.recipe}: training diverged: {e}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
         return 0
@@ -193,7 +211,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise _CliError(f"--device {args.device}: CUDA is not available here")
     torch.manual_seed(0)
-    model = build_model(recipe).to(device)
+    with _building(args.recipe):
+        model = build_model(recipe)
+    model = model.to(device)
     model.train()
     params = sum(p.numel() for p in model.parameters())
     loss_fn, units, unit = _bench_inputs(recipe, model, args.batch, args.seq_len, device)

@@ -156,3 +156,14 @@ def test_unknown_option_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e:
         main(["show", "deltanet-tiny", "--colour"])
     assert e.value.code == 2 and "unrecognized arguments: --colour" in capsys.readouterr().err
+
+
+def test_model_constructor_errors_are_user_errors(capsys, monkeypatch):
+    import mixzoo.recipes.summary as summary
+
+    def refuse(recipe):
+        raise ValueError("model.block.mlp: 'none' is not available for vision models")
+    monkeypatch.setattr(summary, "build_model", refuse)
+    rc, out, err = run(capsys, "show", "deltanet-tiny")
+    assert rc == 2 and out == ""
+    assert "deltanet-tiny: cannot build the model: model.block.mlp" in err
