@@ -52,7 +52,6 @@ def ensure_torchvision_importable() -> None:
         if _MISSING_NMS not in str(e):
             raise
         _drop_modules("torchvision")   # a failed import leaves half-initialised submodules
-        _drop_modules("timm")          # and timm modules that bound to them, if any
         if not _TORCHVISION_LIB:
             _define_torchvision_nms_schemas()
         import torchvision  # noqa: F401,F811
