@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import json
 import sys
 import textwrap
@@ -75,7 +76,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return 0
     from mixzoo.registry.core import entries
     from mixzoo.registry.plugins import broken_plugins
-    import fnmatch
     reg = entries()
     names = sorted(n for n in reg if fnmatch.fnmatchcase(n, args.pattern))
     broken = {n: r for n, r in broken_plugins().items() if fnmatch.fnmatchcase(n, args.pattern)}

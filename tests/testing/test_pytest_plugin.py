@@ -5,7 +5,6 @@ import importlib.metadata as md
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
