@@ -15,8 +15,8 @@ pytestmark = pytest.mark.skipif(
     reason="the Triton kernels need CUDA or TRITON_INTERPRET=1")
 
 SPECS = [
-    {"type": "deltanet", "use_output_gate": True},
-    {"type": "gla"},
+    {"type": "deltanet", "use_output_gate": True, "num_heads": 2},
+    {"type": "gla", "num_heads": 2},
     {"type": "retnet"},
     {"type": "attention", "num_kv_heads": 2},
     {"type": "sliding_window", "window": 4, "num_kv_heads": 2},
