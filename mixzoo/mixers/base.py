@@ -6,7 +6,7 @@ Its Config (a frozen pydantic model, extra="forbid") holds every default; the mo
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -34,6 +34,9 @@ class Mixer(nn.Module):
     """
 
     Config: type[MixerConfig] = MixerConfig
+    # Whether `state_size(T)` grows with T (attention's KV cache) or is constant (linear
+    # mixers, conv). None = undeclared; the contract suite then compares two lengths.
+    state_grows_with_seq: ClassVar[bool | None] = None
 
     def __init__(self, config: MixerConfig, d_model: int, layer_idx: int = 0):
         super().__init__()
