@@ -139,6 +139,7 @@ TRITON_CASES = [  # (B, Tq, Tk, H, Hkv, D, causal, window)
     (1, 15, 15, 2, 2, 32, True, 100),     # window > T
     (1, 1, 1, 2, 2, 32, True, 1),
     (1, 70, 130, 2, 1, 32, True, None),   # Tq < Tk through the tiled kernel
+    (1, 3, 100, 4, 2, 32, True, 30),      # forward through the decode kernel, then backward
     (1, 70, 130, 2, 2, 32, True, 33),
     (1, 40, 100, 2, 1, 32, False, None),
     (1, 65, 65, 2, 1, 24, True, None),    # odd head dim (padded to 32)
