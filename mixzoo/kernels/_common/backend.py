@@ -16,9 +16,13 @@ import torch
 BACKENDS = ("auto", "triton", "reference")
 
 
+# Computed once at import: torch.compile(fullgraph=True) cannot trace find_spec.
+_TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
+
+
 def triton_available() -> bool:
     """True when the `triton` package can be imported at all."""
-    return importlib.util.find_spec("triton") is not None
+    return _TRITON_AVAILABLE
 
 
 def triton_unavailable_error(algo: str, why: str) -> NotImplementedError:
