@@ -196,3 +196,20 @@ def test_custom_ops_opcheck():
     torch.library.opcheck(torch.ops.mixzoo.attention_fwd.default, (q, k, v, True, 7, 0.25),
                           test_utils=("test_schema", "test_faketensor",
                                       "test_autograd_registration"))
+
+
+def test_triton_k_and_v_with_different_layouts():
+    """v sliced out of a fused [.., 2D] projection has other strides than a contiguous k."""
+    torch.manual_seed(3)
+    B, T, H, D = 1, 37, 2, 16
+    q = torch.randn(B, T, H, D, requires_grad=True)
+    kv = torch.randn(B, T, H, 2 * D + 3, requires_grad=True)
+    k = kv[..., :D].contiguous()
+    v = kv[..., D + 3:]                                  # strided: time stride 2D+3
+    ref = attention(q, k, v, causal=True, backend="reference")
+    out = attention(q, k, v, causal=True, backend="triton")
+    assert_close(ref, out, 1e-5, "o")
+    gr = torch.autograd.grad(ref.sum(), (q, kv))
+    go = torch.autograd.grad(out.sum(), (q, kv))
+    for name, a, b in zip(("dq", "dkv"), gr, go):
+        assert_close(a, b, 1e-5, name)

@@ -65,6 +65,10 @@ attention_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 def attention_triton_lse(q, k, v, *, causal=True, window=None, scale=None):
     """Triton attention returning (o [B,Tq,H,D], lse [B,H,Tq] fp32, natural log)."""
+    if k.stride() != v.stride():
+        # The kernels address a key tile and its value tile with one set of offsets
+        # (k's strides), so k and v must share a layout (e.g. v sliced from a fused kv).
+        k, v = k.contiguous(), v.contiguous()
     return attention_fwd_op(q, k, v, bool(causal), int(window or 0),
                             scale_or_default(scale, q.shape[-1]))
 
