@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return _plot(argv[1:])
     if argv and argv[0] == "list":
         return _list()
-    args = _run_parser().parse_args(argv)
+    args = _run_parser().parse_intermixed_args(argv)
     if args.resume and args.overwrite:
         _err("--resume and --overwrite contradict each other")
         return 2
