@@ -19,6 +19,7 @@ README.md derives the backward.
 from __future__ import annotations
 
 import inspect
+import os
 
 import torch
 import triton
@@ -98,10 +99,17 @@ def _st_tile(tinv, base, x, bi: tl.constexpr, bj: tl.constexpr):
 
 
 # ----------------------------------------------------------------------------- forward
+def _wide_tuning() -> bool:
+    """MIXZOO_DELTA_TUNE=narrow (read at import) restores the autotune lists of run 1, in case
+    a config of the wider lists faults on some GPU/Triton pair."""
+    return os.environ.get("MIXZOO_DELTA_TUNE", "wide") != "narrow"
+
+
 def _prep_configs():
     # small tiles ([16,16] blocks, 16-row operands): few warps per program and many programs
-    # per SM hide the latency of the row-by-row substitution best
-    return pick_configs([triton.Config({}, num_warps=nw, num_stages=1) for nw in (1, 2, 4)])
+    # per SM hide the latency of the row-by-row substitution best. No loop: num_stages is moot.
+    nws = (1, 2, 4, 8) if _wide_tuning() else (1, 2, 4)
+    return pick_configs([triton.Config({}, num_warps=nw, num_stages=1) for nw in nws])
 
 
 @triton.autotune(configs=_prep_configs(), key=["H", "K", "V", "USE_L2", "SAVE_T"],
@@ -207,6 +215,69 @@ def _prep_fwd_kernel(
     _store_rows(u, u1, b, h, t0 + 16, T, H, V, BV, 16, 0)
     _store_rows(u, u2, b, h, t0 + 32, T, H, V, BV, 16, 0)
     _store_rows(u, u3, b, h, t0 + 48, T, H, V, BV, 16, 0)
+
+
+def _prep_v2_configs():
+    # [64,64] fp32 tiles: 4 or 8 warps keep them in registers; 2 warps for many programs per SM
+    nws = (4, 8, 2) if _wide_tuning() else (4,)
+    return pick_configs([triton.Config({}, num_warps=nw, num_stages=1) for nw in nws])
+
+
+@triton.autotune(configs=_prep_v2_configs(), key=["H", "K", "V", "USE_L2", "SAVE_T"],
+                 **_AUTOTUNE_KW)
+@triton.jit
+def _prep_fwd_v2_kernel(
+    k, v, beta,          # inputs [B,T,H,K], [B,T,H,V], [B,T,H]
+    w, u,                # outputs W [B,T,H,K], U [B,T,H,V] in the input dtype
+    tinv,                # output Tm [B,H,NT,64,64] fp32, if SAVE_T
+    T,                   # sequence length
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,   # heads, key dim, value dim
+    BK: tl.constexpr, BV: tl.constexpr,                   # K, V rounded up to powers of 2
+    USE_L2: tl.constexpr, SAVE_T: tl.constexpr, PREC: tl.constexpr,
+):
+    """Same outputs as _prep_fwd_kernel, computed on whole [64,64] tiles (README, "prep v2").
+    Works with Z = Tm^T = (I + At)^{-1}, At = A^T (strictly upper), so that every reduction of
+    the substitution runs along rows (axis 1, inside a warp for dot-shaped layouts):
+      1. the four 16x16 diagonal blocks of Z at once: 15 column steps, step i finishes
+         column i of every block: Z[:, c] = e_c - Z At[:, c] (c = 16*blk + i);
+      2. merge 16 -> 32 -> 64 with exact block-triangular products:
+         inv([[P,0],[C,Q]]) = [[P^-1,0],[-Q^-1 C P^-1,Q^-1]], i.e. Z <- Z - Z At_l Z with At_l
+         the off-diagonal blocks of level l (tf32/tf32x3 dots, as in v1);
+      3. W = Tm (beta K), U = Tm (beta V): one [64,64] x [64,D] dot each."""
+    i_c, i_bh = tl.program_id(0), tl.program_id(1)
+    b, h = i_bh // H, i_bh % H
+    t0 = i_c * 64
+    dt = k.dtype.element_ty
+    kd = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 64, 0), USE_L2).to(dt)
+    bt = _load_beta(beta, b, h, t0, T, H, 64)
+    r = tl.arange(0, 64)
+    rb = r // 16
+    G = tl.dot(kd, tl.trans(kd), input_precision=PREC)                      # K K^T [64,64]
+    # At[j, i] = A[i, j] = beta_i (k_i . k_j) for j < i
+    At = tl.where(r[:, None] < r[None, :], G * bt[None, :], 0.)
+    same = rb[:, None] == rb[None, :]
+    Ab = tl.where(same, At, 0.)                                            # diagonal blocks
+    Z = (r[:, None] == r[None, :]).to(tl.float32)
+    for i in tl.static_range(1, 16):
+        coli = (r % 16 == i)[None, :]
+        acol = tl.sum(tl.where(coli, Ab, 0.), 1)         # acol[j] = Ab[j, 16*blk(j) + i]
+        s = tl.sum(Z * acol[None, :], 1)                  # s[r] = sum_j Z[r, j] Ab[j, c(r)]
+        Z = tl.where(coli & same, Z - s[:, None], Z)      # column i of each block (Z was I there)
+    # level 1: blocks (0,1), (2,3) of At;  level 2: the upper-right 32x32 quarter of At
+    lvl1 = (rb[None, :] == rb[:, None] + 1) & (rb[:, None] % 2 == 0)
+    Z = Z - tl.dot(tl.dot(Z, tl.where(lvl1, At, 0.), input_precision=PREC), Z,
+                   input_precision=PREC)
+    lvl2 = (rb[:, None] < 2) & (rb[None, :] >= 2)
+    Z = Z - tl.dot(tl.dot(Z, tl.where(lvl2, At, 0.), input_precision=PREC), Z,
+                   input_precision=PREC)
+    Tm = tl.trans(Z)                                                       # (I + A)^{-1}
+    if SAVE_T:
+        base = (i_bh.to(tl.int64) * tl.cdiv(T, 64) + i_c) * 4096
+        tl.store(tinv + base + r[:, None] * 64 + r[None, :], Tm)
+    bk = bt[:, None] * kd.to(tl.float32)
+    _store_rows(w, tl.dot(Tm, bk, input_precision=PREC), b, h, t0, T, H, K, BK, 64, 0)
+    bv = bt[:, None] * _load_rows(v, b, h, t0, T, H, V, BV, 64, 0)
+    _store_rows(u, tl.dot(Tm, bv, input_precision=PREC), b, h, t0, T, H, V, BV, 64, 0)
 
 
 @triton.jit
@@ -409,6 +480,19 @@ def _fused_bwd_kernel(
 
 
 # ----------------------------------------------------------------------------- launchers
+PREP_VARIANTS = ("v1", "v2")
+
+
+def prep_variant() -> str:
+    """Which prep kernel chunk_fwd launches: MIXZOO_DELTA_PREP=v1 (16x16 blocks, four serial
+    substitutions) or v2 (whole-tile, the default); read at every call, so one process can
+    time both. Both write the same W, U, Tm (interpreter-tested to 1e-5)."""
+    name = os.environ.get("MIXZOO_DELTA_PREP", "v2")
+    if name not in PREP_VARIANTS:
+        raise ValueError(f"MIXZOO_DELTA_PREP={name!r}: expected one of {PREP_VARIANTS}")
+    return name
+
+
 def _dims(q, v):
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -437,8 +521,9 @@ def chunk_fwd(q, k, v, beta, scale: float, initial_state, output_final_state: bo
     w = torch.empty_like(k)
     u = torch.empty_like(v)
     tinv = q.new_empty((B, H, NT, CHUNK, CHUNK) if save_for_bwd else (0,), dtype=torch.float32)
-    _prep_fwd_kernel[(NT, B * H)](k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=BK, BV=BVf,
-                                  USE_L2=use_l2, SAVE_T=save_for_bwd, PREC=prec)
+    prep = _prep_fwd_v2_kernel if prep_variant() == "v2" else _prep_fwd_kernel
+    prep[(NT, B * H)](k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=BK, BV=BVf,
+                      USE_L2=use_l2, SAVE_T=save_for_bwd, PREC=prec)
     o = torch.empty_like(v)
     ht = q.new_empty((B, H, K, V) if output_final_state else (0,), dtype=torch.float32)
     hbuf = q.new_empty((B, H, NT, K, V) if save_for_bwd else (0,))
