@@ -25,7 +25,7 @@ import functools
 from typing import Annotated, Any, Literal, Mapping, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, TypeAdapter,
-                      ValidationError, model_validator)
+                      ValidationError, field_serializer, model_validator)
 from pydantic_core import PydanticCustomError
 
 from mixzoo.blocks import BlockConfig
@@ -315,6 +315,12 @@ class ModelSpec(BaseModel):
     pooling: Literal["mean", "last", "none"] | None = None
     # vision: a mixzoo.models.vision.config.VisionSpec (validated lazily: timm-free)
     vision: Any = None
+
+    @field_serializer("block")
+    def _block_as_given(self, block: BlockConfig, info) -> dict[str, Any]:
+        # Only the fields the recipe set: a vision model keeps its timm base's block for
+        # the others (it reads `model_fields_set`), and a dump must load back the same.
+        return block.model_dump(mode=info.mode, exclude_unset=True)
 
     @model_validator(mode="wrap")
     @classmethod

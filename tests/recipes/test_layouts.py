@@ -126,3 +126,13 @@ def test_task_defaults_resolve_in_interpolations():
                                "layers": ["deltanet"]},
                      "train": {"task": {"type": "mqar"}, "steps": 5, "warmup_steps": 1}})
     assert r.model.vocab_size == r.train.task.vocab_size == 256
+
+
+def test_dump_keeps_which_block_fields_were_set():
+    """A vision model keeps its timm base's block for unset fields, so a dumped and
+    reloaded recipe (a grid run) must know which were set."""
+    r = load_recipe(lm(layers=["gla"], block={"mlp_ratio": 2}))
+    data = r.model_dump(mode="json")
+    assert data["model"]["block"] == {"mlp_ratio": 2.0}
+    again = Recipe.model_validate(data)
+    assert again == r and again.model.block.model_fields_set == {"mlp_ratio"}
