@@ -381,8 +381,15 @@ def _state_bwd_kernel(
 def _fused_bwd_configs():
     # 16 warps faulted (illegal address) on the H100 with triton 3.6 during autotuning; keep
     # to the set that ran clean (best seen: BV=32, 8 warps, 2 stages at B4 T4096 H16 D128)
+    if not _wide_tuning():
+        return pick_configs([triton.Config({"BV": bv}, num_warps=nw, num_stages=ns)
+                             for bv in (32, 64) for nw in (4, 8) for ns in (1, 2)])
+    # around the best of run 1 (first: the interpreter keeps it): deeper pipelining of the
+    # v-block loop (3 stages), narrower v-blocks (BV=16: smaller per-iteration tiles, fewer
+    # live registers); 2 warps are left out (three [64,K] fp32 accumulators would spill)
     cfgs = [triton.Config({"BV": bv}, num_warps=nw, num_stages=ns)
-            for bv in (32, 64) for nw in (4, 8) for ns in (1, 2)]
+            for bv, nw, ns in ((32, 8, 2), (32, 8, 3), (32, 4, 2), (32, 4, 3),
+                               (64, 8, 1), (64, 8, 2), (16, 8, 2), (16, 4, 2))]
     return pick_configs(cfgs)
 
 
