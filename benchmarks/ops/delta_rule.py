@@ -7,6 +7,8 @@ keys are L2-normalised (as DeltaNet feeds them), beta in (0, 1).
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -40,6 +42,20 @@ def _ours(x):
     return delta_rule(x["q"], x["k"], x["v"], x["beta"], backend="triton")[0]
 
 
+def _ours_prep_v1(x):
+    """Ours with the old prep kernel (MIXZOO_DELTA_PREP=v1, read by the forward launcher;
+    the backward does not launch a prep kernel)."""
+    before = os.environ.get("MIXZOO_DELTA_PREP")
+    os.environ["MIXZOO_DELTA_PREP"] = "v1"
+    try:
+        return _ours(x)
+    finally:
+        if before is None:
+            del os.environ["MIXZOO_DELTA_PREP"]
+        else:
+            os.environ["MIXZOO_DELTA_PREP"] = before
+
+
 def _fla_chunk(x):
     return chunk_delta_rule(x["q"], x["k"], x["v"], x["beta"])[0]
 
@@ -55,7 +71,7 @@ def _sdpa(x):
 
 def implementations(shape: dict) -> dict:
     global _told
-    impls = {"mixzoo": _ours}
+    impls = {"mixzoo": _ours, "mixzoo_prep_v1": _ours_prep_v1}
     if chunk_delta_rule is not None:
         impls["fla_chunk"] = _fla_chunk
         if shape["T"] <= 2048:
@@ -108,14 +124,35 @@ def _breakdown(shape: dict) -> None:
          "bwd": do_bench(lambda: chunk_bwd(q, k, v, beta, s, None, False, w, tinv, hbuf, do, None),
                          return_mode="median")}
     from mixzoo.kernels.delta_rule import chunk as ck
+    before = os.environ.get("MIXZOO_DELTA_PREP")
+    for prep in ck.PREP_VARIANTS:       # the forward with each prep kernel (same process)
+        os.environ["MIXZOO_DELTA_PREP"] = prep
+        t[f"fwd (save, prep {prep})"] = do_bench(
+            lambda: chunk_fwd(q, k, v, beta, s, None, False, False, True), return_mode="median")
+    if before is None:
+        del os.environ["MIXZOO_DELTA_PREP"]
+    else:
+        os.environ["MIXZOO_DELTA_PREP"] = before
     print(f"breakdown {shape}: " + " ".join(f"{n}={ms:.3f}ms" for n, ms in t.items())
-          + f" | fused_bwd best config: {ck._fused_bwd_kernel.best_config}")
+          + f" | fused_bwd best config: {ck._fused_bwd_kernel.best_config}"
+          + f" | prep v1 best: {getattr(ck._prep_fwd_kernel, 'best_config', None)}"
+          + f" | prep v2 best: {getattr(ck._prep_fwd_v2_kernel, 'best_config', None)}")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(3):
             o, ht, w, tinv, hbuf = chunk_fwd(q, k, v, beta, s, None, False, False, True)
             chunk_bwd(q, k, v, beta, s, None, False, w, tinv, hbuf, do, None)
+        # 3 more forwards with the other prep kernel, so both prep rows appear in the table
+        # (the _state_fwd_kernel row then counts 6 calls)
+        other = "v1" if ck.prep_variant() == "v2" else "v2"
+        os.environ["MIXZOO_DELTA_PREP"] = other
+        for _ in range(3):
+            chunk_fwd(q, k, v, beta, s, None, False, False, True)
+        if before is None:
+            del os.environ["MIXZOO_DELTA_PREP"]
+        else:
+            os.environ["MIXZOO_DELTA_PREP"] = before
         torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=8))
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=10))
 
 
 if __name__ == "__main__":
