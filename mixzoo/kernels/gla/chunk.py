@@ -21,9 +21,10 @@ BC = 16   # sub-chunk length: the smallest tl.dot tile; pairwise decays only ins
 
 
 def configs(*specs, names=("BK", "BV")) -> list:
-    """Autotune configs from (tile sizes..., num_warps) tuples; one when interpreting."""
-    return pick_configs([triton.Config(dict(zip(names, sp[:-1])), num_warps=sp[-1])
-                         for sp in specs])
+    """Autotune configs from (tile sizes..., num_warps, num_stages) tuples; one when
+    interpreting."""
+    return pick_configs([triton.Config(dict(zip(names, sp[:-2])), num_warps=sp[-2],
+                                       num_stages=sp[-1]) for sp in specs])
 
 
 def _fits(configs, nargs, **_):
@@ -40,10 +41,12 @@ def autotuned(cfgs: list, key=("K", "V")):
     return triton.autotune(configs=cfgs, key=list(key), prune_configs_by={"early_config_prune": _fits})
 
 
+# Warps and stages were chosen offline from the sm_90 resource report (cuobjdump
+# -res-usage): with 4 warps the 64-row tiles hit 255 registers and spill.
 # state passes (sequential over chunks): parallelism is (K/BK)(V/BV)BH programs
-STATE_CONFIGS = configs((64, 64, 4), (32, 64, 4))
+STATE_CONFIGS = configs((64, 64, 8, 2), (32, 64, 8, 2))
 # one-chunk tiles
-TILE_CONFIGS = configs((64, 64, 4), (64, 128, 8))
+TILE_CONFIGS = configs((64, 64, 8, 2), (64, 128, 8, 1))
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -71,7 +74,12 @@ def _fwd_h_kernel(
     o_v = i_v * BV + tl.arange(0, BV)
     o_t = tl.arange(0, BT)
     m_kv = (o_k[:, None] < K) & (o_v[None, :] < V)
-    base = (i_b * T * H + i_h).to(tl.int64)          # token 0 of this (b, h)
+    base = (i_b * T * H + i_h).to(tl.int64)
+    # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
+    k += base * K
+    v += base * V
+    g += base * K
+    gc += base * K
     p_hs = o_k[:, None] * V + o_v[None, :]           # [BK,BV] offsets inside one state
     b_h = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_H0:
@@ -81,7 +89,7 @@ def _fwd_h_kernel(
         tl.store(p_h + p_hs, b_h.to(h.dtype.element_ty), mask=m_kv)
         t = n * BT + o_t
         m_kt = (o_k[:, None] < K) & (t[None, :] < T)
-        p_kT = (base + t[None, :] * H) * K + o_k[:, None]          # [BK,BT] (transposed)
+        p_kT = t[None, :] * (H * K) + o_k[:, None]          # [BK,BT] (transposed)
         b_g = tl.load(g + p_kT, mask=m_kt, other=0.).to(tl.float32)
         b_gc = tl.cumsum(b_g, axis=1)                               # padding has g = 0
         if i_v == 0:
@@ -89,13 +97,13 @@ def _fwd_h_kernel(
         b_last = tl.sum(tl.where(o_t[None, :] == BT - 1, b_gc, 0.), axis=1)   # [BK]
         b_k = tl.load(k + p_kT, mask=m_kt, other=0.).to(tl.float32)
         b_kd = (b_k * tl.exp(b_last[:, None] - b_gc)).to(k.dtype.element_ty)
-        p_v = (base + t[:, None] * H) * V + o_v[None, :]
+        p_v = t[:, None] * (H * V) + o_v[None, :]
         b_v = tl.load(v + p_v, mask=(t[:, None] < T) & (o_v[None, :] < V), other=0.)
         b_h = b_h * tl.exp(b_last)[:, None] + tl.dot(b_kd, b_v, input_precision=PREC)
     tl.store(ht + i_bh.to(tl.int64) * K * V + p_hs, b_h, mask=m_kv)
 
 
-@autotuned(configs((32, 4), (16, 2), names=("BK",)), key=("K",))
+@autotuned(configs((32, 4, 2), (16, 2, 2), names=("BK",)), key=("K",))
 @triton.jit
 def _fwd_A_kernel(
     q, k, gc,           # [B,T,H,K] q, k and the chunk-local cumulative gate (fp32)
@@ -115,10 +123,15 @@ def _fwd_A_kernel(
     if t0 >= T:
         return
     base = (i_b * T * H + i_h).to(tl.int64)
+    # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
+    q += base * K
+    k += base * K
+    gc += base * K
+    A += base * BT
     o_c = tl.arange(0, BC)
     t_i = t0 + o_c
     m_i = t_i < T
-    p_A = A + (base + t_i[:, None] * H) * BT + o_c[None, :]    # + j * BC: block j
+    p_A = A + t_i[:, None] * (H * BT) + o_c[None, :]    # + j * BC: block j
     # sub-chunks j < i: factorised through the reference row t0
     for j in range(0, i_i):
         b_A = tl.zeros([BC, BC], dtype=tl.float32)
@@ -126,10 +139,10 @@ def _fwd_A_kernel(
         for i_k in range(0, tl.cdiv(K, BK)):
             o_k = i_k * BK + tl.arange(0, BK)
             m_k = o_k < K
-            p_i = (base + t_i[:, None] * H) * K + o_k[None, :]
-            p_j = (base + t_j[:, None] * H) * K + o_k[None, :]
+            p_i = t_i[:, None] * (H * K) + o_k[None, :]
+            p_j = t_j[:, None] * (H * K) + o_k[None, :]
             m_ik = m_i[:, None] & m_k[None, :]
-            b_r = tl.load(gc + (base + t0 * H) * K + o_k, mask=m_k, other=0.)
+            b_r = tl.load(gc + t0 * (H * K) + o_k, mask=m_k, other=0.)
             b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
             b_gi = tl.load(gc + p_i, mask=m_ik, other=0.)
             b_k = tl.load(k + p_j, mask=m_k[None, :], other=0.).to(tl.float32)
@@ -144,7 +157,7 @@ def _fwd_A_kernel(
     for i_k in range(0, tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
         m_ik = m_i[:, None] & (o_k[None, :] < K)
-        p_i = (base + t_i[:, None] * H) * K + o_k[None, :]
+        p_i = t_i[:, None] * (H * K) + o_k[None, :]
         b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
         b_k = tl.load(k + p_i, mask=m_ik, other=0.).to(tl.float32)
         b_gi = tl.load(gc + p_i, mask=m_ik, other=0.)
@@ -170,6 +183,12 @@ def _fwd_o_kernel(
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, BT)
     base = (i_b * T * H + i_h).to(tl.int64)
+    # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
+    q += base * K
+    v += base * V
+    gc += base * K
+    A += base * BT
+    o += base * V
     o_t = tl.arange(0, BT)
     t = i_n * BT + o_t
     m_t = t < T
@@ -180,15 +199,15 @@ def _fwd_o_kernel(
     for i_k in range(0, tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
         m_tk = m_t[:, None] & (o_k[None, :] < K)
-        p_q = (base + t[:, None] * H) * K + o_k[None, :]
+        p_q = t[:, None] * (H * K) + o_k[None, :]
         b_q = tl.load(q + p_q, mask=m_tk, other=0.).to(tl.float32)
         b_g = tl.load(gc + p_q, mask=m_tk, other=0.)
         b_qd = (b_q * tl.exp(b_g) * scale).to(q.dtype.element_ty)
         b_h = tl.load(p_h + o_k[:, None] * V + o_v[None, :],
                       mask=(o_k[:, None] < K) & m_v[None, :], other=0.)
         b_o += tl.dot(b_qd, b_h.to(q.dtype.element_ty), input_precision=PREC)
-    b_A = tl.load(A + (base + t[:, None] * H) * BT + o_t[None, :], mask=m_t[:, None], other=0.)
-    p_v = (base + t[:, None] * H) * V + o_v[None, :]
+    b_A = tl.load(A + t[:, None] * (H * BT) + o_t[None, :], mask=m_t[:, None], other=0.)
+    p_v = t[:, None] * (H * V) + o_v[None, :]
     m_tv = m_t[:, None] & m_v[None, :]
     b_v = tl.load(v + p_v, mask=m_tv, other=0.)
     b_o += tl.dot(b_A.to(v.dtype.element_ty), b_v, input_precision=PREC)
@@ -217,6 +236,10 @@ def _bwd_dh_kernel(
     m_k = o_k < K
     m_kv = m_k[:, None] & (o_v[None, :] < V)
     base = (i_b * T * H + i_h).to(tl.int64)
+    # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
+    q += base * K
+    do += base * V
+    gc += base * K
     p_hs = o_k[:, None] * V + o_v[None, :]
     b_dh = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_DHT:
@@ -227,13 +250,13 @@ def _bwd_dh_kernel(
         tl.store(p_dh + p_hs, b_dh.to(dh.dtype.element_ty), mask=m_kv)
         t = n * BT + o_t
         m_kt = m_k[:, None] & (t[None, :] < T)
-        p_kT = (base + t[None, :] * H) * K + o_k[:, None]
+        p_kT = t[None, :] * (H * K) + o_k[:, None]
         t_last = tl.minimum(n * BT + BT, T) - 1
-        b_last = tl.load(gc + (base + t_last * H) * K + o_k, mask=m_k, other=0.)
+        b_last = tl.load(gc + t_last * (H * K) + o_k, mask=m_k, other=0.)
         b_q = tl.load(q + p_kT, mask=m_kt, other=0.).to(tl.float32)
         b_g = tl.load(gc + p_kT, mask=m_kt, other=0.)
         b_qd = (b_q * tl.exp(b_g) * scale).to(q.dtype.element_ty)
-        p_do = (base + t[:, None] * H) * V + o_v[None, :]
+        p_do = t[:, None] * (H * V) + o_v[None, :]
         b_do = tl.load(do + p_do, mask=(t[:, None] < T) & (o_v[None, :] < V), other=0.)
         b_dh = b_dh * tl.exp(b_last)[:, None] + tl.dot(b_qd, b_do.to(q.dtype.element_ty),
                                                        input_precision=PREC)
@@ -254,18 +277,26 @@ def _bwd_dv_kernel(
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, BT)
     base = (i_b * T * H + i_h).to(tl.int64)
+    # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
+    k += base * K
+    v += base * V
+    gc += base * K
+    A += base * BT
+    do += base * V
+    dA += base * BT
+    dv += base * V
     o_t = tl.arange(0, BT)
     t = i_n * BT + o_t
     m_t = t < T
     t_last = tl.minimum(i_n * BT + BT, T) - 1
     p_dh = dh + ((i_b * N + i_n) * H + i_h).to(tl.int64) * K * V
-    p_A = (base + t[:, None] * H) * BT + o_t[None, :]
+    p_A = t[:, None] * (H * BT) + o_t[None, :]
     b_A = tl.load(A + p_A, mask=m_t[:, None], other=0.).to(v.dtype.element_ty)
     b_dA = tl.zeros([BT, BT], dtype=tl.float32)
     for i_v in range(0, tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
         m_tv = m_t[:, None] & (o_v[None, :] < V)
-        p_v = (base + t[:, None] * H) * V + o_v[None, :]
+        p_v = t[:, None] * (H * V) + o_v[None, :]
         b_v = tl.load(v + p_v, mask=m_tv, other=0.)
         b_do = tl.load(do + p_v, mask=m_tv, other=0.).to(v.dtype.element_ty)
         b_dA += tl.dot(b_do, tl.trans(b_v), input_precision=PREC)
@@ -274,10 +305,10 @@ def _bwd_dv_kernel(
             o_k = i_k * BK + tl.arange(0, BK)
             m_k = o_k < K
             m_tk = m_t[:, None] & m_k[None, :]
-            p_k = (base + t[:, None] * H) * K + o_k[None, :]
+            p_k = t[:, None] * (H * K) + o_k[None, :]
             b_k = tl.load(k + p_k, mask=m_tk, other=0.).to(tl.float32)
             b_g = tl.load(gc + p_k, mask=m_tk, other=0.)
-            b_last = tl.load(gc + (base + t_last * H) * K + o_k, mask=m_k, other=0.)
+            b_last = tl.load(gc + t_last * (H * K) + o_k, mask=m_k, other=0.)
             b_kd = (b_k * tl.exp(b_last[None, :] - b_g)).to(k.dtype.element_ty)
             b_dh = tl.load(p_dh + o_k[:, None] * V + o_v[None, :],
                            mask=m_k[:, None] & (o_v[None, :] < V), other=0.)
@@ -287,7 +318,7 @@ def _bwd_dv_kernel(
     tl.store(dA + p_A, b_dA, mask=m_t[:, None])
 
 
-@autotuned(configs((32, 64, 4), (16, 64, 2)))
+@autotuned(configs((32, 64, 4, 2), (32, 64, 8, 2)))
 @triton.jit
 def _bwd_dqk_kernel(
     q, k, v, gc, h, do, dh, dA,     # inputs (see above)
@@ -312,11 +343,21 @@ def _bwd_dqk_kernel(
     NS: tl.constexpr = BT // BC
     N = tl.cdiv(T, BT)
     base = (i_b * T * H + i_h).to(tl.int64)
+    # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
+    q += base * K
+    k += base * K
+    v += base * V
+    gc += base * K
+    do += base * V
+    dA += base * BT
+    dq += base * K
+    dk += base * K
+    dg += base * K
     o_c = tl.arange(0, BC)
     o_k = i_k * BK + tl.arange(0, BK)
     m_k = o_k < K
     t_last = tl.minimum(i_n * BT + BT, T) - 1
-    b_last = tl.load(gc + (base + t_last * H) * K + o_k, mask=m_k, other=0.)
+    b_last = tl.load(gc + t_last * (H * K) + o_k, mask=m_k, other=0.)
     p_h = ((i_b * N + i_n) * H + i_h).to(tl.int64) * K * V
     # d/d(b_C) of the state after the chunk: sum_v dS_end * S_end (S_end = h[n+1] or ht)
     p_hn = p_h + H * K * V                                  # h[n+1], masked off at the end
@@ -331,14 +372,13 @@ def _bwd_dqk_kernel(
         b_hnT += tl.load(ht + i_bh.to(tl.int64) * K * V + p_T,
                          mask=m_vk & (not_last == 0)[None, :], other=0.)
         b_carry += tl.sum(b_dhT * b_hnT, axis=0)
-    for ii in tl.static_range(NS):
-        i: tl.constexpr = NS - 1 - ii                       # last sub-chunk first
+    for i in tl.static_range(NS - 1, -1, -1):              # last sub-chunk first
         t0 = i_n * BT + i * BC
         if t0 < T:
             t_i = t0 + o_c
             m_i = t_i < T
             m_ik = m_i[:, None] & m_k[None, :]
-            p_i = (base + t_i[:, None] * H) * K + o_k[None, :]
+            p_i = t_i[:, None] * (H * K) + o_k[None, :]
             b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
             b_k = tl.load(k + p_i, mask=m_ik, other=0.).to(tl.float32)
             b_g = tl.load(gc + p_i, mask=m_ik, other=0.)
@@ -348,7 +388,7 @@ def _bwd_dqk_kernel(
             for i_v in range(0, tl.cdiv(V, BV)):
                 o_v = i_v * BV + tl.arange(0, BV)
                 m_v = o_v < V
-                p_v = (base + t_i[:, None] * H) * V + o_v[None, :]
+                p_v = t_i[:, None] * (H * V) + o_v[None, :]
                 b_do = tl.load(do + p_v, mask=m_i[:, None] & m_v[None, :], other=0.)
                 b_v = tl.load(v + p_v, mask=m_i[:, None] & m_v[None, :], other=0.)
                 p_hT = p_h + o_k[None, :] * V + o_v[:, None]            # [BV,BK] (transposed)
@@ -361,13 +401,13 @@ def _bwd_dqk_kernel(
                                input_precision=PREC)
             b_dq = tl.where(m_ik, b_dq * tl.exp(b_g) * scale, 0.)
             b_dk = tl.where(m_ik, b_dk * tl.exp(b_last[None, :] - b_g), 0.)
-            p_dAi = dA + (base + t_i[:, None] * H) * BT + o_c[None, :]   # rows of sub-chunk i
+            p_dAi = dA + t_i[:, None] * (H * BT) + o_c[None, :]   # rows of sub-chunk i
             # dq from earlier sub-chunks j < i, through r = b at row t0
             if i > 0:
-                b_r = tl.load(gc + (base + t0 * H) * K + o_k, mask=m_k, other=0.)
+                b_r = tl.load(gc + t0 * (H * K) + o_k, mask=m_k, other=0.)
                 b_dqi = tl.zeros([BC, BK], dtype=tl.float32)
                 for j in tl.static_range(i):
-                    p_j = (base + (i_n * BT + j * BC + o_c)[:, None] * H) * K + o_k[None, :]
+                    p_j = (i_n * BT + j * BC + o_c)[:, None] * (H * K) + o_k[None, :]
                     b_kj = tl.load(k + p_j, mask=m_k[None, :], other=0.).to(tl.float32)
                     b_gj = tl.load(gc + p_j, mask=m_k[None, :], other=0.)
                     b_kd = (b_kj * tl.exp(b_r[None, :] - b_gj)).to(k.dtype.element_ty)
@@ -377,17 +417,17 @@ def _bwd_dqk_kernel(
             # dk from later sub-chunks j > i, through r2 = b at the last row of sub-chunk i
             if i < NS - 1:
                 if t0 + BC < T:       # a later sub-chunk exists, so sub-chunk i is full
-                    b_r2 = tl.load(gc + (base + (t0 + BC - 1) * H) * K + o_k, mask=m_k, other=0.)
+                    b_r2 = tl.load(gc + (t0 + BC - 1) * (H * K) + o_k, mask=m_k, other=0.)
                     b_dki = tl.zeros([BC, BK], dtype=tl.float32)
                     for j in tl.static_range(i + 1, NS):
                         t_j = i_n * BT + j * BC + o_c
                         m_j = t_j < T
-                        p_j = (base + t_j[:, None] * H) * K + o_k[None, :]
+                        p_j = t_j[:, None] * (H * K) + o_k[None, :]
                         m_jk = m_j[:, None] & m_k[None, :]
                         b_qj = tl.load(q + p_j, mask=m_jk, other=0.).to(tl.float32)
                         b_gj = tl.load(gc + p_j, mask=m_jk, other=0.)
                         b_qd = tl.where(m_jk, b_qj * tl.exp(b_gj - b_r2[None, :]) * scale, 0.)
-                        b_dAji = tl.load(dA + (base + t_j[:, None] * H) * BT + i * BC + o_c[None, :],
+                        b_dAji = tl.load(dA + t_j[:, None] * (H * BT) + i * BC + o_c[None, :],
                                          mask=m_j[:, None], other=0.)
                         b_dki += tl.dot(tl.trans(b_dAji.to(q.dtype.element_ty)),
                                         b_qd.to(q.dtype.element_ty), input_precision=PREC)

@@ -51,6 +51,10 @@ def _fwd_h_kernel(
     m_k = o_k < K
     m_kv = m_k[:, None] & (o_v[None, :] < V)
     base = (i_b * T * H + i_h).to(tl.int64)
+    # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
+    k += base * K
+    v += base * V
+    gc += base
     p_hs = o_k[:, None] * V + o_v[None, :]
     b_h = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_H0:
@@ -63,18 +67,18 @@ def _fwd_h_kernel(
         b_g = tl.load(g + i_b.to(tl.int64) * sgb + t * sgt + i_h * sgh, mask=m_t, other=0.)
         b_gc = tl.cumsum(b_g.to(tl.float32), axis=0)                # [BT], padding g = 0
         if (i_k == 0) & (i_v == 0):
-            tl.store(gc + base + t * H, b_gc, mask=m_t)
+            tl.store(gc + t * H, b_gc, mask=m_t)
         b_last = tl.sum(tl.where(o_t == BT - 1, b_gc, 0.), axis=0)
-        p_kT = (base + t[None, :] * H) * K + o_k[:, None]           # [BK,BT]
+        p_kT = t[None, :] * (H * K) + o_k[:, None]           # [BK,BT]
         b_k = tl.load(k + p_kT, mask=m_k[:, None] & m_t[None, :], other=0.).to(tl.float32)
         b_kd = (b_k * tl.exp(b_last - b_gc)[None, :]).to(k.dtype.element_ty)
-        p_v = (base + t[:, None] * H) * V + o_v[None, :]
+        p_v = t[:, None] * (H * V) + o_v[None, :]
         b_v = tl.load(v + p_v, mask=m_t[:, None] & (o_v[None, :] < V), other=0.)
         b_h = b_h * tl.exp(b_last) + tl.dot(b_kd, b_v, input_precision=PREC)
     tl.store(ht + i_bh.to(tl.int64) * K * V + p_hs, b_h, mask=m_kv)
 
 
-@autotuned(configs((64, 64, 4), (128, 128, 8)))
+@autotuned(configs((64, 64, 8, 2), (64, 128, 8, 2)))
 @triton.jit
 def _fwd_o_kernel(
     q, k, v, gc, h,     # inputs as above
@@ -87,6 +91,12 @@ def _fwd_o_kernel(
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, BT)
     base = (i_b * T * H + i_h).to(tl.int64)
+    # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
+    q += base * K
+    k += base * K
+    v += base * V
+    gc += base
+    o += base * V
     o_t = tl.arange(0, BT)
     t = i_n * BT + o_t
     m_t = t < T
@@ -98,19 +108,19 @@ def _fwd_o_kernel(
     for i_k in range(0, tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
         m_k = o_k < K
-        b_q = tl.load(q + (base + t[:, None] * H) * K + o_k[None, :],
+        b_q = tl.load(q + t[:, None] * (H * K) + o_k[None, :],
                       mask=m_t[:, None] & m_k[None, :], other=0.)
-        b_kT = tl.load(k + (base + t[None, :] * H) * K + o_k[:, None],
+        b_kT = tl.load(k + t[None, :] * (H * K) + o_k[:, None],
                        mask=m_k[:, None] & m_t[None, :], other=0.)
         b_h = tl.load(p_h + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :],
                       other=0.)
         b_o += tl.dot(b_q, b_h.to(q.dtype.element_ty), input_precision=PREC)
         b_s += tl.dot(b_q, b_kT, input_precision=PREC)
-    b_g = tl.load(gc + base + t * H, mask=m_t, other=0.)
+    b_g = tl.load(gc + t * H, mask=m_t, other=0.)
     b_o = b_o * (tl.exp(b_g) * scale)[:, None]
     b_D = tl.exp(tl.minimum(b_g[:, None] - b_g[None, :], 0.))
     b_s = tl.where(o_t[:, None] >= o_t[None, :], b_s * b_D * scale, 0.)
-    p_v = (base + t[:, None] * H) * V + o_v[None, :]
+    p_v = t[:, None] * (H * V) + o_v[None, :]
     m_tv = m_t[:, None] & m_v[None, :]
     b_v = tl.load(v + p_v, mask=m_tv, other=0.)
     b_o += tl.dot(b_s.to(v.dtype.element_ty), b_v, input_precision=PREC)
@@ -139,6 +149,10 @@ def _bwd_dh_kernel(
     m_k = o_k < K
     m_kv = m_k[:, None] & (o_v[None, :] < V)
     base = (i_b * T * H + i_h).to(tl.int64)
+    # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
+    q += base * K
+    do += base * V
+    gc += base
     p_hs = o_k[:, None] * V + o_v[None, :]
     b_dh = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_DHT:
@@ -149,19 +163,19 @@ def _bwd_dh_kernel(
         tl.store(p_dh + p_hs, b_dh.to(dh.dtype.element_ty), mask=m_kv)
         t = n * BT + o_t
         m_t = t < T
-        b_g = tl.load(gc + base + t * H, mask=m_t, other=0.)
-        b_last = tl.load(gc + base + (tl.minimum(n * BT + BT, T) - 1) * H)
-        b_q = tl.load(q + (base + t[None, :] * H) * K + o_k[:, None],
+        b_g = tl.load(gc + t * H, mask=m_t, other=0.)
+        b_last = tl.load(gc + (tl.minimum(n * BT + BT, T) - 1) * H)
+        b_q = tl.load(q + t[None, :] * (H * K) + o_k[:, None],
                       mask=m_k[:, None] & m_t[None, :], other=0.).to(tl.float32)
         b_qd = (b_q * (tl.exp(b_g) * scale)[None, :]).to(q.dtype.element_ty)
-        b_do = tl.load(do + (base + t[:, None] * H) * V + o_v[None, :],
+        b_do = tl.load(do + t[:, None] * (H * V) + o_v[None, :],
                        mask=m_t[:, None] & (o_v[None, :] < V), other=0.)
         b_dh = b_dh * tl.exp(b_last) + tl.dot(b_qd, b_do.to(q.dtype.element_ty),
                                               input_precision=PREC)
     tl.store(dh0 + i_bh.to(tl.int64) * K * V + p_hs, b_dh, mask=m_kv)
 
 
-@autotuned(configs((64, 4), (128, 8), names=("BV",)))
+@autotuned(configs((64, 8, 2), (128, 8, 1), names=("BV",)))
 @triton.jit
 def _bwd_dqk_kernel(
     q, k, v, gc, h, do, dh,     # inputs (see above)
@@ -179,6 +193,15 @@ def _bwd_dqk_kernel(
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, BT)
     base = (i_b * T * H + i_h).to(tl.int64)
+    # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
+    q += base * K
+    k += base * K
+    v += base * V
+    gc += base
+    do += base * V
+    dq += base * K
+    dk += base * K
+    dgl += base
     o_t = tl.arange(0, BT)
     t = i_n * BT + o_t
     m_t = t < T
@@ -194,7 +217,7 @@ def _bwd_dqk_kernel(
     for i_v in range(0, tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
         m_v = o_v < V
-        p_v = (base + t[:, None] * H) * V + o_v[None, :]
+        p_v = t[:, None] * (H * V) + o_v[None, :]
         b_do = tl.load(do + p_v, mask=m_t[:, None] & m_v[None, :], other=0.)
         b_do = b_do.to(q.dtype.element_ty)
         b_v = tl.load(v + p_v, mask=m_t[:, None] & m_v[None, :], other=0.)
@@ -210,15 +233,15 @@ def _bwd_dqk_kernel(
         b_dA += tl.dot(b_do, tl.trans(b_v), input_precision=PREC)
         b_dq += tl.dot(b_do, b_hT, input_precision=PREC)
         b_dk += tl.dot(b_v, b_dhT, input_precision=PREC)
-    b_g = tl.load(gc + base + t * H, mask=m_t, other=0.)
-    b_last = tl.load(gc + base + (tl.minimum(i_n * BT + BT, T) - 1) * H)
+    b_g = tl.load(gc + t * H, mask=m_t, other=0.)
+    b_last = tl.load(gc + (tl.minimum(i_n * BT + BT, T) - 1) * H)
     b_D = tl.exp(tl.minimum(b_g[:, None] - b_g[None, :], 0.))
     b_dA = b_dA * b_D * scale
     # the diagonal (s == t) adds dA_tt k_t to dq_t and dA_tt q_t to dk_t: it cancels
     # exactly in q.dq - k.dk, so it is kept out of the dg terms (no rounding noise there)
     b_dAd = tl.sum(tl.where(o_t[:, None] == o_t[None, :], b_dA, 0.), axis=1)       # [BT]
     b_dA = tl.where(o_t[:, None] > o_t[None, :], b_dA, 0.).to(q.dtype.element_ty)
-    p_k = (base + t[:, None] * H) * K + o_k[None, :]
+    p_k = t[:, None] * (H * K) + o_k[None, :]
     b_q = tl.load(q + p_k, mask=m_tk, other=0.).to(tl.float32)
     b_k = tl.load(k + p_k, mask=m_tk, other=0.).to(tl.float32)
     b_dq = b_dq * (tl.exp(b_g) * scale)[:, None] + tl.dot(b_dA, b_k.to(q.dtype.element_ty),
@@ -230,11 +253,11 @@ def _bwd_dqk_kernel(
     b_dgl = tl.sum(b_x, axis=0) - tl.cumsum(b_x, axis=0) + b_x + tl.sum(b_st, axis=0)
     tl.store(dq + p_k, (b_dq + b_dAd[:, None] * b_k).to(dq.dtype.element_ty), mask=m_tk)
     tl.store(dk + p_k, (b_dk + b_dAd[:, None] * b_q).to(dk.dtype.element_ty), mask=m_tk)
-    tl.store(dgl + i_k.to(tl.int64) * (tl.num_programs(2) // H) * T * H + base + t * H,
+    tl.store(dgl + i_k.to(tl.int64) * (tl.num_programs(2) // H) * T * H + t * H,
              b_dgl, mask=m_t)
 
 
-@autotuned(configs((64, 64, 4), (128, 128, 8)))
+@autotuned(configs((64, 64, 8, 2), (64, 128, 8, 1)))
 @triton.jit
 def _bwd_dv_kernel(
     q, k, gc, do, dh,   # inputs (see above)
@@ -247,23 +270,29 @@ def _bwd_dv_kernel(
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, BT)
     base = (i_b * T * H + i_h).to(tl.int64)
+    # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
+    q += base * K
+    k += base * K
+    gc += base
+    do += base * V
+    dv += base * V
     o_t = tl.arange(0, BT)
     t = i_n * BT + o_t
     m_t = t < T
     o_v = i_v * BV + tl.arange(0, BV)
     m_v = o_v < V
     p_dh = dh + ((i_b * N + i_n) * H + i_h).to(tl.int64) * K * V
-    b_g = tl.load(gc + base + t * H, mask=m_t, other=0.)
-    b_last = tl.load(gc + base + (tl.minimum(i_n * BT + BT, T) - 1) * H)
+    b_g = tl.load(gc + t * H, mask=m_t, other=0.)
+    b_last = tl.load(gc + (tl.minimum(i_n * BT + BT, T) - 1) * H)
     b_kdec = tl.exp(b_last - b_g)                                   # [BT], <= 1
     b_dv = tl.zeros([BT, BV], dtype=tl.float32)
     b_sT = tl.zeros([BT, BT], dtype=tl.float32)                     # [s, t] = k_s . q_t
     for i_k in range(0, tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
         m_k = o_k < K
-        b_k = tl.load(k + (base + t[:, None] * H) * K + o_k[None, :],
+        b_k = tl.load(k + t[:, None] * (H * K) + o_k[None, :],
                       mask=m_t[:, None] & m_k[None, :], other=0.)
-        b_qT = tl.load(q + (base + t[None, :] * H) * K + o_k[:, None],
+        b_qT = tl.load(q + t[None, :] * (H * K) + o_k[:, None],
                        mask=m_k[:, None] & m_t[None, :], other=0.)
         b_dh = tl.load(p_dh + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :],
                        other=0.)
@@ -272,7 +301,7 @@ def _bwd_dv_kernel(
         b_dv += tl.dot(b_kd, b_dh.to(k.dtype.element_ty), input_precision=PREC)
     b_DT = tl.exp(tl.minimum(b_g[None, :] - b_g[:, None], 0.))     # [s, t]: e^(b_t - b_s)
     b_sT = tl.where(o_t[:, None] <= o_t[None, :], b_sT * b_DT * scale, 0.)
-    p_v = (base + t[:, None] * H) * V + o_v[None, :]
+    p_v = t[:, None] * (H * V) + o_v[None, :]
     m_tv = m_t[:, None] & m_v[None, :]
     b_do = tl.load(do + p_v, mask=m_tv, other=0.).to(k.dtype.element_ty)
     b_dv += tl.dot(b_sT.to(k.dtype.element_ty), b_do, input_precision=PREC)
