@@ -36,6 +36,23 @@ from .base import Task, TaskConfig
 from .registry import register_task
 
 
+def mark_pairs(g: int, k: int, d: int) -> torch.Tensor:
+    """[P, 2, k*k]: row-major patch indices of two k x k marks on a g x g grid, over every
+    ordered placement whose closest patches are >= d apart in 2D (Chebyshev) and in the
+    row-major and column-major token order."""
+    origins = [(r, c) for r in range(g - k + 1) for c in range(g - k + 1)]
+    cells = torch.tensor([[(r + i, c + j) for i in range(k) for j in range(k)]
+                          for r, c in origins])                          # [O, k*k, 2]
+    a, b = cells[:, None, :, None], cells[None, :, None, :]              # [O,1,kk,1,2] ...
+    cheb = (a - b).abs().amax(-1)                                        # [O,O,kk,kk]
+    rowm = (a[..., 0] * g + a[..., 1] - b[..., 0] * g - b[..., 1]).abs()
+    colm = (a[..., 1] * g + a[..., 0] - b[..., 1] * g - b[..., 0]).abs()
+    far = torch.minimum(torch.minimum(cheb, rowm), colm).flatten(2).amin(-1) >= d  # [O,O]
+    ia, ib = far.nonzero(as_tuple=True)
+    idx = cells[..., 0] * g + cells[..., 1]                              # [O, k*k]
+    return torch.stack([idx[ia], idx[ib]], dim=1)                        # [P, 2, k*k]
+
+
 @register_task
 class ImageMatch(Task):
     """Binary classification: do the two marked patches match? (module docstring)"""
@@ -57,8 +74,13 @@ class ImageMatch(Task):
         num_patterns: int = Field(8, ge=2)
         # Unmarked patches that also carry codebook patterns.
         num_distractors: int = Field(4, ge=0)
-        # Minimum Chebyshev distance (in patches) between the two marked patches; None =
-        # half the patch grid, so they sit in different halves of the image.
+        # Each mark is a block_size x block_size block of patches with the same pattern
+        # (more tokens carry the signal, so models leave the 50% plateau sooner).
+        block_size: int = Field(2, ge=1)
+        # Minimum distance (in patches) between any patch of one mark and any patch of the
+        # other: Chebyshev in 2D *and* in both flattenings (row-major and column-major
+        # token index), so no scan order puts the two marks close together (a row-major
+        # scan would otherwise make (r, G-1) and (r+1, 0) neighbours). None = grid // 2.
         min_distance: int | None = Field(None, ge=1)
         noise: float = Field(0.5, ge=0)
         # Seed of the fixed codebook (the same patterns in training and evaluation).
@@ -74,11 +96,12 @@ class ImageMatch(Task):
                 raise ValueError(f"seq_len={self.seq_len} must equal the number of patches "
                                  f"(img_size/patch_size)^2 = {g * g}, or be left unset")
             d = self.min_distance if self.min_distance is not None else g // 2
-            if d > g - 1 or d < 1:
-                raise ValueError(f"min_distance={d} is impossible on a {g}x{g} patch grid "
-                                 f"(at most {g - 1})")
-            if 2 + self.num_distractors > g * g:
-                raise ValueError(f"{2 + self.num_distractors} patches do not fit on a "
+            k = self.block_size
+            if not len(mark_pairs(g, k, d)):
+                raise ValueError(f"min_distance={d} is impossible for two {k}x{k} marks on a "
+                                 f"{g}x{g} patch grid")
+            if 2 * k * k + self.num_distractors > g * g:
+                raise ValueError(f"{2 * k * k + self.num_distractors} patches do not fit on a "
                                  f"{g}x{g} grid")
             return self
 
@@ -113,12 +136,8 @@ class ImageMatch(Task):
 
     @cached_property
     def _pairs(self) -> torch.Tensor:
-        """[P, 2] all ordered pairs of patch indices at least min_distance apart."""
-        g = self.grid
-        rc = torch.stack(torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij"),
-                         -1).reshape(-1, 2)                        # [G*G, 2] (row, col)
-        dist = (rc[:, None] - rc[None]).abs().amax(-1)            # [G*G, G*G] Chebyshev
-        return (dist >= self.min_distance).nonzero()              # [P, 2]
+        """[P, 2, k*k] row-major patch indices of the two marks, for every valid placement."""
+        return mark_pairs(self.grid, self.config.block_size, self.min_distance)
 
     def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(images float [B,C,S,S], labels long [B]) drawn with `generator`."""
@@ -126,13 +145,15 @@ class ImageMatch(Task):
         n = g * g
         labels = torch.randint(0, 2, (batch,), generator=generator)           # [B]
         pair = self._pairs[torch.randint(0, len(self._pairs), (batch,), generator=generator)]
+        marks = pair.flatten(1)                                               # [B,2k^2]
+        kk = pair.shape[2]
         # Patterns of the two marked patches: equal when label = 1, different otherwise.
         pa = torch.randint(0, c.num_patterns, (batch,), generator=generator)
         shift = torch.randint(1, c.num_patterns, (batch,), generator=generator)
         pb = torch.where(labels.bool(), pa, (pa + shift) % c.num_patterns)
         # Distractor positions: random patches other than the two marked ones.
         scores = torch.rand(batch, n, generator=generator)                    # [B,N]
-        scores.scatter_(1, pair, 2.0)                                         # marked last
+        scores.scatter_(1, marks, 2.0)                                        # marked last
         dpos = scores.argsort(1)[:, :c.num_distractors]                       # [B,nd]
         dpat = torch.randint(0, c.num_patterns, (batch, c.num_distractors), generator=generator)
 
@@ -140,12 +161,12 @@ class ImageMatch(Task):
         inner = patches[:, :, :, 1:-1, 1:-1]                                  # [B,N,C,p-2,p-2]
         rows = torch.arange(batch)
         inner[rows[:, None], dpos] += self.codebook[dpat]
-        inner[rows, pair[:, 0]] += self.codebook[pa]
-        inner[rows, pair[:, 1]] += self.codebook[pb]
+        inner[rows[:, None], pair[:, 0]] += self.codebook[pa][:, None].expand(-1, kk, -1, -1, -1)
+        inner[rows[:, None], pair[:, 1]] += self.codebook[pb][:, None].expand(-1, kk, -1, -1, -1)
         frame = torch.ones(p, p, dtype=torch.bool)
         frame[1:-1, 1:-1] = False
-        for k in (0, 1):                                  # the marker: a bright frame
-            patches[rows, pair[:, k]] = torch.where(frame, 3.0, patches[rows, pair[:, k]])
+        # The marker: a bright frame around every patch of both marks.
+        patches[rows[:, None], marks] = torch.where(frame, 3.0, patches[rows[:, None], marks])
         # [B, G, G, C, p, p] -> [B, C, G*p, G*p]
         images = patches.reshape(batch, g, g, c.channels, p, p).permute(0, 3, 1, 4, 2, 5)
         return images.reshape(batch, c.channels, g * p, g * p).contiguous(), labels

@@ -29,33 +29,45 @@ def test_registered_and_deterministic():
     assert torch.equal(again[0], x) and torch.equal(again[1], y)
     assert build_task({"type": "image_match", "seq_len": 64}).seq_len == 64
     assert task.seq_len == 64 and task.num_classes == 2 and task.min_distance == 4
+    assert task._pairs.shape[1:] == (2, 4)                         # two 2x2 marks
 
 
 def test_labels_are_balanced():
-    _, y = build_task({"type": "image_match", "img_size": 12, "patch_size": 3}).sample(2000, gen())
+    _, y = build_task({"type": "image_match", "img_size": 12, "patch_size": 3,
+                       "block_size": 1}).sample(2000, gen())
     assert 0.44 < y.float().mean().item() < 0.56
 
 
-def test_semantics_two_far_marked_patches_label_is_match():
+@pytest.mark.parametrize("k", [1, 2])
+def test_semantics_two_far_marks_label_is_match(k):
     cfg = {"type": "image_match", "noise": 0.0, "num_distractors": 3, "img_size": 40,
-           "patch_size": 5, "min_distance": 5}
+           "patch_size": 5, "min_distance": 4, "block_size": k}
     task = build_task(cfg)
-    x, y = task.sample(64, gen())
+    x, y = task.sample(48, gen())
     pt = patches_of(x, 5)                                         # [B,64,3,5,5]
     frame = torch.ones(5, 5, dtype=torch.bool)
     frame[1:-1, 1:-1] = False
     marked = (pt[..., frame] == 3.0).all(-1).all(-1)              # [B,64]
-    assert (marked.sum(1) == 2).all()
+    assert (marked.sum(1) == 2 * k * k).all()
     book = task.codebook.flatten(1)                               # [N, 3*3*3]
     for b in range(len(y)):
-        i, j = marked[b].nonzero().flatten().tolist()
-        (ri, ci), (rj, cj) = divmod(i, 8), divmod(j, 8)
-        assert max(abs(ri - rj), abs(ci - cj)) >= 5               # far apart
-        ids = [(book - pt[b, k, :, 1:-1, 1:-1].flatten()).abs().sum(1).argmin().item()
-               for k in (i, j)]
-        for k, pid in zip((i, j), ids):                           # exactly a codebook pattern
-            torch.testing.assert_close(pt[b, k, :, 1:-1, 1:-1].flatten(), book[pid])
-        assert (ids[0] == ids[1]) == bool(y[b])
+        cells = marked[b].nonzero().flatten().tolist()
+        rc = torch.tensor([divmod(i, 8) for i in cells])          # [2k^2, 2]
+        first = (rc - rc[0]).abs().amax(1) <= k - 1               # the mark of cells[0]
+        a, o = rc[first], rc[~first]
+        assert len(a) == len(o) == k * k
+        cheb = (a[:, None] - o[None]).abs().amax(-1).min().item()
+        rowm = ((a[:, None, 0] - o[None, :, 0]) * 8 + a[:, None, 1] - o[None, :, 1]).abs().min()
+        colm = ((a[:, None, 1] - o[None, :, 1]) * 8 + a[:, None, 0] - o[None, :, 0]).abs().min()
+        assert min(cheb, rowm.item(), colm.item()) >= 4           # far in 2D and both scans
+        ids = []
+        for i in cells:                                           # exactly a codebook pattern
+            pid = (book - pt[b, i, :, 1:-1, 1:-1].flatten()).abs().sum(1).argmin().item()
+            torch.testing.assert_close(pt[b, i, :, 1:-1, 1:-1].flatten(), book[pid])
+            ids.append(pid)
+        ids = torch.tensor(ids)
+        assert len(set(ids[first].tolist())) == len(set(ids[~first].tolist())) == 1
+        assert (ids[first][0] == ids[~first][0]).item() == bool(y[b])
         content = pt[b].flatten(1).abs().sum(1) > 0               # unmarked, non-empty
         assert (content & ~marked[b]).sum() == 3                  # the distractors
 
@@ -63,6 +75,7 @@ def test_semantics_two_far_marked_patches_label_is_match():
 @pytest.mark.parametrize("cfg, match", [
     ({"img_size": 30}, "multiple of patch_size"),
     ({"min_distance": 8}, "impossible"),
+    ({"block_size": 4}, "impossible"),
     ({"seq_len": 63}, "number of patches"),
     ({"vocab_size": 256}, "vocab_size"),
     ({"num_distractors": 70}, "do not fit"),
@@ -74,7 +87,7 @@ def test_bad_configs(cfg, match):
 
 
 def test_logits_and_loss_and_metric():
-    task = build_task({"type": "image_match", "img_size": 16, "patch_size": 4})
+    task = build_task({"type": "image_match", "img_size": 16, "patch_size": 4, "block_size": 1})
     x, y = task.sample(4, gen())
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 2))
     logits, loss = task.logits_and_loss(model, x, y)
@@ -95,7 +108,7 @@ def test_trains_a_vision_recipe_through_the_train_loop():
                   "vision": {"base": "vit_tiny_patch16_224", "img_size": 16, "patch_size": 4,
                              "num_classes": 2}},
         "train": {"task": {"type": "image_match", "img_size": 16, "patch_size": 4,
-                           "num_distractors": 2},
+                           "block_size": 1, "num_distractors": 2},
                   "steps": 4, "warmup_steps": 1, "batch_size": 8, "eval_every": 2,
                   "eval_batches": 1, "seed": 0, "device": "cpu"}})
     summary = train_recipe(recipe, progress=False)
