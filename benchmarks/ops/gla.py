@@ -97,7 +97,77 @@ def _breakdown(shape: dict) -> None:
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14))
 
 
+def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
+    """Build every autotune config of the gla and retention chunk kernels for sm_90 on
+    any host (no GPU needed: Triton's bundled ptxas) and print registers and stack
+    (spill) bytes from cuobjdump. Run with TRITON_INTERPRET unset. Returns #failures."""
+    import os
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    import mixzoo.kernels.gla.chunk as G
+    import mixzoo.kernels.retention.chunk as RC
+    cuobj = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
+    P, F, I = "*" + dtype, "*fp32", "i32"
+    base = dict(H=16, K=K, V=V, BT=64, PREC="ieee" if dtype == "fp32" else "tf32")
+    io = dict(T=I, scale="fp32")
+    kernels = [
+        ("gla fwd_h", G._fwd_h_kernel, dict(k=P, v=P, g=P, gc=F, h=P, h0=F, ht=F, **io),
+         dict(base, HAS_H0=True)),
+        ("gla fwd_A", G._fwd_A_kernel, dict(q=P, k=P, gc=F, A=F, **io),
+         dict(H=16, K=K, BT=64, BC=16, PREC=base["PREC"])),
+        ("gla fwd_o", G._fwd_o_kernel, dict(q=P, v=P, gc=F, A=F, h=P, o=P, **io), base),
+        ("gla bwd_dh", G._bwd_dh_kernel, dict(q=P, do=P, gc=F, dht=F, dh=P, dh0=F, **io),
+         dict(base, HAS_DHT=True)),
+        ("gla bwd_dv", G._bwd_dv_kernel,
+         dict(k=P, v=P, gc=F, A=F, do=P, dh=P, dA=F, dv=P, T=I), base),
+        ("gla bwd_dqk", G._bwd_dqk_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P, dA=F,
+                                                ht=F, dq=P, dk=P, dg=F, **io),
+         dict(base, BC=16)),
+        ("ret fwd_h", RC._fwd_h_kernel, dict(k=P, v=P, g=F, sgb=I, sgt=I, sgh=I, gc=F, h=P,
+                                             h0=F, ht=F, **io), dict(base, HAS_H0=True)),
+        ("ret fwd_o", RC._fwd_o_kernel, dict(q=P, k=P, v=P, gc=F, h=P, o=P, **io), base),
+        ("ret bwd_dh", RC._bwd_dh_kernel, dict(q=P, do=P, gc=F, dht=F, dh=P, dh0=F, **io),
+         dict(base, HAS_DHT=True)),
+        ("ret bwd_dqk", RC._bwd_dqk_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P, ht=F,
+                                                 dq=P, dk=P, dgl=F, **io),
+         dict(base, BK=min(64, max(16, triton.next_power_of_2(K))))),
+        ("ret bwd_dv", RC._bwd_dv_kernel, dict(q=P, k=P, gc=F, do=P, dh=P, dv=P, **io), base),
+    ]
+    failures = 0
+    for name, kernel, types, consts in kernels:
+        fn = kernel.fn
+        for cfg in kernel.configs:
+            c = {**consts, **cfg.kwargs}
+            sig = {a: ("constexpr" if a in c else types[a]) for a in fn.arg_names}
+            try:
+                ck = triton.compile(
+                    ASTSource(fn=fn, signature=sig, constexprs={
+                        (fn.arg_names.index(n),): x for n, x in c.items() if n in fn.arg_names}),
+                    target=GPUTarget("cuda", 90, 32),
+                    options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+                with tempfile.NamedTemporaryFile("wb", suffix=".cubin", delete=False) as fh:
+                    fh.write(ck.asm["cubin"])
+                out = subprocess.run([cuobj, "-res-usage", fh.name], capture_output=True,
+                                     text=True).stdout
+                res = " ".join(ln.strip().split(" SHARED")[0] for ln in out.splitlines()
+                               if "REG" in ln)
+                print(f"{name:<12} {cfg.kwargs} w{cfg.num_warps} s{cfg.num_stages}: {res}")
+            except Exception as e:  # noqa: BLE001 - report every config, then count
+                failures += 1
+                print(f"{name:<12} {cfg.kwargs}: FAILED {type(e).__name__}: {str(e)[:300]}")
+    return failures
+
+
 if __name__ == "__main__":
     import sys
+    if sys.argv[1:2] == ["--sm90-report"]:
+        # e.g. python benchmarks/ops/gla.py --sm90-report bf16 128 128
+        a = sys.argv[2:] + ["bf16", "128", "128"][len(sys.argv[2:]):]
+        sys.exit(_sm90_report(a[0], int(a[1]), int(a[2])))
     for arg in sys.argv[1:] or ["4,4096,16,128"]:
         _breakdown(dict(zip("BTHD", (int(a) for a in arg.split(",")))))

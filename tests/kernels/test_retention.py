@@ -162,3 +162,21 @@ def test_triton_fake_tensor_shapes():
             fake = retention_chunk_fwd_op(*(mode.from_tensor(x) for x in plain), 0.25)
         for r, f in zip(real, fake):
             assert r.shape == f.shape and r.dtype == f.dtype
+
+
+@pytest.mark.parametrize("gate", ["head", "token"])
+def test_triton_torch_compile_fullgraph(gate):
+    """The custom op traces under torch.compile without graph breaks, gradients included."""
+    q, k, v, g, h0 = make_inputs(1, 20, 2, 16, 16, "weak", gate, with_h0=True)
+
+    def f(q, k, v, g, h0):
+        o, s = retention(q, k, v, g, initial_state=h0, output_final_state=True,
+                         backend="triton")
+        return (o * o).sum() + s.sum()
+
+    leaves = (q, k, v, g, h0)
+    eager = torch.autograd.grad(f(*leaves), leaves)
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    got = torch.autograd.grad(compiled(*leaves), leaves)
+    for name, r, x in zip(["dq", "dk", "dv", "dg", "dh0"], eager, got):
+        assert_close(r, x, 1e-6, name)
