@@ -17,9 +17,9 @@ for op in gla retention delta_rule conv1d; do
   timeout "$A" python benchmarks/warm_compile.py --op "$op" > "$OUT/warm_$op.txt" 2>&1 &
 done
 timeout "$A" python -m pytest -m gpu -q -s -rf -p no:cacheprovider \
-  tests/kernels/test_delta_rule_gpu.py tests/kernels/test_gla_gpu.py \
+  tests/models/test_train_gpu.py tests/kernels/test_delta_rule_gpu.py tests/kernels/test_gla_gpu.py \
   tests/kernels/test_retention_gpu.py tests/kernels/test_conv1d_gpu.py \
-  tests/kernels/test_attention_gpu.py tests/models/test_train_gpu.py > "$OUT/gpu_tests.txt" 2>&1
+  tests/kernels/test_attention_gpu.py > "$OUT/gpu_tests.txt" 2>&1
 echo "gpu tests exit $?" >> "$OUT/gpu_tests.txt"
 wait
 tail -3 "$OUT"/warm_*.txt
