@@ -218,8 +218,9 @@ def _prep_fwd_kernel(
 
 
 def _prep_v2_configs():
-    # [64,64] fp32 tiles: 4 or 8 warps keep them in registers; 2 warps for many programs per SM
-    nws = (4, 8, 2) if _wide_tuning() else (4,)
+    # sm_90 compile (triton 3.9, D=128, bf16): 8 warps 255 regs + 72 B stack, 4 warps 832 B
+    # stack, 2 warps far more (left out)
+    nws = (8, 4) if _wide_tuning() else (8,)
     return pick_configs([triton.Config({}, num_warps=nw, num_stages=1) for nw in nws])
 
 
@@ -234,6 +235,7 @@ def _prep_fwd_v2_kernel(
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,   # heads, key dim, value dim
     BK: tl.constexpr, BV: tl.constexpr,                   # K, V rounded up to powers of 2
     USE_L2: tl.constexpr, SAVE_T: tl.constexpr, PREC: tl.constexpr,
+    BC: tl.constexpr,                                     # column block of W, U: min(64, BK, BV)
 ):
     """Same outputs as _prep_fwd_kernel, computed on whole [64,64] tiles (README, "prep v2").
     Works with Z = Tm^T = (I + At)^{-1}, At = A^T (strictly upper), so that every reduction of
@@ -248,21 +250,32 @@ def _prep_fwd_v2_kernel(
     b, h = i_bh // H, i_bh % H
     t0 = i_c * 64
     dt = k.dtype.element_ty
-    kd = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 64, 0), USE_L2).to(dt)
+    # k by column blocks of BC (smaller live tiles); rows scaled as _l2n does when USE_L2
+    ss = tl.zeros([64], dtype=tl.float32)
+    if USE_L2:
+        for c0 in tl.static_range(0, BK, BC):
+            kb = _load_rows(k, b, h, t0, T, H, K, BC, 64, c0)
+            ss += tl.sum(kb * kb, 1)
+    rk = tl.rsqrt(ss + 1e-6)                              # used only if USE_L2
+    G = tl.zeros([64, 64], dtype=tl.float32)
+    for c0 in tl.static_range(0, BK, BC):
+        kb = _load_rows(k, b, h, t0, T, H, K, BC, 64, c0)
+        if USE_L2:
+            kb = kb * rk[:, None]
+        kbd = kb.to(dt)
+        G += tl.dot(kbd, tl.trans(kbd), input_precision=PREC)                 # K K^T [64,64]
     bt = _load_beta(beta, b, h, t0, T, H, 64)
     r = tl.arange(0, 64)
     rb = r // 16
-    G = tl.dot(kd, tl.trans(kd), input_precision=PREC)                      # K K^T [64,64]
     # At[j, i] = A[i, j] = beta_i (k_i . k_j) for j < i
     At = tl.where(r[:, None] < r[None, :], G * bt[None, :], 0.)
-    same = rb[:, None] == rb[None, :]
-    Ab = tl.where(same, At, 0.)                                            # diagonal blocks
+    same = rb[:, None] == rb[None, :]                                      # diagonal blocks
     Z = (r[:, None] == r[None, :]).to(tl.float32)
-    for i in tl.static_range(1, 16):
-        coli = (r % 16 == i)[None, :]
-        acol = tl.sum(tl.where(coli, Ab, 0.), 1)         # acol[j] = Ab[j, 16*blk(j) + i]
-        s = tl.sum(Z * acol[None, :], 1)                  # s[r] = sum_j Z[r, j] Ab[j, c(r)]
-        Z = tl.where(coli & same, Z - s[:, None], Z)      # column i of each block (Z was I there)
+    for i in range(1, 16):                                # a real loop: 15 dependent steps
+        coli = same & (r % 16 == i)[None, :]
+        acol = tl.sum(tl.where(coli, At, 0.), 1)         # acol[j] = At[j, 16*blk(j) + i]
+        s = tl.sum(Z * acol[None, :], 1)                  # s[r] = sum_j Z[r, j] At[j, c(r)]
+        Z = tl.where(coli, Z - s[:, None], Z)             # column i of each block (Z was I there)
     # level 1: blocks (0,1), (2,3) of At;  level 2: the upper-right 32x32 quarter of At
     lvl1 = (rb[None, :] == rb[:, None] + 1) & (rb[:, None] % 2 == 0)
     Z = Z - tl.dot(tl.dot(Z, tl.where(lvl1, At, 0.), input_precision=PREC), Z,
@@ -274,10 +287,17 @@ def _prep_fwd_v2_kernel(
     if SAVE_T:
         base = (i_bh.to(tl.int64) * tl.cdiv(T, 64) + i_c) * 4096
         tl.store(tinv + base + r[:, None] * 64 + r[None, :], Tm)
-    bk = bt[:, None] * kd.to(tl.float32)
-    _store_rows(w, tl.dot(Tm, bk, input_precision=PREC), b, h, t0, T, H, K, BK, 64, 0)
-    bv = bt[:, None] * _load_rows(v, b, h, t0, T, H, V, BV, 64, 0)
-    _store_rows(u, tl.dot(Tm, bv, input_precision=PREC), b, h, t0, T, H, V, BV, 64, 0)
+    # W and U by column blocks of at most 64: [64,128] fp32 tiles and their 64-bit pointer
+    # tiles spilled at 4 warps (sm_90 compile); k is read again (L2 hits)
+    for c0 in tl.static_range(0, BK, BC):
+        kb = _load_rows(k, b, h, t0, T, H, K, BC, 64, c0)
+        if USE_L2:
+            kb = kb * rk[:, None]
+        bk = bt[:, None] * kb.to(dt).to(tl.float32)
+        _store_rows(w, tl.dot(Tm, bk, input_precision=PREC), b, h, t0, T, H, K, BC, 64, c0)
+    for c0 in tl.static_range(0, BV, BC):
+        bv = bt[:, None] * _load_rows(v, b, h, t0, T, H, V, BC, 64, c0)
+        _store_rows(u, tl.dot(Tm, bv, input_precision=PREC), b, h, t0, T, H, V, BC, 64, c0)
 
 
 @triton.jit
@@ -528,9 +548,13 @@ def chunk_fwd(q, k, v, beta, scale: float, initial_state, output_final_state: bo
     w = torch.empty_like(k)
     u = torch.empty_like(v)
     tinv = q.new_empty((B, H, NT, CHUNK, CHUNK) if save_for_bwd else (0,), dtype=torch.float32)
-    prep = _prep_fwd_v2_kernel if prep_variant() == "v2" else _prep_fwd_kernel
-    prep[(NT, B * H)](k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=BK, BV=BVf,
-                      USE_L2=use_l2, SAVE_T=save_for_bwd, PREC=prec)
+    if prep_variant() == "v2":
+        _prep_fwd_v2_kernel[(NT, B * H)](k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=BK, BV=BVf,
+                                         USE_L2=use_l2, SAVE_T=save_for_bwd, PREC=prec,
+                                         BC=min(64, BK, BVf))
+    else:
+        _prep_fwd_kernel[(NT, B * H)](k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=BK, BV=BVf,
+                                      USE_L2=use_l2, SAVE_T=save_for_bwd, PREC=prec)
     o = torch.empty_like(v)
     ht = q.new_empty((B, H, K, V) if output_final_state else (0,), dtype=torch.float32)
     hbuf = q.new_empty((B, H, NT, K, V) if save_for_bwd else (0,))
