@@ -1,6 +1,6 @@
 """mixzoo mixers in timm models, end to end on a CPU (no download).
 
-    python examples/timm_example.py [--steps 200] [--mixer deltanet] [--pretrained]
+    python examples/timm_example.py [--steps 400] [--mixer deltanet] [--pretrained]
 
 1. `import mixzoo` registers mixzoo ViTs with timm: `timm.create_model("mixzoo_...")`.
 2. `mixzoo.timm_attn("gla")` is an `attn_layer=` class for any timm ViT.
@@ -24,7 +24,7 @@ from mixzoo.tasks import build_task
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--mixer", default="deltanet", help="any registered mixer")
     ap.add_argument("--pretrained", action="store_true", help="convert a pretrained ViT-Ti")
     args = ap.parse_args()
@@ -45,10 +45,10 @@ def main() -> None:
           "of", len(vit.blocks), "blocks now run", args.mixer)
 
     # 4. train a small mixzoo ViT on the synthetic long-range image task
-    task = build_task({"type": "image_match", "img_size": 32, "patch_size": 4})
-    model = timm.create_model("mixzoo_deltanet_vit_tiny_patch16_224", img_size=32, patch_size=4,
+    task = build_task("image_match")          # 16 px, 4 px patches (see its "Difficulty")
+    model = timm.create_model("mixzoo_deltanet_vit_tiny_patch16_224", img_size=16, patch_size=4,
                               embed_dim=64, depth=4, num_heads=2, num_classes=2)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     gen = torch.Generator().manual_seed(0)
     test = task.sample(512, torch.Generator().manual_seed(1))
     t0 = time.perf_counter()

@@ -18,7 +18,8 @@ def patches_of(images, p):
 
 def test_registered_and_deterministic():
     assert "image_match" in list_tasks()
-    task = build_task({"type": "image_match"})
+    task = build_task({"type": "image_match", "img_size": 32, "block_size": 2, "noise": 0.5,
+                       "num_distractors": 4, "num_patterns": 8})
     x, y = task.sample(8, gen(1))
     x2, y2 = task.sample(8, gen(1))
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32
@@ -27,7 +28,8 @@ def test_registered_and_deterministic():
     assert not torch.equal(task.sample(8, gen(2))[0], x)
     again = build_task(task.config.model_dump()).sample(8, gen(1))   # no hidden state
     assert torch.equal(again[0], x) and torch.equal(again[1], y)
-    assert build_task({"type": "image_match", "seq_len": 64}).seq_len == 64
+    assert build_task({"type": "image_match", "img_size": 32, "seq_len": 64}).seq_len == 64
+    assert build_task("image_match").seq_len == 16                  # the default 4x4 tokens
     assert task.seq_len == 64 and task.num_classes == 2 and task.min_distance == 4
     assert task._pairs.shape[1:] == (2, 4)                         # two 2x2 marks
 
@@ -74,11 +76,11 @@ def test_semantics_two_far_marks_label_is_match(k):
 
 @pytest.mark.parametrize("cfg, match", [
     ({"img_size": 30}, "multiple of patch_size"),
-    ({"min_distance": 8}, "impossible"),
-    ({"block_size": 4}, "impossible"),
-    ({"seq_len": 63}, "number of patches"),
+    ({"img_size": 32, "min_distance": 8}, "impossible"),
+    ({"img_size": 32, "block_size": 4}, "impossible"),
+    ({"img_size": 32, "seq_len": 63}, "number of patches"),
     ({"vocab_size": 256}, "vocab_size"),
-    ({"num_distractors": 70}, "do not fit"),
+    ({"img_size": 32, "num_distractors": 70}, "do not fit"),
     ({"patch_sz": 4}, "patch_sz"),
 ])
 def test_bad_configs(cfg, match):
