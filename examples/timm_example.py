@@ -1,6 +1,6 @@
 """mixzoo mixers in timm models, end to end on a CPU (no download).
 
-    python examples/timm_example.py [--steps 400] [--mixer deltanet] [--pretrained]
+    python examples/timm_example.py [--steps 200] [--mixer deltanet] [--pretrained]
 
 1. `import mixzoo` registers mixzoo ViTs with timm: `timm.create_model("mixzoo_...")`.
 2. `mixzoo.timm_attn("gla")` is an `attn_layer=` class for any timm ViT.
@@ -24,7 +24,7 @@ from mixzoo.tasks import build_task
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--mixer", default="deltanet", help="any registered mixer")
     ap.add_argument("--pretrained", action="store_true", help="convert a pretrained ViT-Ti")
     args = ap.parse_args()
