@@ -357,17 +357,30 @@ def test_vision_recipe_round_trip(tmp_path):
     assert all(not b.attn.causal for b in model.blocks)
     assert model.global_pool == "avg" and model.cls_token is None
     assert model.blocks[-1].drop_path1.drop_prob == pytest.approx(0.1)
-    from timm.layers import RmsNorm, SwiGLU                    # BlockConfig defaults apply
-    assert isinstance(model.blocks[0].norm1, RmsNorm) and isinstance(model.blocks[0].mlp, SwiGLU)
+    from timm.layers import LayerNorm, Mlp              # unset block fields: the base's block
+    assert isinstance(model.blocks[0].norm1, LayerNorm) and isinstance(model.blocks[0].mlp, Mlp)
     x = images()
     model.eval()
     y = model(x)
     assert y.shape == (2, 3)
     again = load_recipe(recipe.model_dump(mode="json"))
-    assert again == recipe
+    assert again == recipe and again.model.block.model_fields_set == {"drop_path"}
     torch.manual_seed(0)
     model2 = build_model(again).eval()
     torch.testing.assert_close(model2(x), y)
+
+
+def test_vision_recipe_block_fields_that_are_set_map_to_timm():
+    from mixzoo.recipes import build_model, load_recipe
+    from timm.layers import RmsNorm, SwiGLU
+    model = build_model(load_recipe({"model": {
+        "kind": "vision", "d_model": 32, "layers": [{"type": "gla", "num_heads": 2}],
+        "block": {"norm": "rmsnorm", "mlp": "swiglu", "mlp_ratio": 3, "layer_scale": 0.1},
+        "vision": {"base": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8}}}))
+    blk = model.blocks[0]
+    assert isinstance(blk.norm1, RmsNorm) and isinstance(blk.mlp, SwiGLU)
+    assert blk.mlp.fc1_g.out_features == 64                    # 2/3 * 3 * 32 per branch
+    assert torch.allclose(blk.ls1.gamma, torch.full((32,), 0.1))
 
 
 def test_vision_spec_validation():

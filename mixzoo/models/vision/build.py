@@ -7,10 +7,10 @@ attention slot, so every timm feature and script keeps working. Mapping of recip
     model.d_model         embed_dim (None = the base's width)
     model.layers[i].*     the mixer exactly as configured (its num_heads included: unlike
                           `timm_attn`/`swap_mixers`, a recipe never takes timm's head count)
-    model.block.*         every field, as in language recipes (the BlockConfig defaults,
-                          RMSNorm + SwiGLU, apply unless the recipe says otherwise; a
-                          classic ViT block, e.g. to load pretrained weights, is
-                          `block: {norm: layernorm, mlp: mlp}`):
+    model.block.*         only the fields the recipe sets; the others keep the timm base's
+                          block (a ViT: LayerNorm eps 1e-6, GELU MLP ratio 4, no drop path),
+                          so pretrained weights fit (recipe dumps keep which fields were set,
+                          so a dumped recipe rebuilds the same model):
         norm, norm_eps    norm_layer (timm LayerNorm / RmsNorm)
         mlp               "mlp" = timm Mlp (GELU); "swiglu" = timm SwiGLU with SiLU and
                           hidden = 2/3 * mlp_ratio * D per branch (mixzoo's convention: the
@@ -19,8 +19,6 @@ attention slot, so every timm feature and script keeps working. Mapping of recip
         mlp_ratio         mlp_ratio
         drop_path         drop_path_rate (timm ramps it linearly over depth, as mixzoo does)
         layer_scale       init_values
-    Every value is read from the validated config, never from "was it written": a recipe
-    dumped and reloaded builds the same model.
     model.vision.*        see config.VisionSpec
 """
 from __future__ import annotations
@@ -36,19 +34,25 @@ from .swap import swap_mixers
 
 
 def _block_args(block: Any) -> dict[str, Any]:
-    """timm VisionTransformer arguments for the recipe's BlockConfig (every field maps)."""
+    """timm VisionTransformer arguments for the BlockConfig fields the recipe set."""
     import_timm()
     from timm.layers import LayerNorm, RmsNorm, SwiGLU
-    if block.mlp == "none":
+    given = set(block.model_fields_set)
+    args: dict[str, Any] = {}
+    if given & {"norm", "norm_eps"}:
+        norm = RmsNorm if block.norm == "rmsnorm" else LayerNorm
+        args["norm_layer"] = functools.partial(norm, eps=block.norm_eps)
+    if "mlp" in given and block.mlp == "none":
         raise ValueError("model.block.mlp: 'none' is not available for vision models (a timm "
                          "ViT block always has an MLP)")
-    norm = RmsNorm if block.norm == "rmsnorm" else LayerNorm
-    args: dict[str, Any] = dict(norm_layer=functools.partial(norm, eps=block.norm_eps),
-                                drop_path_rate=block.drop_path, init_values=block.layer_scale)
-    if block.mlp == "swiglu":
+    if "mlp" in given and block.mlp == "swiglu":
         args.update(mlp_layer=SwiGLU, act_layer=nn.SiLU, mlp_ratio=block.mlp_ratio * 2 / 3)
-    else:
-        args.update(mlp_ratio=block.mlp_ratio)             # timm's GELU Mlp
+    elif "mlp_ratio" in given:
+        args["mlp_ratio"] = block.mlp_ratio                 # timm's GELU Mlp
+    if "drop_path" in given:
+        args["drop_path_rate"] = block.drop_path
+    if "layer_scale" in given:
+        args["init_values"] = block.layer_scale
     return args
 
 
@@ -86,9 +90,11 @@ def build_vision_model(model_spec: Any) -> nn.Module:
         if vision.num_heads is None:
             args["num_heads"] = getattr(layers[0], "num_heads", 1)
     args.update(_block_args(model_spec.block))
-    if vision.pretrained and (model_spec.block.norm, model_spec.block.mlp) != ("layernorm", "mlp"):
+    blk = model_spec.block
+    if vision.pretrained and ((("norm" in blk.model_fields_set) and blk.norm != "layernorm")
+                              or (("mlp" in blk.model_fields_set) and blk.mlp != "mlp")):
         raise ValueError("model.vision.pretrained: a pretrained ViT's weights need its own block "
-                         "layout; set model.block: {norm: layernorm, mlp: mlp}")
+                         "layout; leave model.block.norm / model.block.mlp unset")
     timm = import_timm()
     if not timm.is_model(vision.base):
         close = timm.list_models(f"*{vision.base.split('_')[0]}*")[:5]
