@@ -9,6 +9,16 @@ from pydantic import ValidationError
 import mixzoo
 from mixzoo.train import TrainConfig, TrainingDiverged, train, train_recipe
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models: one thread is as fast, and immune to a busy CI machine (oversubscribed
+    OpenMP threads spin and slow everything down many times)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 TASK = {"type": "mqar", "seq_len": 32, "num_kv_pairs": 4, "vocab_size": 32}
 
 

@@ -31,8 +31,11 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="skip finished runs; rerun failed and interrupted ones")
     p.add_argument("--overwrite", action="store_true",
                    help="delete earlier results in the output folder first")
-    p.add_argument("--devices", help="comma-separated devices, one run per device at a time "
-                                     "in a process pool (e.g. cuda:0,cuda:1)")
+    p.add_argument("--devices", default="auto",
+                   help="comma-separated devices, one run per device at a time in a process "
+                        "pool (e.g. cuda:0,cuda:1; cpu,cpu = two CPU runs at once); one "
+                        "device runs sequentially in this process; auto (default): every "
+                        "GPU, or one single-threaded CPU worker per core")
     p.add_argument("--dry-run", action="store_true",
                    help="expand and validate, list the runs, train nothing")
     p.add_argument("--no-plot", action="store_true", help="skip the grid's plot at the end")
@@ -108,9 +111,14 @@ def main(argv: list[str] | None = None) -> int:
             for p in points:
                 print(describe_point_line(p))
             return 0
-        devices = [d.strip() for d in args.devices.split(",")] if args.devices else None
+        if args.devices == "auto":
+            devices = None
+            executor = None            # run_grid picks auto_devices(runs left to do)
+        else:
+            devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+            executor = make_executor(devices)
         result = run_grid(spec, args.out, resume=args.resume, overwrite=args.overwrite,
-                          executor=make_executor(devices), cli_overrides=args.overrides,
+                          executor=executor, cli_overrides=args.overrides,
                           progress=not args.quiet)
     except (GridSpecError, GridValidationError, GridOutputExists, RecipeError) as e:
         _err(str(e))

@@ -24,7 +24,7 @@ import yaml
 from .io import atomic_write_json, atomic_write_text
 
 __all__ = ["RunJob", "Executor", "SequentialExecutor", "DevicePoolExecutor", "execute_job",
-           "make_executor"]
+           "make_executor", "auto_devices"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,9 @@ class Executor(ABC):
     #: whether runs report through the caller's terminal (per-run progress bars)
     interactive: bool = False
 
+    def describe(self) -> str:
+        return type(self).__name__
+
     @abstractmethod
     def run(self, jobs: Iterable[RunJob]) -> Iterator[tuple[RunJob, dict[str, Any]]]:
         ...
@@ -102,6 +105,9 @@ class SequentialExecutor(Executor):
     def __init__(self, device: str | None = None):
         self.device = device
 
+    def describe(self) -> str:
+        return f"sequential on {self.device or 'the recipe device'}"
+
     def run(self, jobs):
         for job in jobs:
             if self.device is not None:
@@ -112,8 +118,14 @@ class SequentialExecutor(Executor):
 _WORKER_DEVICE: dict[str, str] = {}
 
 
-def _init_worker(queue) -> None:
-    _WORKER_DEVICE["device"] = queue.get()
+def _init_worker(queue, cpu_threads: int) -> None:
+    dev = queue.get()
+    _WORKER_DEVICE["device"] = dev
+    if dev == "cpu":
+        # Several CPU workers share the cores: oversubscribed OpenMP threads spin and can
+        # run 10-30x slower, so each worker gets its share of the cores and no more.
+        import torch
+        torch.set_num_threads(cpu_threads)
 
 
 def _execute_on_worker_device(job: RunJob) -> dict[str, Any]:
@@ -123,6 +135,7 @@ def _execute_on_worker_device(job: RunJob) -> dict[str, Any]:
 
 class DevicePoolExecutor(Executor):
     """One worker process per device (e.g. cuda:0, cuda:1), one run at a time on each.
+    A device may repeat: `cpu,cpu` runs two CPU runs at a time, each on half the cores.
 
     Workers are spawned (CUDA cannot be forked); each pins itself to its device at start.
     """
@@ -131,6 +144,15 @@ class DevicePoolExecutor(Executor):
         if not devices:
             raise ValueError("DevicePoolExecutor needs at least one device")
         self.devices = list(devices)
+        n_cpu = sum(d == "cpu" for d in self.devices)
+        self.cpu_threads = max(1, (os.cpu_count() or 1) // max(n_cpu, 1))
+
+    def describe(self) -> str:
+        cpu = sum(d == "cpu" for d in self.devices)
+        other = [d for d in self.devices if d != "cpu"]
+        parts = ([f"{cpu} CPU workers ({self.cpu_threads} thread"
+                  f"{'s' if self.cpu_threads > 1 else ''} each)"] if cpu else []) + other
+        return ", ".join(parts)
 
     def run(self, jobs):
         jobs = list(jobs)
@@ -141,7 +163,8 @@ class DevicePoolExecutor(Executor):
         for d in self.devices:
             queue.put(d)
         with ProcessPoolExecutor(max_workers=len(self.devices), mp_context=ctx,
-                                 initializer=_init_worker, initargs=(queue,)) as pool:
+                                 initializer=_init_worker,
+                                 initargs=(queue, self.cpu_threads)) as pool:
             pending = {pool.submit(_execute_on_worker_device, j): j for j in jobs}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -156,8 +179,17 @@ class DevicePoolExecutor(Executor):
                     yield job, status
 
 
+def auto_devices(n_runs: int) -> list[str]:
+    """Every visible GPU; without one, one single-threaded CPU worker per core (a grid of
+    small models runs fastest, and safest on a shared machine, as parallel 1-thread runs)."""
+    import torch
+    if torch.cuda.is_available():
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return ["cpu"] * max(1, min(os.cpu_count() or 1, n_runs))
+
+
 def make_executor(devices: list[str] | None) -> Executor:
-    """Sequential for no device or one; a process pool for several."""
+    """Sequential in this process for no device or one; a process pool for several."""
     if not devices:
         return SequentialExecutor()
     if len(devices) == 1:

@@ -152,7 +152,13 @@ def _describe(recipe: Any) -> tuple[str, int, int | None]:
 def expand_grid(spec: GridSpec, cli_overrides: Iterable[str] = ()) -> list[GridPoint]:
     """Every point of the grid, validated; raises GridValidationError listing all bad ones."""
     from mixzoo.recipes import load_recipe
+    from .spec import GridSpecError
     cli_overrides = list(cli_overrides)
+    for text in cli_overrides:
+        key = text.lstrip("~+").split("=", 1)[0].strip()
+        if key in spec.varied_keys():
+            raise GridSpecError(f"override {text!r}: {key} is an axis of grid {spec.name!r}; "
+                                f"change the grid's axes instead")
     base = spec.resolve_base()
     points: list[GridPoint] = []
     problems: list[tuple[dict[str, Any], str]] = []

@@ -23,7 +23,7 @@ from typing import Any, Iterable, TextIO
 
 import yaml
 
-from .executor import Executor, RunJob, SequentialExecutor
+from .executor import Executor, RunJob, SequentialExecutor, auto_devices, make_executor
 from .expand import GridPoint, expand_grid
 from .io import atomic_write_text, read_json
 from .results import result_row, write_results
@@ -69,12 +69,14 @@ def run_grid(spec: GridSpec, out_dir: str | Path | None = None, *, resume: bool 
              log: TextIO | None = None) -> GridResult:
     """Run every point of `spec`; see the module docstring for the files written.
 
+    `executor` decides where runs execute; None = `auto_devices`: every GPU, or one
+    single-threaded CPU worker per core.
+
     Raises GridValidationError (nothing runs) if any point is invalid, and
     GridOutputExists if `out_dir` holds runs and neither `resume` nor `overwrite` is set.
     """
     log = log or sys.stdout
     t0 = time.perf_counter()
-    executor = executor or SequentialExecutor()
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(spec)
 
     def say(msg: str) -> None:
@@ -113,6 +115,10 @@ def run_grid(spec: GridSpec, out_dir: str | Path | None = None, *, resume: bool 
         return write_results(out_dir, rows, varied, f"grid {spec.name}")
 
     table()
+    if executor is None:
+        executor = make_executor(auto_devices(len(todo))) if todo else SequentialExecutor()
+    if todo:
+        say(f"running {len(todo)} runs: {executor.describe()}")
     jobs = [RunJob(p.run_id, str(out_dir / "runs" / p.run_id), p.recipe_data,
                    progress=progress and executor.interactive) for p in todo]
     by_id = {p.run_id: p for p in todo}

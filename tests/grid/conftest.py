@@ -1,4 +1,16 @@
 import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is as fast, and immune to a busy machine (oversubscribed
+    OpenMP threads spin and slow everything down many times)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 TINY_BASE = {
     "model": {

@@ -8,11 +8,18 @@ import pytest
 import torch
 
 import mixzoo.grid.executor as executor_mod
-from mixzoo.grid import (DevicePoolExecutor, GridOutputExists, load_grid, read_results,
-                         run_grid)
+from mixzoo.grid import (DevicePoolExecutor, GridOutputExists, SequentialExecutor, load_grid,
+                         read_results)
+from mixzoo.grid import run_grid as _run_grid
 from mixzoo.grid.cli import main as grid_main
 from mixzoo.tasks import Task, TaskConfig, register_task, unregister_task
 from mixzoo.tasks.mqar import MQAR
+
+
+def run_grid(spec, out, **kw):
+    """In this process, one run after another (the tests patch and register things here)."""
+    kw.setdefault("executor", SequentialExecutor())
+    return _run_grid(spec, out, **kw)
 
 
 @pytest.fixture
@@ -52,7 +59,7 @@ def test_failed_run_is_recorded_and_grid_goes_on(tmp_path, tiny_grid, boom_task,
     f = tmp_path / "g.yaml"
     import yaml
     f.write_text(yaml.safe_dump(spec.model_dump(exclude={"root"})))
-    assert grid_main([str(f), "--out", str(tmp_path / "cli"), "--no-plot"]) == 1
+    assert grid_main([str(f), "--out", str(tmp_path / "cli"), "--no-plot", "--devices", "cpu"]) == 1
     assert "2 failed" in capsys.readouterr().out
 
 
@@ -144,7 +151,11 @@ def test_device_pool_executor(tmp_path, tiny_grid):
     res = run_grid(spec, tmp_path, executor=DevicePoolExecutor(["cpu", "cpu"]), progress=False)
     assert res.ok and len(res.rows) == 2
     seq = run_grid(spec, tmp_path / "seq", progress=False)
-    assert [r["accuracy"] for r in res.rows] == [r["accuracy"] for r in seq.rows]
+    assert [r["run_id"] for r in res.rows] == [r["run_id"] for r in seq.rows]
+    for a, b in zip(res.rows, seq.rows):     # same runs; thread counts may differ -> ~equal
+        assert abs(a["eval_loss"] - b["eval_loss"]) < 1e-3
+    st = json.loads((tmp_path / "runs" / res.rows[0]["run_id"] / "status.json").read_text())
+    assert st["device"] == "cpu" and st["pid"] != __import__("os").getpid()
 
 
 def test_main_job_grid_on_a_reduced_budget(tmp_path, capsys):
@@ -167,5 +178,8 @@ def test_main_job_grid_on_a_reduced_budget(tmp_path, capsys):
     except ImportError:
         assert "no plot" in text
     # a bad grid is exit code 2, not a traceback
-    assert grid_main(["mqar-small", "--out", str(tmp_path / "x"), "model.d_model=-1"]) == 2
-    assert "points are invalid" in capsys.readouterr().err
+    assert grid_main(["mqar-small", "--out", str(tmp_path / "x"), "train.lr=-1"]) == 2
+    assert "10 of 10 points are invalid" in capsys.readouterr().err
+    # overriding a key the grid varies is refused (the axis would silently win)
+    assert grid_main(["mqar-small", "--out", str(tmp_path / "x"), "model.d_model=8"]) == 2
+    assert "model.d_model is an axis" in capsys.readouterr().err
