@@ -170,7 +170,7 @@ def test_main_job_grid_on_a_reduced_budget(tmp_path, capsys):
     rows = read_results(out)
     assert len(rows) == 10 and all(r["status"] == "done" for r in rows)
     assert {r["mixer"] for r in rows} == {"deltanet", "gla", "retnet", "attention",
-                                         "sliding_window+deltanet"}
+                                         "deltanet+sliding_window"}
     assert "| d_model | mixer | params | state | accuracy |" in text
     try:
         import matplotlib  # noqa: F401
