@@ -17,14 +17,17 @@ def _losses(mixer: str, backend: str, steps: int = 30) -> list[float]:
     spec = {"type": mixer, "num_heads": 2, "backend": backend}
     if mixer == "sliding_window":
         spec["window"] = 64
-    lm = CausalLM(256, 128, [spec, "short_conv", spec]).cuda()
-    opt = torch.optim.AdamW(lm.parameters(), lr=2e-3)
+    V = 64
+    lm = CausalLM(V, 128, [spec, "short_conv", spec]).cuda()
+    opt = torch.optim.AdamW(lm.parameters(), lr=3e-3)
     gen = torch.Generator(device="cuda").manual_seed(1)
     out = []
     for _ in range(steps):
-        # A learnable stream: every sequence repeats its first half.
-        half = torch.randint(0, 256, (8, 128), device="cuda", generator=gen)
-        ids = torch.cat([half, half], dim=1)                     # [8,256]
+        # Arithmetic progressions mod V with a random start and stride per sequence: the
+        # stride must be read from context, so the mixers have to learn something.
+        start = torch.randint(0, V, (8, 1), device="cuda", generator=gen)
+        stride = torch.randint(1, 4, (8, 1), device="cuda", generator=gen)
+        ids = (start + stride * torch.arange(64, device="cuda")) % V        # [8,64]
         labels = torch.cat([ids[:, 1:], torch.full_like(ids[:, :1], -100)], 1)
         loss = lm(ids, labels=labels).loss
         opt.zero_grad()
@@ -39,6 +42,7 @@ def test_training_on_triton_matches_reference(mixer):
     tri = _losses(mixer, "triton")
     ref = _losses(mixer, "reference")
     print(f"\n{mixer}: triton {tri[0]:.4f}->{tri[-1]:.4f}  reference {ref[0]:.4f}->{ref[-1]:.4f}")
-    assert tri[-1] < tri[0] - 0.05, "loss did not fall on the Triton backend"
-    diffs = [abs(a - b) / abs(b) for a, b in zip(tri, ref)]
-    assert max(diffs) < 2e-2, f"loss curves diverge: max relative gap {max(diffs):.3e}"
+    # On the CPU reference this task goes from ~4.2 to < 0.2 in 30 steps for every mixer.
+    assert tri[-1] < 0.5 * tri[0], "loss did not fall on the Triton backend"
+    gaps = [abs(a - b) / max(abs(b), 0.5) for a, b in zip(tri, ref)]
+    assert max(gaps) < 3e-2, f"loss curves diverge: max relative gap {max(gaps):.3e}"
