@@ -159,6 +159,10 @@ def bench_shape(mod, shape: dict, dtype, args) -> list[dict]:
         except Exception as e:  # noqa: BLE001 - one failing anchor must not hide the rest
             r = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
         rows.append({"shape": shape, "impl": name, **r})
+        # Progress line per implementation, so a run cut by a time limit still leaves data.
+        done = (f"fwd {r['fwd']:.3f} ms, fwd+bwd {r['fwdbwd']:.3f} ms, peak {r['peak_mib']:.0f} MiB"
+                if "error" not in r else r["error"])
+        print(f"# {shape_str(shape)} {name}: {done}", flush=True)
         torch.cuda.empty_cache()
     return rows
 
@@ -218,8 +222,12 @@ def run_isolated(args, shapes: list[dict]) -> list[dict]:
             else:
                 rows.append({"shape": shape, "impl": "(all)",
                              "error": f"child exited {proc.returncode}: {tail[0][:200]}"})
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as e:
             rows.append({"shape": shape, "impl": "(all)", "error": "child timed out"})
+            partial = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+            print(partial, flush=True)                 # the child's progress lines so far
+            continue
+        print("\n".join(l for l in proc.stdout.splitlines() if l.startswith("# B")), flush=True)
         print(f"# done {shape_str(shape)}", flush=True)
     return rows
 
