@@ -42,11 +42,11 @@ def _ours(x):
     return delta_rule(x["q"], x["k"], x["v"], x["beta"], backend="triton")[0]
 
 
-def _ours_prep_v1(x):
-    """Ours with the old prep kernel (MIXZOO_DELTA_PREP=v1, read by the forward launcher;
+def _ours_prep_v2(x):
+    """Ours with the whole-tile prep kernel (MIXZOO_DELTA_PREP=v2, read by the forward launcher;
     the backward does not launch a prep kernel)."""
     before = os.environ.get("MIXZOO_DELTA_PREP")
-    os.environ["MIXZOO_DELTA_PREP"] = "v1"
+    os.environ["MIXZOO_DELTA_PREP"] = "v2"
     try:
         return _ours(x)
     finally:
@@ -71,7 +71,7 @@ def _sdpa(x):
 
 def implementations(shape: dict) -> dict:
     global _told
-    impls = {"mixzoo": _ours, "mixzoo_prep_v1": _ours_prep_v1}
+    impls = {"mixzoo": _ours, "mixzoo_prep_v2": _ours_prep_v2}
     if chunk_delta_rule is not None:
         impls["fla_chunk"] = _fla_chunk
         if shape["T"] <= 2048:

@@ -513,9 +513,10 @@ PREP_VARIANTS = ("v1", "v2")
 
 def prep_variant() -> str:
     """Which prep kernel chunk_fwd launches: MIXZOO_DELTA_PREP=v1 (16x16 blocks, four serial
-    substitutions) or v2 (whole-tile, the default); read at every call, so one process can
-    time both. Both write the same W, U, Tm (interpreter-tested to 1e-5)."""
-    name = os.environ.get("MIXZOO_DELTA_PREP", "v2")
+    substitutions; the default, verified in bf16 on an H100) or v2 (whole-tile; opt-in until
+    it has run on a GPU). Read at every call, so one process can time both. Both write the
+    same W, U, Tm (interpreter-tested to 1e-5)."""
+    name = os.environ.get("MIXZOO_DELTA_PREP", "v1")
     if name not in PREP_VARIANTS:
         raise ValueError(f"MIXZOO_DELTA_PREP={name!r}: expected one of {PREP_VARIANTS}")
     return name
