@@ -4,6 +4,9 @@ An executor takes `RunJob`s and yields `(job, result)` pairs as runs finish, in 
 order. `execute_job` (a plain module-level function, so it pickles) does one run and
 never raises: a failing run comes back as a result with status "failed". A cluster
 executor would submit `execute_job` for each job and yield the results it collects.
+
+The process pool spawns its workers, so a script that calls `run_grid` with it (the
+default without a GPU) needs the usual `if __name__ == "__main__":` guard.
 """
 from __future__ import annotations
 
