@@ -25,7 +25,7 @@ from mixzoo.kernels.attention import attention
 from mixzoo.registry import register_mixer
 
 from .base import Mixer, MixerConfig
-from .deltanet import check_state
+from ._util import check_state
 
 
 def apply_rotary(x: torch.Tensor, offset: int, theta: float) -> torch.Tensor:

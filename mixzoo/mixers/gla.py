@@ -26,7 +26,7 @@ from mixzoo.kernels.gla import gla
 from mixzoo.registry import register_mixer
 
 from .base import Mixer, MixerConfig, bidirectional
-from .deltanet import check_state, head_dims
+from ._util import check_state, head_dims
 
 
 def head_group_norm(norm: nn.GroupNorm, o: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ from mixzoo.registry import register_mixer
 
 from .attention import apply_rotary
 from .base import Mixer, MixerConfig, bidirectional
-from .deltanet import check_state, head_dims
+from ._util import check_state, head_dims
 from .gla import head_group_norm
 
 

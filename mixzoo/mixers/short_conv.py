@@ -19,7 +19,7 @@ from mixzoo.kernels.conv1d import short_conv
 from mixzoo.registry import register_mixer
 
 from .base import Mixer, MixerConfig
-from .deltanet import conv_weight
+from ._util import conv_weight
 
 
 @register_mixer
