@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from .._common import pick_configs
-from .triton_fwd import _TUNE_KEY, LOG2E, _last_dim_contig, block_d, dot_precision, single_config
+from .triton_fwd import _TUNE_KEY, LOG2E, _last_dim_contig, block_d, dot_precision
 
 
 @triton.jit
@@ -45,7 +45,7 @@ def _bwd_configs(big, small, opts):
     also the interpreter's single config."""
     cfgs = [triton.Config({big: b, small: s}, num_warps=w, num_stages=st)
             for b, s, w, st in opts]
-    return cfgs[:1] if single_config() else cfgs
+    return cfgs
 
 
 _DKDV_OPTS = [(64, 32, 8, 3), (128, 32, 8, 2), (128, 64, 8, 2)]

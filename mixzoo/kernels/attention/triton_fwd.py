@@ -20,7 +20,6 @@ programs (flash-decoding); partial results are merged with their logsumexps.
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import triton
@@ -34,18 +33,13 @@ LOG2E = 1.4426950408889634
 NEG_BIG = tl.constexpr(-1.0e30)
 
 
-def single_config() -> bool:
-    """MIXZOO_SINGLE_CONFIG=1 keeps only the first autotune config (correctness runs on a
-    GPU, where compiling every candidate for every shape would dominate)."""
-    return os.environ.get("MIXZOO_SINGLE_CONFIG") == "1"
-
 
 def _fwd_configs():
     """Candidate tilings, chosen from sm_90 compiles without register spills (see
     README.md); the first one is also the interpreter's single config."""
     cfgs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
             for bm, bn, w, st in [(128, 64, 8, 3), (128, 128, 8, 2)]]
-    return cfgs[:1] if single_config() else cfgs
+    return cfgs
 
 
 def _wide_fwd_configs():
@@ -53,7 +47,7 @@ def _wide_fwd_configs():
     separate autotuner, because Triton skips pruning once a single config is left)."""
     cfgs = [triton.Config({"BLOCK_M": 64, "BLOCK_N": bn}, num_warps=4, num_stages=2)
             for bn in (64, 32)]
-    return cfgs[:1] if single_config() else cfgs
+    return cfgs
 
 
 _TUNE_KEY = ["Tq", "Tk", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "G", "DOT_PREC"]

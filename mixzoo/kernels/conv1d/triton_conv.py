@@ -18,7 +18,6 @@ per tile (2.8 ms at B8 T4096 D4096 on an H100, 15% of copy bandwidth).
 """
 from __future__ import annotations
 
-import os
 
 import torch
 import triton
@@ -59,15 +58,11 @@ def _load_rows(x_base, h0_base, rows, offs_d, sxt, T, D, W: tl.constexpr,
     return v
 
 
-def single_config() -> bool:
-    """MIXZOO_SINGLE_CONFIG=1 keeps only the first autotune config (GPU correctness runs)."""
-    return os.environ.get("MIXZOO_SINGLE_CONFIG") == "1"
-
 
 def _fwd_configs():
     cfgs = [triton.Config({"BLOCK_T": bt, "BLOCK_D": bd}, num_warps=w)
             for bt, bd, w in [(32, 128, 4), (64, 128, 4), (16, 256, 4)]]
-    return cfgs[:1] if single_config() else cfgs
+    return cfgs
 
 
 @triton.autotune(configs=pick_configs(_fwd_configs()), key=["T", "D", "W", "ACT", "LEFT"])
@@ -143,7 +138,7 @@ def _bwd_configs():
     # the taps across lanes and cost ~80 barriers per tile on the first H100 run)
     cfgs = [triton.Config({"BLOCK_T": bt, "BLOCK_D": bd}, num_warps=w)
             for bt, bd, w in [(16, 64, 4), (32, 64, 8), (16, 128, 8)]]
-    return cfgs[:1] if single_config() else cfgs
+    return cfgs
 
 
 @triton.autotune(configs=pick_configs(_bwd_configs()), key=["T", "D", "W", "ACT", "LEFT"])
