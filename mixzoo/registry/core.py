@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from pydantic import ValidationError
 
 __all__ = ["MixerEntry", "register_mixer", "unregister_mixer", "get_mixer", "get_entry",
-           "list_mixers", "build_mixer", "config_type_name"]
+           "list_mixers", "build_mixer", "config_type_name", "unknown_name_error"]
 
 
 @dataclass(frozen=True)
@@ -109,12 +109,17 @@ def unregister_mixer(name: str) -> None:
     del _REGISTRY[name]
 
 
-def _unknown(name: str) -> KeyError:
-    names = sorted(_REGISTRY)
+def unknown_name_error(kind: str, name: Any, registered: Any, note: str = "") -> KeyError:
+    """KeyError for an unknown registry key, with close matches (shared by every registry)."""
+    names = sorted(registered)
     close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return KeyError(f"unknown {kind} {name!r}.{hint}{note} Registered: {', '.join(names)}")
+
+
+def _unknown(name: str) -> KeyError:
     broken = f" (plugin {name!r} failed to load: {_BROKEN[name]})" if name in _BROKEN else ""
-    return KeyError(f"unknown mixer {name!r}.{hint}{broken} Registered: {', '.join(names)}")
+    return unknown_name_error("mixer", name, _REGISTRY, broken)
 
 
 def get_entry(name: str) -> MixerEntry:

@@ -9,12 +9,12 @@ Like the mixer registry, a task is registered under the `type` literal of its Co
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
-import typing
 from typing import Any, Callable, Mapping, TypeVar
 
 from pydantic import ValidationError
+
+from mixzoo.registry.core import config_type_name, unknown_name_error
 
 from .base import Task, TaskConfig
 
@@ -33,14 +33,6 @@ def _ensure_loaded() -> None:
         import mixzoo.tasks  # noqa: F401  (registers the built-in tasks)
 
 
-def _type_name(config_cls: type) -> str:
-    ann = config_cls.model_fields["type"].annotation
-    args = typing.get_args(ann) if typing.get_origin(ann) is typing.Literal else ()
-    if len(args) != 1 or not isinstance(args[0], str):
-        raise TypeError(f"{config_cls.__qualname__}.type must be Literal['<one name>'], got {ann!r}")
-    return args[0]
-
-
 def register_task(cls: T | None = None, *, override: bool = False) -> T | Callable[[T], T]:
     """Class decorator registering a `Task` subclass under its Config's `type` literal.
     A duplicate name raises `ValueError` unless `override=True`."""
@@ -50,7 +42,7 @@ def register_task(cls: T | None = None, *, override: bool = False) -> T | Callab
         cfg = getattr(c, "Config", None)
         if not (isinstance(cfg, type) and issubclass(cfg, TaskConfig)) or cfg is TaskConfig:
             raise TypeError(f"register_task: {c.__qualname__}.Config must subclass TaskConfig")
-        name = _type_name(cfg)
+        name = config_type_name(cfg)
         if name in _TASKS and not override:
             old = _TASKS[name]
             raise ValueError(f"task {name!r} is already registered by {old.__module__}."
@@ -69,10 +61,7 @@ def unregister_task(name: str) -> None:
 
 
 def _unknown(name: Any) -> KeyError:
-    names = sorted(_TASKS)
-    close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return KeyError(f"unknown task {name!r}.{hint} Registered: {', '.join(names)}")
+    return unknown_name_error("task", name, _TASKS)
 
 
 def get_task(name: str) -> type[Task]:
