@@ -98,6 +98,26 @@ def time_impl(fn, inputs: dict, do: torch.Tensor, warmup: int, rep: int) -> dict
     return res
 
 
+def kernel_table(fn, inputs: dict, do: torch.Tensor, iters: int = 3, rows: int = 14) -> str:
+    """Per-kernel CUDA times (torch.profiler) of `iters` fwd+bwd calls of fn, after two
+    untimed calls (autotune, compile). Gradients are reset between calls, so no
+    accumulation kernels appear."""
+    leaves = leaves_of(inputs)
+
+    def once():
+        for t in leaves:
+            t.grad = None
+        fn(inputs).backward(do)
+    for _ in range(2):
+        once()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            once()
+        torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows)
+
+
 def check_impl(fn, inputs: dict, ref_out: torch.Tensor, ref_grads: dict, do) -> dict:
     for t in leaves_of(inputs):
         t.grad = None

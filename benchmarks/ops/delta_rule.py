@@ -153,9 +153,14 @@ def _breakdown(shape: dict) -> None:
             os.environ["MIXZOO_DELTA_PREP"] = before
         torch.cuda.synchronize()
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=10))
-
+    if chunk_delta_rule is not None:          # fla's kernels at the same shape, for comparison
+        from bench_kernels import kernel_table
+        xf = {n: t.detach().requires_grad_(True) for n, t in x.items()}
+        print("fla chunk_delta_rule, 3 fwd+bwd:\n" + kernel_table(_fla_chunk, xf, do))
 
 if __name__ == "__main__":
+    import pathlib
     import sys
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))   # bench_kernels
     for arg in sys.argv[1:] or ["4,4096,16,128"]:
         _breakdown(dict(zip("BTHD", (int(a) for a in arg.split(",")))))

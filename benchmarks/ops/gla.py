@@ -83,18 +83,13 @@ def flops(shape: dict, mode: str) -> float:
 
 
 def _breakdown(shape: dict) -> None:
-    """Per-kernel CUDA times of our forward + backward (torch.profiler), for tuning notes."""
+    """Per-kernel CUDA times of our forward + backward and of fla's (torch.profiler)."""
+    from bench_kernels import kernel_table
     x = make_inputs(shape, torch.bfloat16, "cuda")
     do = torch.randn_like(x["v"])
-    for _ in range(3):                                    # autotune + compile outside
-        _ours(x).backward(do)
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(5):
-            _ours(x).backward(do)
-        torch.cuda.synchronize()
-    print(f"breakdown {NAME} {shape} (5 fwd+bwd):")
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14))
+    print(f"breakdown {NAME} {shape}, ours, 5 fwd+bwd:\n" + kernel_table(_ours, x, do, iters=5))
+    if chunk_gla is not None:
+        print("fla chunk_gla, 5 fwd+bwd:\n" + kernel_table(_fla_chunk, x, do, iters=5))
 
 
 def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
@@ -164,7 +159,9 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
 
 
 if __name__ == "__main__":
+    import pathlib
     import sys
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))   # bench_kernels
     if sys.argv[1:2] == ["--sm90-report"]:
         # e.g. python benchmarks/ops/gla.py --sm90-report bf16 128 128
         a = sys.argv[2:] + ["bf16", "128", "128"][len(sys.argv[2:]):]
