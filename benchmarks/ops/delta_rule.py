@@ -158,9 +158,30 @@ def _breakdown(shape: dict) -> None:
         xf = {n: t.detach().requires_grad_(True) for n, t in x.items()}
         print("fla chunk_delta_rule, 3 fwd+bwd:\n" + kernel_table(_fla_chunk, xf, do))
 
+def _sm90_report(K: int = 128, V: int = 128) -> int:
+    """Registers and spills of every autotune config of the chunk kernels, built for sm_90
+    on this host (benchmarks/sm90.py; no GPU needed). Returns the number of failed builds."""
+    from sm90 import report
+
+    import mixzoo.kernels.delta_rule.chunk as C
+    P, F, I = "*bf16", "*fp32", "i32"
+    base = dict(H=16, K=K, V=V, BK=max(16, 1 << (K - 1).bit_length()), USE_L2=False, PREC="tf32")
+    bv = max(16, 1 << (V - 1).bit_length())
+    rows = dict(w=P, u=P, tinv=F, T=I, k=P, v=P, beta=P)
+    fails = report("prep v1", C._prep_fwd_kernel, rows, dict(base, BV=bv, SAVE_T=True))
+    fails += report("prep v2", C._prep_fwd_v2_kernel, rows,
+                    dict(base, BV=bv, SAVE_T=True, BC=min(64, base["BK"], bv)))
+    fails += report("fused_bwd", C._fused_bwd_kernel,
+                    dict(q=P, k=P, v=P, beta=P, w=P, tinv=F, hbuf=P, dhbuf=P, do=P, dq=P, dk=P,
+                         dv=P, dbeta=P, scale="fp32", T=I), base)
+    return fails
+
+
 if __name__ == "__main__":
     import pathlib
     import sys
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))   # bench_kernels
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))   # bench_kernels, sm90
+    if sys.argv[1:2] == ["--sm90-report"]:        # e.g. ... --sm90-report 128 128
+        sys.exit(_sm90_report(*(int(a) for a in sys.argv[2:4])))
     for arg in sys.argv[1:] or ["4,4096,16,128"]:
         _breakdown(dict(zip("BTHD", (int(a) for a in arg.split(",")))))

@@ -36,9 +36,16 @@ _AUTOTUNE_KW = ({"cache_results": True}
 
 # ----------------------------------------------------------------------------- helpers
 @triton.jit
-def _rows_ptr(base, b, h, t, T, H: tl.constexpr, D: tl.constexpr):
-    """Pointer to element (b, t, h, 0) of a contiguous [B,T,H,D] tensor (t: a vector)."""
-    return base + ((b * T + t).to(tl.int64) * H + h) * D
+def _rows_ptrs(base, b, h, t0, T, H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr,
+               NR: tl.constexpr, col0):
+    """Pointers and mask of rows t0..t0+NR, columns col0..col0+BD of a contiguous [B,T,H,D]
+    tensor at head h. One 64-bit scalar base, 32-bit offsets inside the tile: 64-bit
+    per-element offset tiles cost registers (and spills) in the larger kernels."""
+    r = tl.arange(0, NR)
+    c = col0 + tl.arange(0, BD)
+    row0 = base + ((b * T + t0).to(tl.int64) * H + h) * D
+    m = (t0 + r < T)[:, None] & (c < D)[None, :]
+    return row0 + (r * (H * D))[:, None] + c[None, :], m
 
 
 @triton.jit
@@ -46,21 +53,15 @@ def _load_rows(base, b, h, t0, T, H: tl.constexpr, D: tl.constexpr, BD: tl.const
                NR: tl.constexpr, col0):
     """Rows t0..t0+NR of a [B,T,H,D] tensor at head h, columns col0..col0+BD -> [NR,BD] fp32.
     Rows past T and columns past D read as zero."""
-    t = t0 + tl.arange(0, NR)
-    c = col0 + tl.arange(0, BD)
-    m = (t < T)[:, None] & (c < D)[None, :]
-    x = tl.load(_rows_ptr(base, b, h, t, T, H, D)[:, None] + c[None, :], mask=m, other=0.)
-    return x.to(tl.float32)
+    p, m = _rows_ptrs(base, b, h, t0, T, H, D, BD, NR, col0)
+    return tl.load(p, mask=m, other=0.).to(tl.float32)
 
 
 @triton.jit
 def _store_rows(base, x, b, h, t0, T, H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr,
                 NR: tl.constexpr, col0):
-    t = t0 + tl.arange(0, NR)
-    c = col0 + tl.arange(0, BD)
-    m = (t < T)[:, None] & (c < D)[None, :]
-    tl.store(_rows_ptr(base, b, h, t, T, H, D)[:, None] + c[None, :],
-             x.to(base.dtype.element_ty), mask=m)
+    p, m = _rows_ptrs(base, b, h, t0, T, H, D, BD, NR, col0)
+    tl.store(p, x.to(base.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -428,12 +429,16 @@ def _fused_bwd_kernel(
     USE_L2: tl.constexpr, PREC: tl.constexpr, BV: tl.constexpr,
 ):
     """One program per (chunk, b*h): every gradient that does not cross chunks.
-    Loop over v-blocks:  U' = Tm (beta V) - W S;  dP += dO U'^T;  dU' = P^T dO + K dS;
-        dQ += dO S^T;  dK += U' dS^T;  dW -= dU' S^T;  dTm += dU' (beta V)^T;
-        dV = beta * Tm^T dU';  dbeta += rowsum(Tm^T dU' * V).
-    Then: dQ += (dP*M) K;  dK += (dP*M)^T Q;  dTm += dW (beta K)^T;  dK += beta * Tm^T dW;
-        dA = -StrictTril(Tm^T dTm Tm^T);  dK += (beta dA) K + (beta dA)^T K;
-        dbeta += rowsum(Tm^T dW * K) + rowsum(dA * K K^T); then the scale and l2norm chain."""
+    Loop over v-blocks (S, dS: this chunk's state and its gradient, [K,BV] slices):
+        U' = Tm (beta V) - W S;   dP += dO U'^T;   dU' = P^T dO + K dS;   dQ += dO S^T;
+        dbv = Tm^T dU'  (= d(beta V));  dV = beta dbv;  R = V - K S;
+        dTm += dU' (beta R)^T;   dbeta += rowsum(dbv * R);   dK += U' dS^T - (beta dbv) S^T.
+    The last three fold in the W path (dW = -sum_v dU' S^T, with W = Tm beta K) one v-block
+    at a time, so no [64,K] dW accumulator is live across the loop (README, "Backward").
+    Then: dQ += (dP*M) K;  dK += (dP*M)^T Q;  dA = -StrictTril(Tm^T dTm Tm^T);
+        dK += (beta dA + (beta dA)^T) K;  dbeta += rowsum(dA * K K^T); the scale and l2norm
+    chain. Live across the loop: dQ, dK [64,K] fp32; dP, dTm [64,64] fp32; Tm; bf16 Q, K, W, P.
+    fp32 rows of q and k are re-read for the epilogue instead of being kept."""
     i_c, i_bh = tl.program_id(0), tl.program_id(1)
     b, h = i_bh // H, i_bh % H
     dt = q.dtype.element_ty
@@ -441,12 +446,8 @@ def _fused_bwd_kernel(
     t0 = i_c * 64
     r = tl.arange(0, 64)
     causal = r[:, None] >= r[None, :]
-    qr = _load_rows(q, b, h, t0, T, H, K, BK, 64, 0)
-    kr = _load_rows(k, b, h, t0, T, H, K, BK, 64, 0)
-    qn = _l2n(qr, USE_L2)
-    kn = _l2n(kr, USE_L2)
-    qd = (qn * scale).to(dt)
-    kd = kn.to(dt)
+    qd = (_l2n(_load_rows(q, b, h, t0, T, H, K, BK, 64, 0), USE_L2) * scale).to(dt)
+    kd = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 64, 0), USE_L2).to(dt)
     bt = _load_beta(beta, b, h, t0, T, H, 64)
     wd = _load_rows(w, b, h, t0, T, H, K, BK, 64, 0).to(dt)
     tptr = tinv + (i_bh.to(tl.int64) * NT + i_c) * 4096 + r[:, None] * 64 + r[None, :]
@@ -456,7 +457,6 @@ def _fused_bwd_kernel(
     dT = tl.zeros([64, 64], dtype=tl.float32)
     dqa = tl.zeros([64, BK], dtype=tl.float32)
     dka = tl.zeros([64, BK], dtype=tl.float32)
-    dwa = tl.zeros([64, BK], dtype=tl.float32)
     dba = tl.zeros([64], dtype=tl.float32)
     for i_v in range(tl.cdiv(V, BV)):
         ps, ms = _state_ptrs(hbuf, i_bh, i_c, NT, K, V, BK, BV, i_v)
@@ -465,37 +465,34 @@ def _fused_bwd_kernel(
         dS = tl.load(pd, mask=md, other=0.).to(dt)
         vb = _load_rows(v, b, h, t0, T, H, V, BV, 64, i_v * BV)
         dob = _load_rows(do, b, h, t0, T, H, V, BV, 64, i_v * BV).to(dt)
-        bv = bt[:, None] * vb
-        ub = tl.dot(Tm, bv, input_precision=PREC).to(dt).to(tl.float32)       # U, rounded as stored
-        upd = (ub - tl.dot(wd, S, input_precision=PREC)).to(dt)               # U'
+        ub = tl.dot(Tm, bt[:, None] * vb, input_precision=PREC).to(dt).to(tl.float32)
+        upd = (ub - tl.dot(wd, S, input_precision=PREC)).to(dt)               # U' as stored
         dP += tl.dot(dob, tl.trans(upd), input_precision=PREC)
         dup = (tl.dot(tl.trans(P), dob, input_precision=PREC)
                + tl.dot(kd, dS, input_precision=PREC))                        # dU' fp32
-        dupd = dup.to(dt)
-        dqa += tl.dot(dob, tl.trans(S), input_precision=PREC)
-        dka += tl.dot(upd, tl.trans(dS), input_precision=PREC)
-        dwa -= tl.dot(dupd, tl.trans(S), input_precision=PREC)
-        dT += tl.dot(dup, tl.trans(bv), input_precision=PREC)
         dbv = tl.dot(tl.trans(Tm), dup, input_precision=PREC)                 # d(beta V)
         _store_rows(dv, bt[:, None] * dbv, b, h, t0, T, H, V, BV, 64, i_v * BV)
-        dba += tl.sum(dbv * vb, 1)
+        rv = vb - tl.dot(kd, S, input_precision=PREC)                         # V - K S
+        dT += tl.dot(dup, tl.trans(bt[:, None] * rv), input_precision=PREC)
+        dba += tl.sum(dbv * rv, 1)
+        dqa += tl.dot(dob, tl.trans(S), input_precision=PREC)
+        dka += (tl.dot(upd, tl.trans(dS), input_precision=PREC)
+                - tl.dot((bt[:, None] * dbv).to(dt), tl.trans(S), input_precision=PREC))
     dP = tl.where(causal, dP, 0.).to(dt)
     dqa += tl.dot(dP, kd, input_precision=PREC)
     dka += tl.dot(tl.trans(dP), qd, input_precision=PREC)
-    bk = bt[:, None] * kn
-    dT += tl.dot(dwa, tl.trans(bk), input_precision=PREC)
-    dbk = tl.dot(tl.trans(Tm), dwa, input_precision=PREC)                     # d(beta K)
-    dka += bt[:, None] * dbk
-    dba += tl.sum(dbk * kn, 1)
     dA = -tl.dot(tl.dot(tl.trans(Tm), dT, input_precision=PREC), tl.trans(Tm),
                  input_precision=PREC)
     dA = tl.where(r[:, None] > r[None, :], dA, 0.)
-    G = tl.dot(kd, tl.trans(kd), input_precision=PREC)                        # K K^T
-    dba += tl.sum(dA * G, 1)
+    dba += tl.sum(dA * tl.dot(kd, tl.trans(kd), input_precision=PREC), 1)     # rowsum(dA*KK^T)
     Bm = bt[:, None] * dA
-    dka += tl.dot(Bm, kn, input_precision=PREC) + tl.dot(tl.trans(Bm), kn, input_precision=PREC)
+    kr = _load_rows(k, b, h, t0, T, H, K, BK, 64, 0)
+    kn = _l2n(kr, USE_L2)
+    dka += tl.dot(Bm + tl.trans(Bm), kn, input_precision=PREC)
     dqa = dqa * scale
     if USE_L2:
+        qr = _load_rows(q, b, h, t0, T, H, K, BK, 64, 0)
+        qn = _l2n(qr, USE_L2)
         rq = tl.rsqrt(tl.sum(qr * qr, 1) + 1e-6)
         rk = tl.rsqrt(tl.sum(kr * kr, 1) + 1e-6)
         dqa = rq[:, None] * (dqa - qn * tl.sum(qn * dqa, 1)[:, None])
