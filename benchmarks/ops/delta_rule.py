@@ -71,7 +71,7 @@ def _sdpa(x):
 
 def implementations(shape: dict) -> dict:
     global _told
-    impls = {"mixzoo": _ours, "mixzoo_prep_v2": _ours_prep_v2}
+    impls = {"mixzoo": _ours}
     if chunk_delta_rule is not None:
         impls["fla_chunk"] = _fla_chunk
         if shape["T"] <= 2048:
@@ -115,13 +115,13 @@ def _breakdown(shape: dict) -> None:
     x = make_inputs(shape, torch.bfloat16, "cuda")
     q, k, v, beta = (x[n].detach() for n in ("q", "k", "v", "beta"))
     s = q.shape[-1] ** -0.5
-    o, ht, w, tinv, hbuf = chunk_fwd(q, k, v, beta, s, None, False, False, True)
+    o, ht, vn, tinv, hbuf = chunk_fwd(q, k, v, beta, s, None, False, False, True)
     do = torch.randn_like(o)
     t = {"fwd (save)": do_bench(lambda: chunk_fwd(q, k, v, beta, s, None, False, False, True),
                                 return_mode="median"),
          "fwd (no save)": do_bench(lambda: chunk_fwd(q, k, v, beta, s, None, False, False, False),
                                    return_mode="median"),
-         "bwd": do_bench(lambda: chunk_bwd(q, k, v, beta, s, None, False, w, tinv, hbuf, do, None),
+         "bwd": do_bench(lambda: chunk_bwd(q, k, v, beta, s, None, False, vn, tinv, hbuf, do, None),
                          return_mode="median")}
     from mixzoo.kernels.delta_rule import chunk as ck
     before = os.environ.get("MIXZOO_DELTA_PREP")
@@ -139,8 +139,8 @@ def _breakdown(shape: dict) -> None:
           + f" | prep v2 best: {getattr(ck._prep_fwd_v2_kernel, 'best_config', None)}")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(3):
-            o, ht, w, tinv, hbuf = chunk_fwd(q, k, v, beta, s, None, False, False, True)
-            chunk_bwd(q, k, v, beta, s, None, False, w, tinv, hbuf, do, None)
+            o, ht, vn, tinv, hbuf = chunk_fwd(q, k, v, beta, s, None, False, False, True)
+            chunk_bwd(q, k, v, beta, s, None, False, vn, tinv, hbuf, do, None)
         # 3 more forwards with the other prep kernel, so both prep rows appear in the table
         # (the _state_fwd_kernel row then counts 6 calls)
         other = "v1" if ck.prep_variant() == "v2" else "v2"
@@ -172,7 +172,7 @@ def _sm90_report(K: int = 128, V: int = 128) -> int:
     fails += report("prep v2", C._prep_fwd_v2_kernel, rows,
                     dict(base, BV=bv, SAVE_T=True, BC=min(64, base["BK"], bv)))
     fails += report("fused_bwd", C._fused_bwd_kernel,
-                    dict(q=P, k=P, v=P, beta=P, w=P, tinv=F, hbuf=P, dhbuf=P, do=P, dq=P, dk=P,
+                    dict(q=P, k=P, v=P, beta=P, vn=P, tinv=F, hbuf=P, dhbuf=P, do=P, dq=P, dk=P,
                          dv=P, dbeta=P, scale="fp32", T=I), base)
     return fails
 

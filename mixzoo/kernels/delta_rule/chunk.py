@@ -11,9 +11,11 @@ and q already scaled (and L2-normalised when USE_L2):
     S   <- S + K^T U'
 Kernels, in launch order:
     _prep_fwd_kernel    (chunk, b*h)       A, Tm, W, U; stores W, U (and Tm for the backward)
-    _state_fwd_kernel   (v-block, b*h)     sequential over chunks: U', O, S (stores chunk states h)
-    _state_bwd_kernel   (v-block, b*h)     reverse over chunks: dS per chunk (stores dh)
-    _fused_bwd_kernel   (chunk, b*h)       everything else of the backward, from Tm, h and dh
+    _state_fwd_kernel   (v-block, b*h)     sequential over chunks: U', O, S (stores chunk
+                                           states h and U' for the backward)
+    _state_bwd_kernel   (v-block, b*h)     reverse over chunks: dS per chunk (stores dh);
+                                           W = Tm diag(beta) K rebuilt per chunk from Tm
+    _fused_bwd_kernel   (chunk, b*h)       everything else of the backward, from Tm, U', h, dh
 README.md derives the backward.
 """
 from __future__ import annotations
@@ -317,6 +319,7 @@ def _state_fwd_kernel(
     o,                   # output [B,T,H,V]
     h0, ht,              # initial / final state [B,H,K,V] fp32 (used if HAS_H0 / STORE_HT)
     hbuf,                # chunk-start states [B,H,NT,K,V] (input dtype), written if SAVE_H
+    vn,                  # U' [B,T,H,V] (input dtype), written if SAVE_H
     scale, T,            # query scale; sequence length
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_L2: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
@@ -347,6 +350,8 @@ def _state_fwd_kernel(
         Sd = S.to(dt)
         up = uc - tl.dot(wc, Sd, input_precision=PREC)                       # U'  [64,BV]
         upd = up.to(dt)
+        if SAVE_H:
+            _store_rows(vn, upd, b, h, t0, T, H, V, BV, 64, i_v * BV)
         P = tl.where(causal, tl.dot(qc, tl.trans(kc), input_precision=PREC), 0.)
         oc = tl.dot(qc, Sd, input_precision=PREC) + tl.dot(P.to(dt), upd, input_precision=PREC)
         _store_rows(o, oc, b, h, t0, T, H, V, BV, 64, i_v * BV)
@@ -359,7 +364,8 @@ def _state_fwd_kernel(
 # ----------------------------------------------------------------------------- backward
 @triton.jit
 def _state_bwd_kernel(
-    q, k, w,             # q, k [B,T,H,K]; W [B,T,H,K] saved by the forward
+    q, k, beta,          # q, k [B,T,H,K]; beta [B,T,H]
+    tinv,                # Tm [B,H,NT,64,64] fp32 saved by the forward
     do,                  # output grad [B,T,H,V]
     dht, dh0,            # final-state grad in, initial-state grad out [B,H,K,V] fp32
     dhbuf,               # dS after each chunk [B,H,NT,K,V] (input dtype), written
@@ -368,7 +374,9 @@ def _state_bwd_kernel(
     USE_L2: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr,
 ):
     """Reverse pass over chunks. With dS = dL/dS_{c+1} (the state after chunk c):
-    dU' = (Q K^T * M)^T dO + K dS;   dS_c = dS + Q^T dO - W^T dU'."""
+    dU' = (Q K^T * M)^T dO + K dS;   dS_c = dS + Q^T dO - W^T dU'.
+    W = Tm diag(beta) K is rebuilt per chunk (off the dS dependency chain) rather than saved:
+    the forward saves U' for _fused_bwd_kernel instead, at the same memory."""
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     b, h = i_bh // H, i_bh % H
     dt = q.dtype.element_ty
@@ -387,7 +395,9 @@ def _state_bwd_kernel(
         tl.store(ph, dS.to(dhbuf.dtype.element_ty), mask=mh)
         qc = (_l2n(_load_rows(q, b, h, t0, T, H, K, BK, 64, 0), USE_L2) * scale).to(dt)
         kc = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 64, 0), USE_L2).to(dt)
-        wc = _load_rows(w, b, h, t0, T, H, K, BK, 64, 0).to(dt)
+        bk = _load_beta(beta, b, h, t0, T, H, 64)[:, None] * kc.to(tl.float32)
+        tptr = tinv + (i_bh.to(tl.int64) * NT + c) * 4096 + r[:, None] * 64 + r[None, :]
+        wc = tl.dot(tl.load(tptr), bk, input_precision=PREC).to(dt)           # W [64,BK]
         doc = _load_rows(do, b, h, t0, T, H, V, BV, 64, i_v * BV).to(dt)
         Pt = tl.where(anti, tl.dot(kc, tl.trans(qc), input_precision=PREC), 0.)
         dup = (tl.dot(Pt.to(dt), doc, input_precision=PREC)
@@ -405,13 +415,12 @@ def _fused_bwd_configs():
     if not _wide_tuning():
         return pick_configs([triton.Config({"BV": bv}, num_warps=nw, num_stages=ns)
                              for bv in (32, 64) for nw in (4, 8) for ns in (1, 2)])
-    # around the best of run 1 (first: the interpreter keeps it), adding deeper pipelining of
-    # the v-block loop (3 stages). Left out: 2 warps (three [64,K] fp32 accumulators spill
-    # even at 8), BV=16 (no fewer spills on sm_90, and BV=16 state passes were present in
-    # the one B1 T16384 fault of run 1)
+    # sm_90 host builds (Triton 3.9, K=V=128, bf16): BV=16 at 8 warps spills least (296 B),
+    # then BV=32 (8 warps); 4 warps and BV=64 spill 2-4x more. 2 warps: three [64,K] fp32
+    # tiles do not fit at all. First entry: the interpreter's single config.
     cfgs = [triton.Config({"BV": bv}, num_warps=nw, num_stages=ns)
-            for bv, nw, ns in ((32, 8, 2), (32, 8, 3), (32, 8, 1), (32, 4, 2), (32, 4, 3),
-                               (64, 8, 1), (64, 8, 2), (64, 8, 3))]
+            for bv, nw, ns in ((32, 8, 2), (16, 8, 1), (16, 8, 2), (16, 8, 3), (32, 8, 1),
+                               (32, 8, 3), (32, 4, 2), (64, 8, 2))]
     return pick_configs(cfgs)
 
 
@@ -419,7 +428,8 @@ def _fused_bwd_configs():
                  **_AUTOTUNE_KW)
 @triton.jit
 def _fused_bwd_kernel(
-    q, k, v, beta, w,    # inputs, and W saved by the forward
+    q, k, v, beta,       # inputs
+    vn,                  # U' [B,T,H,V] saved by the forward
     tinv,                # Tm [B,H,NT,64,64] fp32 (from _prep_fwd_kernel)
     hbuf, dhbuf,         # S_c and dL/dS_{c+1} per chunk [B,H,NT,K,V]
     do,                  # output grad [B,T,H,V]
@@ -429,15 +439,15 @@ def _fused_bwd_kernel(
     USE_L2: tl.constexpr, PREC: tl.constexpr, BV: tl.constexpr,
 ):
     """One program per (chunk, b*h): every gradient that does not cross chunks.
-    Loop over v-blocks (S, dS: this chunk's state and its gradient, [K,BV] slices):
-        U' = Tm (beta V) - W S;   dP += dO U'^T;   dU' = P^T dO + K dS;   dQ += dO S^T;
+    Loop over v-blocks (S, dS: this chunk's state and its gradient, [K,BV] slices; U' as
+    saved by the forward):   dP += dO U'^T;   dU' = P^T dO + K dS;   dQ += dO S^T;
         dbv = Tm^T dU'  (= d(beta V));  dV = beta dbv;  R = V - K S;
         dTm += dU' (beta R)^T;   dbeta += rowsum(dbv * R);   dK += U' dS^T - (beta dbv) S^T.
     The last three fold in the W path (dW = -sum_v dU' S^T, with W = Tm beta K) one v-block
     at a time, so no [64,K] dW accumulator is live across the loop (README, "Backward").
     Then: dQ += (dP*M) K;  dK += (dP*M)^T Q;  dA = -StrictTril(Tm^T dTm Tm^T);
         dK += (beta dA + (beta dA)^T) K;  dbeta += rowsum(dA * K K^T); the scale and l2norm
-    chain. Live across the loop: dQ, dK [64,K] fp32; dP, dTm [64,64] fp32; Tm; bf16 Q, K, W, P.
+    chain. Live across the loop: dQ, dK [64,K] fp32; dP, dTm [64,64] fp32; Tm; bf16 Q, K, P.
     fp32 rows of q and k are re-read for the epilogue instead of being kept."""
     i_c, i_bh = tl.program_id(0), tl.program_id(1)
     b, h = i_bh // H, i_bh % H
@@ -449,7 +459,6 @@ def _fused_bwd_kernel(
     qd = (_l2n(_load_rows(q, b, h, t0, T, H, K, BK, 64, 0), USE_L2) * scale).to(dt)
     kd = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 64, 0), USE_L2).to(dt)
     bt = _load_beta(beta, b, h, t0, T, H, 64)
-    wd = _load_rows(w, b, h, t0, T, H, K, BK, 64, 0).to(dt)
     tptr = tinv + (i_bh.to(tl.int64) * NT + i_c) * 4096 + r[:, None] * 64 + r[None, :]
     Tm = tl.where(causal, tl.load(tptr, mask=causal, other=0.), 0.)          # [64,64]
     P = tl.where(causal, tl.dot(qd, tl.trans(kd), input_precision=PREC), 0.).to(dt)
@@ -465,8 +474,7 @@ def _fused_bwd_kernel(
         dS = tl.load(pd, mask=md, other=0.).to(dt)
         vb = _load_rows(v, b, h, t0, T, H, V, BV, 64, i_v * BV)
         dob = _load_rows(do, b, h, t0, T, H, V, BV, 64, i_v * BV).to(dt)
-        ub = tl.dot(Tm, bt[:, None] * vb, input_precision=PREC).to(dt).to(tl.float32)
-        upd = (ub - tl.dot(wd, S, input_precision=PREC)).to(dt)               # U' as stored
+        upd = _load_rows(vn, b, h, t0, T, H, V, BV, 64, i_v * BV).to(dt)      # U'
         dP += tl.dot(dob, tl.trans(upd), input_precision=PREC)
         dup = (tl.dot(tl.trans(P), dob, input_precision=PREC)
                + tl.dot(kd, dS, input_precision=PREC))                        # dU' fp32
@@ -538,36 +546,49 @@ def _state_bv(BH: int, BVfull: int) -> int:
     return min(32, BVfull)
 
 
-def chunk_fwd(q, k, v, beta, scale: float, initial_state, output_final_state: bool,
-              use_l2: bool, save_for_bwd: bool):
-    """Forward launcher. Returns o, final state (or empty), W, Tm (or empty), h (or empty)."""
-    B, T, H, K, V, BK, BVf = _dims(q, v)
+def prep(k, v, beta, use_l2: bool, save_t: bool):
+    """The per-chunk UT transform: W = Tm diag(beta) K, U = Tm diag(beta) V (input dtype) and
+    Tm [B,H,NT,64,64] fp32 (empty unless save_t), with the prep kernel prep_variant() picks."""
+    B, T, H, K, V, BK, BVf = _dims(k, v)
     NT = cdiv(T, CHUNK)
-    prec = _prec(q)
+    prec = _prec(k)
     w = torch.empty_like(k)
     u = torch.empty_like(v)
-    tinv = q.new_empty((B, H, NT, CHUNK, CHUNK) if save_for_bwd else (0,), dtype=torch.float32)
+    tinv = k.new_empty((B, H, NT, CHUNK, CHUNK) if save_t else (0,), dtype=torch.float32)
     if prep_variant() == "v2":
         _prep_fwd_v2_kernel[(NT, B * H)](k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=BK, BV=BVf,
-                                         USE_L2=use_l2, SAVE_T=save_for_bwd, PREC=prec,
+                                         USE_L2=use_l2, SAVE_T=save_t, PREC=prec,
                                          BC=min(64, BK, BVf))
     else:
         _prep_fwd_kernel[(NT, B * H)](k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=BK, BV=BVf,
-                                      USE_L2=use_l2, SAVE_T=save_for_bwd, PREC=prec)
+                                      USE_L2=use_l2, SAVE_T=save_t, PREC=prec)
+    return w, u, tinv
+
+
+def chunk_fwd(q, k, v, beta, scale: float, initial_state, output_final_state: bool,
+              use_l2: bool, save_for_bwd: bool):
+    """Forward launcher. Returns o, the final state (or empty), and what the backward needs
+    (each empty unless save_for_bwd): U' [B,T,H,V], Tm [B,H,NT,64,64] fp32, h [B,H,NT,K,V]."""
+    B, T, H, K, V, BK, BVf = _dims(q, v)
+    NT = cdiv(T, CHUNK)
+    prec = _prec(q)
+    w, u, tinv = prep(k, v, beta, use_l2, save_for_bwd)
     o = torch.empty_like(v)
     ht = q.new_empty((B, H, K, V) if output_final_state else (0,), dtype=torch.float32)
     hbuf = q.new_empty((B, H, NT, K, V) if save_for_bwd else (0,))
+    vn = torch.empty_like(v) if save_for_bwd else v.new_empty((0,))
     BV = _state_bv(B * H, BVf)
     h0 = initial_state if initial_state is not None else ht
     _state_fwd_kernel[(cdiv(V, BV), B * H)](
-        q, k, w, u, o, h0, ht, hbuf, scale, T, H=H, K=K, V=V, BK=BK, BV=BV, USE_L2=use_l2,
+        q, k, w, u, o, h0, ht, hbuf, vn, scale, T, H=H, K=K, V=V, BK=BK, BV=BV, USE_L2=use_l2,
         HAS_H0=initial_state is not None, STORE_HT=output_final_state, SAVE_H=save_for_bwd,
         PREC=prec, num_warps=4 if BK * BV <= 4096 else 8)
-    return o, ht, w, tinv, hbuf
+    return o, ht, vn, tinv, hbuf
 
 
-def chunk_bwd(q, k, v, beta, scale: float, initial_state, use_l2: bool, w, tinv, hbuf, do, dht):
-    """Backward launcher: returns dq, dk, dv, dbeta, dh0 (or empty)."""
+def chunk_bwd(q, k, v, beta, scale: float, initial_state, use_l2: bool, vn, tinv, hbuf, do, dht):
+    """Backward launcher (vn, tinv, hbuf: saved by chunk_fwd): returns dq, dk, dv, dbeta, dh0
+    (or empty)."""
     B, T, H, K, V, BK, BVf = _dims(q, v)
     NT = cdiv(T, CHUNK)
     prec = _prec(q)
@@ -579,10 +600,10 @@ def chunk_bwd(q, k, v, beta, scale: float, initial_state, use_l2: bool, w, tinv,
     BV = _state_bv(B * H, BVf)
     has_dht = dht is not None
     _state_bwd_kernel[(cdiv(V, BV), B * H)](
-        q, k, w, do, dht if has_dht else dh0, dh0, dhbuf, scale, T, H=H, K=K, V=V, BK=BK,
-        BV=BV, USE_L2=use_l2, HAS_DHT=has_dht, STORE_DH0=has_h0, PREC=prec,
+        q, k, beta, tinv, do, dht if has_dht else dh0, dh0, dhbuf, scale, T, H=H, K=K, V=V,
+        BK=BK, BV=BV, USE_L2=use_l2, HAS_DHT=has_dht, STORE_DH0=has_h0, PREC=prec,
         num_warps=4 if BK * BV <= 4096 else 8)
     dq, dk, dv, dbeta = (torch.empty_like(x) for x in (q, k, v, beta))
-    _fused_bwd_kernel[(NT, B * H)](q, k, v, beta, w, tinv, hbuf, dhbuf, do, dq, dk, dv, dbeta,
+    _fused_bwd_kernel[(NT, B * H)](q, k, v, beta, vn, tinv, hbuf, dhbuf, do, dq, dk, dv, dbeta,
                                    scale, T, H=H, K=K, V=V, BK=BK, USE_L2=use_l2, PREC=prec)
     return dq, dk, dv, dbeta, dh0

@@ -35,20 +35,20 @@ def _(q, k, v, beta, initial_state, scale, output_final_state, use_l2, save_for_
     f32 = torch.float32
     return (torch.empty_like(v),
             q.new_empty((B, H, K, V) if output_final_state else (0,), dtype=f32),
-            torch.empty_like(k),
+            torch.empty_like(v) if save_for_bwd else v.new_empty((0,)),
             q.new_empty((B, H, NT, CHUNK, CHUNK) if save_for_bwd else (0,), dtype=f32),
             q.new_empty((B, H, NT, K, V) if save_for_bwd else (0,)))
 
 
 @torch.library.custom_op("mixzoo::delta_rule_chunk_bwd", mutates_args=())
 def chunk_bwd_op(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, initial_state: Optional[Tensor],
-                 w: Tensor, tinv: Tensor, hbuf: Tensor, do: Tensor, dht: Optional[Tensor],
+                 vn: Tensor, tinv: Tensor, hbuf: Tensor, do: Tensor, dht: Optional[Tensor],
                  scale: float, use_l2: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return chunk_bwd(q, k, v, beta, scale, initial_state, use_l2, w, tinv, hbuf, do, dht)
+    return chunk_bwd(q, k, v, beta, scale, initial_state, use_l2, vn, tinv, hbuf, do, dht)
 
 
 @chunk_bwd_op.register_fake
-def _(q, k, v, beta, initial_state, w, tinv, hbuf, do, dht, scale, use_l2):
+def _(q, k, v, beta, initial_state, vn, tinv, hbuf, do, dht, scale, use_l2):
     dh0 = (torch.empty_like(initial_state) if initial_state is not None
            else q.new_empty((0,), dtype=torch.float32))
     return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v),
@@ -57,19 +57,19 @@ def _(q, k, v, beta, initial_state, w, tinv, hbuf, do, dht, scale, use_l2):
 
 def _chunk_setup(ctx, inputs, output):
     q, k, v, beta, h0, scale, _, use_l2, save = inputs
-    _, _, w, tinv, hbuf = output
-    ctx.mark_non_differentiable(w, tinv, hbuf)
-    ctx.save_for_backward(q, k, v, beta, h0, w, tinv, hbuf)
+    _, _, vn, tinv, hbuf = output
+    ctx.mark_non_differentiable(vn, tinv, hbuf)
+    ctx.save_for_backward(q, k, v, beta, h0, vn, tinv, hbuf)
     ctx.scale, ctx.use_l2, ctx.saved_ok = scale, use_l2, save
 
 
-def _chunk_backward(ctx, do, dht, _dw, _dtinv, _dh):
+def _chunk_backward(ctx, do, dht, _dvn, _dtinv, _dh):
     if not ctx.saved_ok:
         raise RuntimeError("delta_rule: backward through a forward run with save_for_bwd=False")
-    q, k, v, beta, h0, w, tinv, hbuf = ctx.saved_tensors
+    q, k, v, beta, h0, vn, tinv, hbuf = ctx.saved_tensors
     if dht is not None and dht.numel() == 0:
         dht = None
-    dq, dk, dv, db, dh0 = chunk_bwd_op(q, k, v, beta, h0, w, tinv, hbuf, do, dht,
+    dq, dk, dv, db, dh0 = chunk_bwd_op(q, k, v, beta, h0, vn, tinv, hbuf, do, dht,
                                        ctx.scale, ctx.use_l2)
     return dq, dk, dv, db, (dh0 if h0 is not None else None), None, None, None, None
 

@@ -318,29 +318,108 @@ def _bwd_dv_kernel(
     tl.store(dA + p_A, b_dA, mask=m_t[:, None])
 
 
-@autotuned(configs((32, 64, 4, 2), (32, 64, 8, 2)))
+# intra dq/dk: <=128 registers at 8 / 4 / 16 warps (sm_90 report), so 2-4 programs per SM
+@autotuned(configs((32, 8, 2), (16, 4, 2), (64, 16, 2), (32, 4, 2), names=("BK",)), key=("K",))
+@triton.jit
+def _bwd_intra_kernel(
+    q, k, gc,           # [B,T,H,K] q, k and the chunk-local cumulative gate (fp32)
+    dA,                 # [B,T,H,BT] fp32 dA[t, s] = do_t . v_s (s <= t)
+    dqi, dki,           # [B,T,H,K] fp32 out: intra-chunk dq, dk without the s == t terms
+    scale, T, H: tl.constexpr, K: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
+):
+    """Intra-chunk dq, dk of sub-chunk i (BC rows) for one K block.
+
+    dq_t = scale sum_{s<t} dA_ts k_s e^(b_t - b_s),  dk_s = scale sum_{t>s} dA_ts q_t e^(b_t - b_s).
+    Earlier sub-chunks (dq): one [BC, BT] x [BT, BK] dot through r = b at the first row
+    of i, with k e^(r - b) kept only on rows before i (exponent <= 0 there).
+    Later sub-chunks (dk): one dot through r2 = b at the last row of i, with q e^(b - r2)
+    kept only on rows after i. Inside sub-chunk i: pairwise e^(b_t - b_s), [BC, BC, BK]."""
+    i_ik, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    NS: tl.constexpr = BT // BC
+    i_i, i_k = i_ik % NS, i_ik // NS
+    t0 = i_n * BT + i_i * BC
+    if t0 >= T:
+        return
+    base = (i_b * T * H + i_h).to(tl.int64)
+    # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
+    q += base * K
+    k += base * K
+    gc += base * K
+    dA += base * BT
+    dqi += base * K
+    dki += base * K
+    o_c = tl.arange(0, BC)
+    o_t = tl.arange(0, BT)
+    o_k = i_k * BK + tl.arange(0, BK)
+    m_k = o_k < K
+    t_i = t0 + o_c
+    m_i = t_i < T
+    m_ik = m_i[:, None] & m_k[None, :]
+    t_c = i_n * BT + o_t                                    # every row of the chunk
+    p_i = t_i[:, None] * (H * K) + o_k[None, :]
+    p_c = t_c[:, None] * (H * K) + o_k[None, :]
+    b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
+    b_k = tl.load(k + p_i, mask=m_ik, other=0.).to(tl.float32)
+    b_g = tl.load(gc + p_i, mask=m_ik, other=0.)
+    b_dq = tl.zeros([BC, BK], dtype=tl.float32)
+    b_dk = tl.zeros([BC, BK], dtype=tl.float32)
+    # dq from the sub-chunks before i
+    if i_i > 0:
+        b_r = tl.load(gc + t0 * (H * K) + o_k, mask=m_k, other=0.)
+        m_e = (o_t < i_i * BC)[:, None] & m_k[None, :]     # rows before t0 (all < T)
+        b_kc = tl.load(k + p_c, mask=m_e, other=0.).to(tl.float32)
+        b_gc = tl.load(gc + p_c, mask=m_e, other=0.)
+        b_kd = tl.where(m_e, b_kc * tl.exp(b_r[None, :] - b_gc), 0.)
+        b_dAr = tl.load(dA + t_i[:, None] * (H * BT) + o_t[None, :],
+                        mask=m_i[:, None] & (o_t < i_i * BC)[None, :], other=0.)
+        b_dq = tl.dot(b_dAr.to(k.dtype.element_ty), b_kd.to(k.dtype.element_ty),
+                      input_precision=PREC)
+        b_dq = b_dq * tl.exp(tl.minimum(b_g - b_r[None, :], 0.))   # padded rows: dot is 0
+    # dk from the sub-chunks after i (then sub-chunk i is full: r2 is a real row)
+    if t0 + BC < tl.minimum(T, i_n * BT + BT):
+        b_r2 = tl.load(gc + (t0 + BC - 1) * (H * K) + o_k, mask=m_k, other=0.)
+        m_l = (o_t >= (i_i + 1) * BC) & (t_c < T)
+        m_lk = m_l[:, None] & m_k[None, :]
+        b_qc = tl.load(q + p_c, mask=m_lk, other=0.).to(tl.float32)
+        b_gl = tl.load(gc + p_c, mask=m_lk, other=0.)
+        b_qd = b_qc * tl.exp(tl.minimum(b_gl - b_r2[None, :], 0.))   # padded rows: q is 0
+        b_dAc = tl.load(dA + t_c[:, None] * (H * BT) + (i_i * BC + o_c)[None, :],
+                        mask=m_l[:, None], other=0.)                   # [BT, BC]
+        b_dk = tl.dot(tl.trans(b_dAc.to(q.dtype.element_ty)), b_qd.to(q.dtype.element_ty),
+                      input_precision=PREC)
+        b_dk = b_dk * tl.exp(b_r2[None, :] - b_g)
+    # inside sub-chunk i, pairwise e^(b_t - b_s) for t > s: [BC(t), BC(s), BK]
+    b_dAii = tl.load(dA + t_i[:, None] * (H * BT) + (i_i * BC + o_c)[None, :],
+                     mask=m_i[:, None], other=0.)
+    b_dAs = tl.where(o_c[:, None] > o_c[None, :], b_dAii, 0.)
+    b_e = tl.exp(tl.minimum(b_g[:, None, :] - b_g[None, :, :], 0.))
+    b_dq += tl.sum(b_dAs[:, :, None] * b_k[None, :, :] * b_e, axis=1)
+    b_dk += tl.sum(b_dAs[:, :, None] * b_q[:, None, :] * b_e, axis=0)
+    tl.store(dqi + p_i, b_dq * scale, mask=m_ik)
+    tl.store(dki + p_i, b_dk * scale, mask=m_ik)
+
+
+# 64-row tiles; BK=128 spills, and 4 warps at BK=32 sit at 254 registers
+@autotuned(configs((64, 64, 8, 2), (64, 64, 16, 2), (32, 128, 8, 1), (32, 64, 8, 2)))
 @triton.jit
 def _bwd_dqk_kernel(
     q, k, v, gc, h, do, dh, dA,     # inputs (see above)
     ht,                             # [B,H,K,V] fp32 final state (the state after the last chunk)
+    dqi, dki,                       # [B,T,H,K] fp32 intra-chunk parts (_bwd_intra)
     dq, dk, dg,                     # [B,T,H,K] out
     scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    PREC: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
 ):
-    """dq, dk for one chunk and one K block, sub-chunk by sub-chunk (unrolled).
+    """dq, dk, dg for one chunk (all BT rows) and one K block.
 
-    inter: dq = scale e^b (do h[n]^T),  dk = e^(b_C - b) (v dh[n]^T)
-    intra: dq_t = scale sum_{s<=t} dA_ts k_s e^(b_t - b_s),
-           dk_s = scale sum_{t>=s} dA_ts q_t e^(b_t - b_s),
-    factorised through a reference row between two sub-chunks (exponents <= 0); inside
-    the diagonal sub-chunk the decay is pairwise, one [BC, BC, BK] tensor shared by dq
-    and dk.
+    inter: dq = scale e^b (do h[n]^T),  dk = e^(b_C - b) (v dh[n]^T), plus the intra parts.
     gate: dg_t = sum_{u>=t in chunk} (q dq - k dk)_u + sum_v dh[n] * S_end, a suffix sum
-    inside the chunk only (sub-chunks run last to first, carrying the sum)."""
+    inside the chunk only. The s == t terms (scale dA_tt k_t in dq_t, scale dA_tt q_t in
+    dk_t) cancel exactly in q*dq - k*dk, so they are added after dg."""
     i_k, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
-    NS: tl.constexpr = BT // BC
     N = tl.cdiv(T, BT)
     base = (i_b * T * H + i_h).to(tl.int64)
     # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
@@ -350,106 +429,61 @@ def _bwd_dqk_kernel(
     gc += base * K
     do += base * V
     dA += base * BT
+    dqi += base * K
+    dki += base * K
     dq += base * K
     dk += base * K
     dg += base * K
-    o_c = tl.arange(0, BC)
+    o_t = tl.arange(0, BT)
+    t = i_n * BT + o_t
+    m_t = t < T
     o_k = i_k * BK + tl.arange(0, BK)
     m_k = o_k < K
+    m_tk = m_t[:, None] & m_k[None, :]
     t_last = tl.minimum(i_n * BT + BT, T) - 1
-    b_last = tl.load(gc + t_last * (H * K) + o_k, mask=m_k, other=0.)
     p_h = ((i_b * N + i_n) * H + i_h).to(tl.int64) * K * V
     # d/d(b_C) of the state after the chunk: sum_v dS_end * S_end (S_end = h[n+1] or ht)
     p_hn = p_h + H * K * V                                  # h[n+1], masked off at the end
-    not_last = (o_k * 0 + i_n) < N - 1                      # [BK]
+    is_last = (o_k * 0 + i_n) == N - 1                      # [BK] (a tensor mask)
+    b_dq = tl.zeros([BT, BK], dtype=tl.float32)
+    b_dk = tl.zeros([BT, BK], dtype=tl.float32)
     b_carry = tl.zeros([BK], dtype=tl.float32)
     for i_v in range(0, tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
-        p_T = o_k[None, :] * V + o_v[:, None]               # [BV,BK] (transposed)
-        m_vk = (o_v[:, None] < V) & m_k[None, :]
-        b_dhT = tl.load(dh + p_h + p_T, mask=m_vk, other=0.).to(tl.float32)
-        b_hnT = tl.load(h + p_hn + p_T, mask=m_vk & not_last[None, :], other=0.).to(tl.float32)
-        b_hnT += tl.load(ht + i_bh.to(tl.int64) * K * V + p_T,
-                         mask=m_vk & (not_last == 0)[None, :], other=0.)
-        b_carry += tl.sum(b_dhT * b_hnT, axis=0)
-    for i in tl.static_range(NS - 1, -1, -1):              # last sub-chunk first
-        t0 = i_n * BT + i * BC
-        if t0 < T:
-            t_i = t0 + o_c
-            m_i = t_i < T
-            m_ik = m_i[:, None] & m_k[None, :]
-            p_i = t_i[:, None] * (H * K) + o_k[None, :]
-            b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
-            b_k = tl.load(k + p_i, mask=m_ik, other=0.).to(tl.float32)
-            b_g = tl.load(gc + p_i, mask=m_ik, other=0.)
-            # inter-chunk terms
-            b_dq = tl.zeros([BC, BK], dtype=tl.float32)
-            b_dk = tl.zeros([BC, BK], dtype=tl.float32)
-            for i_v in range(0, tl.cdiv(V, BV)):
-                o_v = i_v * BV + tl.arange(0, BV)
-                m_v = o_v < V
-                p_v = t_i[:, None] * (H * V) + o_v[None, :]
-                b_do = tl.load(do + p_v, mask=m_i[:, None] & m_v[None, :], other=0.)
-                b_v = tl.load(v + p_v, mask=m_i[:, None] & m_v[None, :], other=0.)
-                p_hT = p_h + o_k[None, :] * V + o_v[:, None]            # [BV,BK] (transposed)
-                m_vk = m_v[:, None] & m_k[None, :]
-                b_hT = tl.load(h + p_hT, mask=m_vk, other=0.)
-                b_dhT = tl.load(dh + p_hT, mask=m_vk, other=0.)
-                b_dq += tl.dot(b_do.to(q.dtype.element_ty), b_hT.to(q.dtype.element_ty),
-                               input_precision=PREC)
-                b_dk += tl.dot(b_v.to(q.dtype.element_ty), b_dhT.to(q.dtype.element_ty),
-                               input_precision=PREC)
-            b_dq = tl.where(m_ik, b_dq * tl.exp(b_g) * scale, 0.)
-            b_dk = tl.where(m_ik, b_dk * tl.exp(b_last[None, :] - b_g), 0.)
-            p_dAi = dA + t_i[:, None] * (H * BT) + o_c[None, :]   # rows of sub-chunk i
-            # dq from earlier sub-chunks j < i, through r = b at row t0
-            if i > 0:
-                b_r = tl.load(gc + t0 * (H * K) + o_k, mask=m_k, other=0.)
-                b_dqi = tl.zeros([BC, BK], dtype=tl.float32)
-                for j in tl.static_range(i):
-                    p_j = (i_n * BT + j * BC + o_c)[:, None] * (H * K) + o_k[None, :]
-                    b_kj = tl.load(k + p_j, mask=m_k[None, :], other=0.).to(tl.float32)
-                    b_gj = tl.load(gc + p_j, mask=m_k[None, :], other=0.)
-                    b_kd = (b_kj * tl.exp(b_r[None, :] - b_gj)).to(k.dtype.element_ty)
-                    b_dAij = tl.load(p_dAi + j * BC, mask=m_i[:, None], other=0.)
-                    b_dqi += tl.dot(b_dAij.to(k.dtype.element_ty), b_kd, input_precision=PREC)
-                b_dq += tl.where(m_ik, b_dqi * tl.exp(b_g - b_r[None, :]) * scale, 0.)
-            # dk from later sub-chunks j > i, through r2 = b at the last row of sub-chunk i
-            if i < NS - 1:
-                if t0 + BC < T:       # a later sub-chunk exists, so sub-chunk i is full
-                    b_r2 = tl.load(gc + (t0 + BC - 1) * (H * K) + o_k, mask=m_k, other=0.)
-                    b_dki = tl.zeros([BC, BK], dtype=tl.float32)
-                    for j in tl.static_range(i + 1, NS):
-                        t_j = i_n * BT + j * BC + o_c
-                        m_j = t_j < T
-                        p_j = t_j[:, None] * (H * K) + o_k[None, :]
-                        m_jk = m_j[:, None] & m_k[None, :]
-                        b_qj = tl.load(q + p_j, mask=m_jk, other=0.).to(tl.float32)
-                        b_gj = tl.load(gc + p_j, mask=m_jk, other=0.)
-                        b_qd = tl.where(m_jk, b_qj * tl.exp(b_gj - b_r2[None, :]) * scale, 0.)
-                        b_dAji = tl.load(dA + t_j[:, None] * (H * BT) + i * BC + o_c[None, :],
-                                         mask=m_j[:, None], other=0.)
-                        b_dki += tl.dot(tl.trans(b_dAji.to(q.dtype.element_ty)),
-                                        b_qd.to(q.dtype.element_ty), input_precision=PREC)
-                    b_dk += b_dki * tl.exp(b_r2[None, :] - b_g)
-            # diagonal sub-chunk, pairwise e^(b_t - b_s) for t > s: [BC(t), BC(s), BK]
-            b_dAii = tl.load(p_dAi + i * BC, mask=m_i[:, None], other=0.)
-            b_dAs = tl.where(o_c[:, None] > o_c[None, :], b_dAii, 0.) * scale
-            b_e = tl.exp(tl.minimum(b_g[:, None, :] - b_g[None, :, :], 0.))
-            b_dq += tl.sum(b_dAs[:, :, None] * b_k[None, :, :] * b_e, axis=1)
-            b_dk += tl.sum(b_dAs[:, :, None] * b_q[:, None, :] * b_e, axis=0)
-            # the s == t terms (dA_tt k_t in dq_t, dA_tt q_t in dk_t) cancel exactly in
-            # q*dq - k*dk: keep them out of the dg terms, so their rounding stays out too
-            b_x = b_q * b_dq - b_k * b_dk
-            b_tot = tl.sum(b_x, axis=0)
-            b_dg = b_carry[None, :] + b_tot[None, :] - tl.cumsum(b_x, axis=0) + b_x
-            tl.store(dg + p_i, b_dg.to(dg.dtype.element_ty), mask=m_ik)
-            b_carry += b_tot
-            b_dAd = tl.sum(tl.where(o_c[:, None] == o_c[None, :], b_dAii, 0.), axis=1) * scale
-            b_dq += b_dAd[:, None] * b_k
-            b_dk += b_dAd[:, None] * b_q
-            tl.store(dq + p_i, b_dq.to(dq.dtype.element_ty), mask=m_ik)
-            tl.store(dk + p_i, b_dk.to(dk.dtype.element_ty), mask=m_ik)
+        m_v = o_v < V
+        m_tv = m_t[:, None] & m_v[None, :]
+        p_v = t[:, None] * (H * V) + o_v[None, :]
+        b_do = tl.load(do + p_v, mask=m_tv, other=0.).to(q.dtype.element_ty)
+        b_v = tl.load(v + p_v, mask=m_tv, other=0.)
+        p_s = o_k[:, None] * V + o_v[None, :]               # [BK,BV] inside one state
+        m_kv = m_k[:, None] & m_v[None, :]
+        b_h = tl.load(h + p_h + p_s, mask=m_kv, other=0.).to(q.dtype.element_ty)
+        b_dh = tl.load(dh + p_h + p_s, mask=m_kv, other=0.)
+        b_dq += tl.dot(b_do, tl.trans(b_h), input_precision=PREC)
+        b_dk += tl.dot(b_v.to(q.dtype.element_ty), tl.trans(b_dh.to(q.dtype.element_ty)),
+                       input_precision=PREC)
+        b_hn = tl.load(h + p_hn + p_s, mask=m_kv & (is_last == 0)[:, None],
+                       other=0.).to(tl.float32)
+        b_hn += tl.load(ht + i_bh.to(tl.int64) * K * V + p_s, mask=m_kv & is_last[:, None],
+                        other=0.)
+        b_carry += tl.sum(b_dh.to(tl.float32) * b_hn, axis=1)
+    p_k = t[:, None] * (H * K) + o_k[None, :]
+    b_q = tl.load(q + p_k, mask=m_tk, other=0.).to(tl.float32)
+    b_k = tl.load(k + p_k, mask=m_tk, other=0.).to(tl.float32)
+    b_g = tl.load(gc + p_k, mask=m_tk, other=0.)
+    b_last = tl.load(gc + t_last * (H * K) + o_k, mask=m_k, other=0.)
+    b_dq = tl.where(m_tk, b_dq * tl.exp(b_g) * scale, 0.)
+    b_dq += tl.load(dqi + p_k, mask=m_tk, other=0.)
+    b_dk = tl.where(m_tk, b_dk * tl.exp(b_last[None, :] - b_g), 0.)
+    b_dk += tl.load(dki + p_k, mask=m_tk, other=0.)
+    b_x = b_q * b_dq - b_k * b_dk
+    b_dg = b_carry[None, :] + tl.sum(b_x, axis=0)[None, :] - tl.cumsum(b_x, axis=0) + b_x
+    tl.store(dg + p_k, b_dg.to(dg.dtype.element_ty), mask=m_tk)
+    b_dAd = tl.load(dA + t * (H * BT) + o_t, mask=m_t, other=0.) * scale   # dA_tt
+    b_dq += b_dAd[:, None] * b_k
+    b_dk += b_dAd[:, None] * b_q
+    tl.store(dq + p_k, b_dq.to(dq.dtype.element_ty), mask=m_tk)
+    tl.store(dk + p_k, b_dk.to(dk.dtype.element_ty), mask=m_tk)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -485,8 +519,13 @@ def gla_chunk_bwd(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torch.d
     dA = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
     dv = torch.empty_like(v)
     _bwd_dv_kernel[(N, B * H)](k, v, gc, A, do, dh, dA, dv, T, H, K, V, BT=BT, PREC=prec)
+    dqi = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
+    dki = torch.empty_like(dqi)
+    _bwd_intra_kernel[lambda m: (BT // BC * cdiv(K, m["BK"]), N, B * H)](
+        q, k, gc, dA, dqi, dki, scale, T, H, K, BT=BT, BC=BC, PREC=prec)
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dg = torch.empty(B, T, H, K, device=q.device, dtype=g_dtype)
     _bwd_dqk_kernel[lambda m: (cdiv(K, m["BK"]), N, B * H)](
-        q, k, v, gc, h, do, dh, dA, ht, dq, dk, dg, scale, T, H, K, V, BT=BT, BC=BC, PREC=prec)
+        q, k, v, gc, h, do, dh, dA, ht, dqi, dki, dq, dk, dg, scale, T, H, K, V, BT=BT,
+        PREC=prec)
     return dq, dk, dv, dg, dh0
