@@ -42,20 +42,6 @@ def _ours(x):
     return delta_rule(x["q"], x["k"], x["v"], x["beta"], backend="triton")[0]
 
 
-def _ours_prep_v2(x):
-    """Ours with the whole-tile prep kernel (MIXZOO_DELTA_PREP=v2, read by the forward launcher;
-    the backward does not launch a prep kernel)."""
-    before = os.environ.get("MIXZOO_DELTA_PREP")
-    os.environ["MIXZOO_DELTA_PREP"] = "v2"
-    try:
-        return _ours(x)
-    finally:
-        if before is None:
-            del os.environ["MIXZOO_DELTA_PREP"]
-        else:
-            os.environ["MIXZOO_DELTA_PREP"] = before
-
-
 def _fla_chunk(x):
     return chunk_delta_rule(x["q"], x["k"], x["v"], x["beta"])[0]
 
