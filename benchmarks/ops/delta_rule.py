@@ -7,8 +7,6 @@ keys are L2-normalised (as DeltaNet feeds them), beta in (0, 1).
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 
@@ -97,6 +95,7 @@ def _breakdown(shape: dict) -> None:
     """Per-launch times of our kernels (forward with saving, backward), for tuning notes."""
     from triton.testing import do_bench
 
+    from mixzoo.kernels.delta_rule import chunk as ck
     from mixzoo.kernels.delta_rule.chunk import chunk_bwd, chunk_fwd
     x = make_inputs(shape, torch.bfloat16, "cuda")
     q, k, v, beta = (x[n].detach() for n in ("q", "k", "v", "beta"))
@@ -109,40 +108,20 @@ def _breakdown(shape: dict) -> None:
                                    return_mode="median"),
          "bwd": do_bench(lambda: chunk_bwd(q, k, v, beta, s, None, False, vn, tinv, hbuf, do, None),
                          return_mode="median")}
-    from mixzoo.kernels.delta_rule import chunk as ck
-    before = os.environ.get("MIXZOO_DELTA_PREP")
-    for prep in ck.PREP_VARIANTS:       # the forward with each prep kernel (same process)
-        os.environ["MIXZOO_DELTA_PREP"] = prep
-        t[f"fwd (save, prep {prep})"] = do_bench(
-            lambda: chunk_fwd(q, k, v, beta, s, None, False, False, True), return_mode="median")
-    if before is None:
-        del os.environ["MIXZOO_DELTA_PREP"]
-    else:
-        os.environ["MIXZOO_DELTA_PREP"] = before
     print(f"breakdown {shape}: " + " ".join(f"{n}={ms:.3f}ms" for n, ms in t.items())
           + f" | fused_bwd best config: {ck._fused_bwd_kernel.best_config}"
-          + f" | prep v1 best: {getattr(ck._prep_fwd_kernel, 'best_config', None)}"
-          + f" | prep v2 best: {getattr(ck._prep_fwd_v2_kernel, 'best_config', None)}")
+          + f" | prep best: {getattr(ck._prep_fwd_kernel, 'best_config', None)}")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(3):
             o, ht, vn, tinv, hbuf = chunk_fwd(q, k, v, beta, s, None, False, False, True)
             chunk_bwd(q, k, v, beta, s, None, False, vn, tinv, hbuf, do, None)
-        # 3 more forwards with the other prep kernel, so both prep rows appear in the table
-        # (the _state_fwd_kernel row then counts 6 calls)
-        other = "v1" if ck.prep_variant() == "v2" else "v2"
-        os.environ["MIXZOO_DELTA_PREP"] = other
-        for _ in range(3):
-            chunk_fwd(q, k, v, beta, s, None, False, False, True)
-        if before is None:
-            del os.environ["MIXZOO_DELTA_PREP"]
-        else:
-            os.environ["MIXZOO_DELTA_PREP"] = before
         torch.cuda.synchronize()
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=10))
     if chunk_delta_rule is not None:          # fla's kernels at the same shape, for comparison
         from bench_kernels import kernel_table
         xf = {n: t.detach().requires_grad_(True) for n, t in x.items()}
         print("fla chunk_delta_rule, 3 fwd+bwd:\n" + kernel_table(_fla_chunk, xf, do))
+
 
 def _sm90_report(K: int = 128, V: int = 128) -> int:
     """Registers and spills of every autotune config of the chunk kernels, built for sm_90
@@ -154,9 +133,7 @@ def _sm90_report(K: int = 128, V: int = 128) -> int:
     base = dict(H=16, K=K, V=V, BK=max(16, 1 << (K - 1).bit_length()), USE_L2=False, PREC="tf32")
     bv = max(16, 1 << (V - 1).bit_length())
     rows = dict(w=P, u=P, tinv=F, T=I, k=P, v=P, beta=P)
-    fails = report("prep v1", C._prep_fwd_kernel, rows, dict(base, BV=bv, SAVE_T=True))
-    fails += report("prep v2", C._prep_fwd_v2_kernel, rows,
-                    dict(base, BV=bv, SAVE_T=True, BC=min(64, base["BK"], bv)))
+    fails = report("prep", C._prep_fwd_kernel, rows, dict(base, BV=bv, SAVE_T=True))
     fails += report("fused_bwd", C._fused_bwd_kernel,
                     dict(q=P, k=P, v=P, beta=P, vn=P, tinv=F, hbuf=P, dhbuf=P, do=P, dq=P, dk=P,
                          dv=P, dbeta=P, scale="fp32", T=I), base)

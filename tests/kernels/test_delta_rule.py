@@ -144,39 +144,30 @@ def check_against_reference(algo, B, T, H, K, V, init, l2, seed=0):
 
 
 # every T with both head-dim pairs; the initial state alternates so both settings meet every
-# dim pair and both sides of the chunk boundary (keeps the interpreter time down). The default
-# prep kernel (v2) runs every case, the old one (v1, MIXZOO_DELTA_PREP=v1) a spread of them;
-# test_prep_variants_equal_exact_inverse checks both preps' outputs on every edge case.
+# dim pair and both sides of the chunk boundary (keeps the interpreter time down).
 _CHUNK_CASES = [
     (1, 16, 32, True), (1, 32, 16, False), (15, 16, 32, False), (15, 32, 16, True),
     (64, 16, 32, True), (64, 32, 16, False), (65, 16, 32, False), (65, 32, 16, True),
     (130, 16, 32, True), (130, 32, 16, False)]
-_V1_CASES = {(15, 32, 16, True), (65, 16, 32, False), (130, 32, 16, False)}
 
 
-@pytest.mark.parametrize("prep,T,K,V,init",
-                         [("v2", *c) for c in _CHUNK_CASES]
-                         + [("v1", *c) for c in _CHUNK_CASES if c in _V1_CASES])
-def test_chunk_kernel_matches_reference(prep, T, K, V, init, monkeypatch):
-    monkeypatch.setenv("MIXZOO_DELTA_PREP", prep)
+@pytest.mark.parametrize("T,K,V,init", _CHUNK_CASES)
+def test_chunk_kernel_matches_reference(T, K, V, init):
     check_against_reference("chunk", 1, T, 2, K, V, init, l2=False)
 
 
-def _prep_outputs(prep, k, v, beta, use_l2, monkeypatch):
+def _prep_outputs(k, v, beta, use_l2):
     from mixzoo.kernels.delta_rule import chunk
-    monkeypatch.setenv("MIXZOO_DELTA_PREP", prep)
-    assert chunk.prep_variant() == prep
     w, _, tinv = chunk.prep(k, v, beta, use_l2, True)
     # U = Tm diag(beta) V is checked through Tm, and end to end through o
     return w, tinv
 
 
-@pytest.mark.parametrize("prep", ["v1", "v2"])
 @pytest.mark.parametrize("T,K,V,similar,l2", [
     (130, 32, 16, False, False),   # full chunk, partial chunk of 2 rows (identity padding)
     (64, 24, 40, True, True),      # near-parallel keys, beta up to 1.5: large Tm entries
     (50, 16, 16, False, True)])
-def test_prep_variants_equal_exact_inverse(prep, T, K, V, similar, l2, monkeypatch):
+def test_prep_equals_exact_inverse(T, K, V, similar, l2):
     """Tm = (I + StrictTril(diag(beta) K K^T))^{-1} and W = Tm diag(beta) K per chunk,
     against fp64 torch.linalg.inv; the padded rows of a partial chunk hold the identity."""
     g = torch.Generator().manual_seed(7)
@@ -187,7 +178,7 @@ def test_prep_variants_equal_exact_inverse(prep, T, K, V, similar, l2, monkeypat
     k = k if l2 else torch.nn.functional.normalize(k, dim=-1)
     v = torch.randn(1, T, H, V, generator=g)
     beta = torch.rand(1, T, H, generator=g) * (1.5 if similar else 1.0)
-    w, tinv = _prep_outputs(prep, k, v, beta, l2, monkeypatch)
+    w, tinv = _prep_outputs(k, v, beta, l2)
     kn = k.double()
     if l2:  # in-kernel normalisation, with its eps: x / sqrt(sum x^2 + 1e-6)
         kn = kn * torch.rsqrt(kn.square().sum(-1, keepdim=True) + 1e-6)

@@ -51,17 +51,15 @@ def errors(ref, out):
 
 
 @needs_cuda
-@pytest.mark.parametrize("prep", ["v1"])    # MIXZOO_DELTA_PREP: the two prep kernels
 @pytest.mark.parametrize("B,T,H,D,l2", [(2, 2048, 8, 128, False), (2, 1000, 8, 64, True),
                                          (1, 4096, 4, 256, False)])
-def test_bf16_vs_fp32_reference_and_fla(B, T, H, D, l2, prep, monkeypatch):
-    monkeypatch.setenv("MIXZOO_DELTA_PREP", prep)
+def test_bf16_vs_fp32_reference_and_fla(B, T, H, D, l2):
     xs, h0 = inputs(B, T, H, D, D, l2=l2)
     do = torch.randn(B, T, H, D, device="cuda")
     dht = torch.randn(B, H, D, D, device="cuda")
     ref = grads_of(delta_rule_chunk_ref, [x.float() for x in xs], h0, do, dht, use_qk_l2norm=l2)
     ours = errors(ref, grads_of(delta_rule, xs, h0, do, dht, use_qk_l2norm=l2, backend="triton"))
-    line = (f"B{B} T{T} H{H} D{D} l2={l2} prep={prep} ours: "
+    line = (f"B{B} T{T} H{H} D{D} l2={l2} ours: "
             + " ".join(f"{n}={e:.2e}" for n, e in ours.items()))
     fla = None
     if fla_chunk is not None and D <= 128:

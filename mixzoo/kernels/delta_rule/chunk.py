@@ -220,89 +220,6 @@ def _prep_fwd_kernel(
     _store_rows(u, u3, b, h, t0 + 48, T, H, V, BV, 16, 0)
 
 
-def _prep_v2_configs():
-    # sm_90 compile (triton 3.9, D=128, bf16): 8 warps 255 regs + 72 B stack, 4 warps 832 B
-    # stack, 2 warps far more (left out)
-    nws = (8, 4) if _wide_tuning() else (8,)
-    return pick_configs([triton.Config({}, num_warps=nw, num_stages=1) for nw in nws])
-
-
-@triton.autotune(configs=_prep_v2_configs(), key=["H", "K", "V", "USE_L2", "SAVE_T"],
-                 **_AUTOTUNE_KW)
-@triton.jit
-def _prep_fwd_v2_kernel(
-    k, v, beta,          # inputs [B,T,H,K], [B,T,H,V], [B,T,H]
-    w, u,                # outputs W [B,T,H,K], U [B,T,H,V] in the input dtype
-    tinv,                # output Tm [B,H,NT,64,64] fp32, if SAVE_T
-    T,                   # sequence length
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,   # heads, key dim, value dim
-    BK: tl.constexpr, BV: tl.constexpr,                   # K, V rounded up to powers of 2
-    USE_L2: tl.constexpr, SAVE_T: tl.constexpr, PREC: tl.constexpr,
-    BC: tl.constexpr,                                     # column block of W, U: min(64, BK, BV)
-):
-    """Same outputs as _prep_fwd_kernel, computed on whole [64,64] tiles (README, "prep v2").
-    Works with Z = Tm^T = (I + At)^{-1}, At = A^T (strictly upper), so that every reduction of
-    the substitution runs along rows (axis 1, inside a warp for dot-shaped layouts):
-      1. the four 16x16 diagonal blocks of Z at once: 15 column steps, step i finishes
-         column i of every block: Z[:, c] = e_c - Z At[:, c] (c = 16*blk + i);
-      2. merge 16 -> 32 -> 64 with exact block-triangular products:
-         inv([[P,0],[C,Q]]) = [[P^-1,0],[-Q^-1 C P^-1,Q^-1]], i.e. Z <- Z - Z At_l Z with At_l
-         the off-diagonal blocks of level l (tf32/tf32x3 dots, as in v1);
-      3. W = Tm (beta K), U = Tm (beta V): one [64,64] x [64,D] dot each."""
-    i_c, i_bh = tl.program_id(0), tl.program_id(1)
-    b, h = i_bh // H, i_bh % H
-    t0 = i_c * 64
-    dt = k.dtype.element_ty
-    # k by column blocks of BC (smaller live tiles); rows scaled as _l2n does when USE_L2
-    ss = tl.zeros([64], dtype=tl.float32)
-    if USE_L2:
-        for c0 in tl.static_range(0, BK, BC):
-            kb = _load_rows(k, b, h, t0, T, H, K, BC, 64, c0)
-            ss += tl.sum(kb * kb, 1)
-    rk = tl.rsqrt(ss + 1e-6)                              # used only if USE_L2
-    G = tl.zeros([64, 64], dtype=tl.float32)
-    for c0 in tl.static_range(0, BK, BC):
-        kb = _load_rows(k, b, h, t0, T, H, K, BC, 64, c0)
-        if USE_L2:
-            kb = kb * rk[:, None]
-        kbd = kb.to(dt)
-        G += tl.dot(kbd, tl.trans(kbd), input_precision=PREC)                 # K K^T [64,64]
-    bt = _load_beta(beta, b, h, t0, T, H, 64)
-    r = tl.arange(0, 64)
-    rb = r // 16
-    # At[j, i] = A[i, j] = beta_i (k_i . k_j) for j < i
-    At = tl.where(r[:, None] < r[None, :], G * bt[None, :], 0.)
-    same = rb[:, None] == rb[None, :]                                      # diagonal blocks
-    Z = (r[:, None] == r[None, :]).to(tl.float32)
-    for i in range(1, 16):                                # a real loop: 15 dependent steps
-        coli = same & (r % 16 == i)[None, :]
-        acol = tl.sum(tl.where(coli, At, 0.), 1)         # acol[j] = At[j, 16*blk(j) + i]
-        s = tl.sum(Z * acol[None, :], 1)                  # s[r] = sum_j Z[r, j] At[j, c(r)]
-        Z = tl.where(coli, Z - s[:, None], Z)             # column i of each block (Z was I there)
-    # level 1: blocks (0,1), (2,3) of At;  level 2: the upper-right 32x32 quarter of At
-    lvl1 = (rb[None, :] == rb[:, None] + 1) & (rb[:, None] % 2 == 0)
-    Z = Z - tl.dot(tl.dot(Z, tl.where(lvl1, At, 0.), input_precision=PREC), Z,
-                   input_precision=PREC)
-    lvl2 = (rb[:, None] < 2) & (rb[None, :] >= 2)
-    Z = Z - tl.dot(tl.dot(Z, tl.where(lvl2, At, 0.), input_precision=PREC), Z,
-                   input_precision=PREC)
-    Tm = tl.trans(Z)                                                       # (I + A)^{-1}
-    if SAVE_T:
-        base = (i_bh.to(tl.int64) * tl.cdiv(T, 64) + i_c) * 4096
-        tl.store(tinv + base + r[:, None] * 64 + r[None, :], Tm)
-    # W and U by column blocks of at most 64: [64,128] fp32 tiles and their 64-bit pointer
-    # tiles spilled at 4 warps (sm_90 compile); k is read again (L2 hits)
-    for c0 in tl.static_range(0, BK, BC):
-        kb = _load_rows(k, b, h, t0, T, H, K, BC, 64, c0)
-        if USE_L2:
-            kb = kb * rk[:, None]
-        bk = bt[:, None] * kb.to(dt).to(tl.float32)
-        _store_rows(w, tl.dot(Tm, bk, input_precision=PREC), b, h, t0, T, H, K, BC, 64, c0)
-    for c0 in tl.static_range(0, BV, BC):
-        bv = bt[:, None] * _load_rows(v, b, h, t0, T, H, V, BC, 64, c0)
-        _store_rows(u, tl.dot(Tm, bv, input_precision=PREC), b, h, t0, T, H, V, BC, 64, c0)
-
-
 @triton.jit
 def _state_ptrs(base, i_bh, c, NT, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr,
                 BV: tl.constexpr, i_v):
@@ -513,20 +430,6 @@ def _fused_bwd_kernel(
 
 
 # ----------------------------------------------------------------------------- launchers
-PREP_VARIANTS = ("v1", "v2")
-
-
-def prep_variant() -> str:
-    """Which prep kernel chunk_fwd launches: MIXZOO_DELTA_PREP=v1 (16x16 blocks, four serial
-    substitutions; the default, verified in bf16 on an H100) or v2 (whole-tile; opt-in until
-    it has run on a GPU). Read at every call, so one process can time both. Both write the
-    same W, U, Tm (interpreter-tested to 1e-5)."""
-    name = os.environ.get("MIXZOO_DELTA_PREP", "v1")
-    if name not in PREP_VARIANTS:
-        raise ValueError(f"MIXZOO_DELTA_PREP={name!r}: expected one of {PREP_VARIANTS}")
-    return name
-
-
 def _dims(q, v):
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -548,20 +451,15 @@ def _state_bv(BH: int, BVfull: int) -> int:
 
 def prep(k, v, beta, use_l2: bool, save_t: bool):
     """The per-chunk UT transform: W = Tm diag(beta) K, U = Tm diag(beta) V (input dtype) and
-    Tm [B,H,NT,64,64] fp32 (empty unless save_t), with the prep kernel prep_variant() picks."""
+    Tm [B,H,NT,64,64] fp32 (empty unless save_t)."""
     B, T, H, K, V, BK, BVf = _dims(k, v)
     NT = cdiv(T, CHUNK)
     prec = _prec(k)
     w = torch.empty_like(k)
     u = torch.empty_like(v)
     tinv = k.new_empty((B, H, NT, CHUNK, CHUNK) if save_t else (0,), dtype=torch.float32)
-    if prep_variant() == "v2":
-        _prep_fwd_v2_kernel[(NT, B * H)](k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=BK, BV=BVf,
-                                         USE_L2=use_l2, SAVE_T=save_t, PREC=prec,
-                                         BC=min(64, BK, BVf))
-    else:
-        _prep_fwd_kernel[(NT, B * H)](k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=BK, BV=BVf,
-                                      USE_L2=use_l2, SAVE_T=save_t, PREC=prec)
+    _prep_fwd_kernel[(NT, B * H)](k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=BK, BV=BVf,
+                                  USE_L2=use_l2, SAVE_T=save_t, PREC=prec)
     return w, u, tinv
 
 
