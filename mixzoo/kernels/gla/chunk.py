@@ -43,8 +43,10 @@ def autotuned(cfgs: list, key=("K", "V")):
 
 # Warps and stages were chosen offline from the sm_90 resource report (cuobjdump
 # -res-usage): with 4 warps the 64-row tiles hit 255 registers and spill.
-# state passes (sequential over chunks): parallelism is (K/BK)(V/BV)BH programs
-STATE_CONFIGS = configs((64, 64, 8, 2), (32, 64, 8, 2))
+# state passes (sequential over chunks): parallelism is (K/BK)(V/BV)BH programs; at
+# BH = 64 the 64x64 tiles give 256 programs of ~180 registers (one per SM, two waves on
+# 132 SMs), so smaller tiles that fit 2-3 programs per SM are offered too
+STATE_CONFIGS = configs((64, 64, 8, 2), (32, 64, 8, 2), (32, 32, 4, 2), (64, 32, 4, 2))
 # one-chunk tiles
 TILE_CONFIGS = configs((64, 64, 8, 2), (64, 128, 8, 1))
 
@@ -103,7 +105,8 @@ def _fwd_h_kernel(
     tl.store(ht + i_bh.to(tl.int64) * K * V + p_hs, b_h, mask=m_kv)
 
 
-@autotuned(configs((32, 4, 2), (16, 2, 2), names=("BK",)), key=("K",))
+@autotuned(configs((32, 4, 2), (16, 2, 2), (32, 8, 2), (64, 8, 2), (16, 4, 2), names=("BK",)),
+           key=("K",))
 @triton.jit
 def _fwd_A_kernel(
     q, k, gc,           # [B,T,H,K] q, k and the chunk-local cumulative gate (fp32)
@@ -111,14 +114,15 @@ def _fwd_A_kernel(
     scale, T, H: tl.constexpr, K: tl.constexpr,
     BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
 ):
-    """Row block i (BC rows) of one chunk's intra scores, sub-chunk by sub-chunk.
+    """Row block i (BC rows) of one chunk's intra scores, all BT columns at once.
 
-    Off-diagonal block (i, j<i): with r = b at the first row of sub-chunk i,
-        A_ij = (q_i e^(b_i - r)) (k_j e^(r - b_j))^T,  both exponents <= 0.
-    Diagonal block: pairwise e^(b_t - b_s) as one [BC, BC, BK] tensor, in fp32."""
+    Earlier sub-chunks: with r = b at the first row of sub-chunk i, one dot
+        A_i,<i = (q_i e^(b_i - r)) (k e^(r - b))^T,
+    k e^(r - b) kept only on the rows before sub-chunk i (there the exponent is <= 0),
+    so the columns of sub-chunk i and after come out 0. Diagonal block: pairwise
+    e^(b_t - b_s) as one [BC, BC, BK] tensor, in fp32."""
     i_i, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
-    NS: tl.constexpr = BT // BC
     t0 = i_n * BT + i_i * BC
     if t0 >= T:
         return
@@ -129,45 +133,42 @@ def _fwd_A_kernel(
     gc += base * K
     A += base * BT
     o_c = tl.arange(0, BC)
+    o_t = tl.arange(0, BT)
     t_i = t0 + o_c
     m_i = t_i < T
-    p_A = A + t_i[:, None] * (H * BT) + o_c[None, :]    # + j * BC: block j
-    # sub-chunks j < i: factorised through the reference row t0
-    for j in range(0, i_i):
-        b_A = tl.zeros([BC, BC], dtype=tl.float32)
-        t_j = i_n * BT + j * BC + o_c
-        for i_k in range(0, tl.cdiv(K, BK)):
-            o_k = i_k * BK + tl.arange(0, BK)
-            m_k = o_k < K
-            p_i = t_i[:, None] * (H * K) + o_k[None, :]
-            p_j = t_j[:, None] * (H * K) + o_k[None, :]
-            m_ik = m_i[:, None] & m_k[None, :]
-            b_r = tl.load(gc + t0 * (H * K) + o_k, mask=m_k, other=0.)
-            b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
-            b_gi = tl.load(gc + p_i, mask=m_ik, other=0.)
-            b_k = tl.load(k + p_j, mask=m_k[None, :], other=0.).to(tl.float32)
-            b_gj = tl.load(gc + p_j, mask=m_k[None, :], other=0.)
-            b_qd = tl.where(m_ik, b_q * tl.exp(b_gi - b_r[None, :]) * scale, 0.)
-            b_kd = b_k * tl.exp(b_r[None, :] - b_gj)
-            b_A += tl.dot(b_qd.to(q.dtype.element_ty), tl.trans(b_kd.to(k.dtype.element_ty)),
-                          input_precision=PREC)
-        tl.store(p_A + j * BC, b_A, mask=m_i[:, None])
-    # diagonal block, pairwise: [BC(t), BC(s), BK] decays e^(b_t - b_s), exponent <= 0
-    b_A = tl.zeros([BC, BC], dtype=tl.float32)
+    t_c = i_n * BT + o_t                                    # every row of the chunk
+    m_e = o_t < i_i * BC                                    # rows before sub-chunk i (< T)
+    b_A = tl.zeros([BC, BT], dtype=tl.float32)
+    b_Ad = tl.zeros([BC, BC], dtype=tl.float32)
     for i_k in range(0, tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
-        m_ik = m_i[:, None] & (o_k[None, :] < K)
+        m_k = o_k < K
+        m_ik = m_i[:, None] & m_k[None, :]
         p_i = t_i[:, None] * (H * K) + o_k[None, :]
         b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
         b_k = tl.load(k + p_i, mask=m_ik, other=0.).to(tl.float32)
         b_gi = tl.load(gc + p_i, mask=m_ik, other=0.)
+        if i_i > 0:
+            b_r = tl.load(gc + t0 * (H * K) + o_k, mask=m_k, other=0.)
+            p_c = t_c[:, None] * (H * K) + o_k[None, :]
+            m_ek = m_e[:, None] & m_k[None, :]
+            b_kc = tl.load(k + p_c, mask=m_ek, other=0.).to(tl.float32)
+            b_gc = tl.load(gc + p_c, mask=m_ek, other=0.)
+            # masked rows: k = 0; min() only absorbs rounding on the kept rows
+            b_kd = b_kc * tl.exp(tl.minimum(b_r[None, :] - b_gc, 0.))
+            b_qd = b_q * tl.exp(tl.minimum(b_gi - b_r[None, :], 0.))
+            b_A += tl.dot(b_qd.to(q.dtype.element_ty), tl.trans(b_kd.to(k.dtype.element_ty)),
+                          input_precision=PREC)
+        # diagonal block, pairwise: [BC(t), BC(s), BK] decays e^(b_t - b_s), exponent <= 0
         b_e = tl.exp(tl.minimum(b_gi[:, None, :] - b_gi[None, :, :], 0.))
-        b_A += tl.sum(b_q[:, None, :] * b_k[None, :, :] * b_e, axis=2)
-    b_A = tl.where(o_c[:, None] >= o_c[None, :], b_A * scale, 0.)
-    tl.store(p_A + i_i * BC, b_A, mask=m_i[:, None])
-    # sub-chunks j > i are above the diagonal: zeros, so A may start uninitialised
-    for j in range(i_i + 1, NS):
-        tl.store(p_A + j * BC, tl.zeros([BC, BC], dtype=tl.float32), mask=m_i[:, None])
+        b_Ad += tl.sum(b_q[:, None, :] * b_k[None, :, :] * b_e, axis=2)
+    p_A = A + t_i[:, None] * (H * BT) + o_t[None, :]
+    # columns of sub-chunk i come from b_Ad; b_A is 0 from there on (zeros above the
+    # diagonal, so A may start uninitialised)
+    m_off = (o_t < i_i * BC) | (o_t >= i_i * BC + BC)
+    tl.store(p_A, b_A * scale, mask=m_i[:, None] & m_off[None, :])
+    b_Ad = tl.where(o_c[:, None] >= o_c[None, :], b_Ad * scale, 0.)
+    tl.store(A + t_i[:, None] * (H * BT) + (i_i * BC + o_c)[None, :], b_Ad, mask=m_i[:, None])
 
 
 @autotuned(TILE_CONFIGS)
