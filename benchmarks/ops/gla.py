@@ -111,7 +111,8 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
     base = dict(H=16, K=K, V=V, BT=64, PREC="ieee" if dtype == "fp32" else "tf32")
     io = dict(T=I, scale="fp32")
     kernels = [
-        ("gla fwd_h", G._fwd_h_kernel, dict(k=P, v=P, g=P, gc=F, h=P, h0=F, ht=F, **io),
+        ("gla fwd_gc", G._fwd_gc_kernel, dict(g=P, gc=F, T=I), dict(H=16, K=K, BT=64)),
+        ("gla fwd_h", G._fwd_h_kernel, dict(k=P, v=P, gc=F, h=P, h0=F, ht=F, **io),
          dict(base, HAS_H0=True)),
         ("gla fwd_A", G._fwd_A_kernel, dict(q=P, k=P, gc=F, A=F, **io),
          dict(H=16, K=K, BT=64, BC=16, PREC=base["PREC"])),

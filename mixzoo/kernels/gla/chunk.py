@@ -4,7 +4,7 @@ Notation (README.md has the derivation). Chunks of BT=64 tokens, sub-chunks of B
 gc = chunk-local cumulative log gate (b_t = sum of g from the chunk start to t, <= 0).
 h[n] = state before chunk n, dh[n] = gradient of the state after chunk n.
 
-Forward : _fwd_h (gc, h, final state) -> _fwd_A (intra-chunk scores) -> _fwd_o.
+Forward : _fwd_gc (gc) -> _fwd_h (h, final state) -> _fwd_A (intra-chunk scores) -> _fwd_o.
 Backward: _bwd_dh (dh, dh0) -> _bwd_dv (dA, dv) -> _bwd_dqk (dq, dk, dg).
 Every exponent the kernels take is <= 0 up to rounding (see README "stability").
 """
@@ -57,11 +57,29 @@ def _dot_precision(dtype: torch.dtype) -> str:
 
 
 # ----------------------------------------------------------------------------- forward
+@autotuned(configs((64, 8, 1), (32, 4, 1), (32, 8, 1), (16, 2, 1), names=("BK",)), key=("K",))
+@triton.jit
+def _fwd_gc_kernel(
+    g,                  # [B,T,H,K] log gate (any float dtype)
+    gc,                 # [B,T,H,K] fp32 out: chunk-local cumsum of g
+    T, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+):
+    """gc_t = g_1 + ... + g_t inside each chunk of BT tokens, accumulated in fp32."""
+    i_k, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    base = (i_b * T * H + i_h).to(tl.int64)
+    t = i_n * BT + tl.arange(0, BT)
+    o_k = i_k * BK + tl.arange(0, BK)
+    m_tk = (t[:, None] < T) & (o_k[None, :] < K)
+    p = base * K + t[:, None] * (H * K) + o_k[None, :]
+    b_g = tl.load(g + p, mask=m_tk, other=0.).to(tl.float32)
+    tl.store(gc + p, tl.cumsum(b_g, axis=0), mask=m_tk)
+
+
 @autotuned(STATE_CONFIGS)
 @triton.jit
 def _fwd_h_kernel(
-    k, v, g,            # [B,T,H,K], [B,T,H,V], [B,T,H,K] inputs (g = log gate)
-    gc,                 # [B,T,H,K] fp32 out: chunk-local cumsum of g
+    k, v, gc,           # [B,T,H,K], [B,T,H,V] inputs, [B,T,H,K] fp32 chunk-local cumulative gate
     h,                  # [B,N,H,K,V] out: state before each chunk
     h0, ht,             # [B,H,K,V] fp32 initial state in / final state out
     T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
@@ -75,12 +93,12 @@ def _fwd_h_kernel(
     o_k = i_k * BK + tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
     o_t = tl.arange(0, BT)
-    m_kv = (o_k[:, None] < K) & (o_v[None, :] < V)
+    m_k = o_k < K
+    m_kv = m_k[:, None] & (o_v[None, :] < V)
     base = (i_b * T * H + i_h).to(tl.int64)
     # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
     k += base * K
     v += base * V
-    g += base * K
     gc += base * K
     p_hs = o_k[:, None] * V + o_v[None, :]           # [BK,BV] offsets inside one state
     b_h = tl.zeros([BK, BV], dtype=tl.float32)
@@ -90,15 +108,14 @@ def _fwd_h_kernel(
         p_h = h + ((i_b * N + n) * H + i_h).to(tl.int64) * K * V
         tl.store(p_h + p_hs, b_h.to(h.dtype.element_ty), mask=m_kv)
         t = n * BT + o_t
-        m_kt = (o_k[:, None] < K) & (t[None, :] < T)
+        m_kt = m_k[:, None] & (t[None, :] < T)
         p_kT = t[None, :] * (H * K) + o_k[:, None]          # [BK,BT] (transposed)
-        b_g = tl.load(g + p_kT, mask=m_kt, other=0.).to(tl.float32)
-        b_gc = tl.cumsum(b_g, axis=1)                               # padding has g = 0
-        if i_v == 0:
-            tl.store(gc + p_kT, b_gc, mask=m_kt)
-        b_last = tl.sum(tl.where(o_t[None, :] == BT - 1, b_gc, 0.), axis=1)   # [BK]
+        t_last = tl.minimum(n * BT + BT, T) - 1
+        b_last = tl.load(gc + t_last * (H * K) + o_k, mask=m_k, other=0.)     # [BK]
+        b_gc = tl.load(gc + p_kT, mask=m_kt, other=0.)
         b_k = tl.load(k + p_kT, mask=m_kt, other=0.).to(tl.float32)
-        b_kd = (b_k * tl.exp(b_last[:, None] - b_gc)).to(k.dtype.element_ty)
+        # padded columns: k = 0, and the clamp keeps their exponent finite
+        b_kd = (b_k * tl.exp(tl.minimum(b_last[:, None] - b_gc, 0.))).to(k.dtype.element_ty)
         p_v = t[:, None] * (H * V) + o_v[None, :]
         b_v = tl.load(v + p_v, mask=(t[:, None] < T) & (o_v[None, :] < V), other=0.)
         b_h = b_h * tl.exp(b_last)[:, None] + tl.dot(b_kd, b_v, input_precision=PREC)
@@ -497,8 +514,9 @@ def gla_chunk_fwd(q, k, v, g, h0, scale: float):
     gc = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
     h = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)
     ht = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
+    _fwd_gc_kernel[lambda m: (cdiv(K, m["BK"]), N, B * H)](g, gc, T, H, K, BT=BT)
     _fwd_h_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
-        k, v, g, gc, h, h0, ht, T, H, K, V, BT=BT, HAS_H0=h0 is not None, PREC=prec)
+        k, v, gc, h, h0, ht, T, H, K, V, BT=BT, HAS_H0=h0 is not None, PREC=prec)
     A = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
     _fwd_A_kernel[(BT // BC, N, B * H)](q, k, gc, A, scale, T, H, K, BT=BT, BC=BC, PREC=prec)
     o = torch.empty_like(v)
