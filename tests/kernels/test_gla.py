@@ -106,8 +106,9 @@ def test_unknown_backend_rejected():
 
 # ------------------------------------------------------------------ Triton (interpreter)
 # Small heads keep the interpreter fast; T covers one token, a partial chunk, exactly one
-# chunk, one token past it, and three chunks. Initial state alternates with T.
-TRITON_CASES = [(1, True), (15, False), (64, True), (65, False), (130, True)]
+# chunk, one token past it, a second chunk that ends inside its third sub-chunk (later
+# sub-chunks with padded rows), and three chunks. Initial state alternates with T.
+TRITON_CASES = [(1, True), (15, False), (64, True), (65, False), (100, False), (130, True)]
 TRITON_TOL = dict(o=1e-5, final_state=1e-5, dq=1e-5, dk=1e-5, dv=1e-5, dg=1e-4, dh0=1e-5)
 
 
@@ -134,6 +135,18 @@ def test_triton_chunk_odd_head_dims_and_multiple_blocks():
     ref = run_with_grads(gla_recurrent_ref, *args)
     out = run_with_grads(_public(gla, "triton"), *args)
     for name, r, x in zip(NAMES, ref, out):
+        assert_close(r, x, TRITON_TOL[name], name)
+
+
+def test_triton_chunk_extreme_decay_finite_and_exact():
+    """Log gates down to -60 per step: every factor the kernels exponentiate (masked
+    rows and padding included) stays finite, and the result still matches the recurrence."""
+    q, k, v, g, h0 = make_inputs(1, 100, 1, 16, 16, "strong", with_h0=True, seed=5)
+    g = (g.detach() * 12).requires_grad_(True)
+    ref = run_with_grads(gla_recurrent_ref, q, k, v, g, h0)
+    out = run_with_grads(_public(gla, "triton"), q, k, v, g, h0)
+    for name, r, x in zip(NAMES, ref, out):
+        assert torch.isfinite(x).all(), name
         assert_close(r, x, TRITON_TOL[name], name)
 
 
