@@ -4,7 +4,7 @@ Notation (README.md has the derivation). Chunks of BT=64 tokens, sub-chunks of B
 gc = chunk-local cumulative log gate (b_t = sum of g from the chunk start to t, <= 0).
 h[n] = state before chunk n, dh[n] = gradient of the state after chunk n.
 
-Forward : _fwd_gc (gc) -> _fwd_h (h, final state) -> _fwd_A (intra-chunk scores) -> _fwd_o.
+Forward : _fwd_gc (gc) -> _fwd_h (h, final state) -> _fwd_Ao (intra-chunk scores A, o).
 Backward: _bwd_dh (dh, dh0) -> _bwd_dv (dA, dv) -> _bwd_dqk (dq, dk, dg).
 Every exponent the kernels take is <= 0 up to rounding (see README "stability").
 """
@@ -122,24 +122,28 @@ def _fwd_h_kernel(
     tl.store(ht + i_bh.to(tl.int64) * K * V + p_hs, b_h, mask=m_kv)
 
 
-@autotuned(configs((32, 4, 2), (16, 2, 2), (32, 8, 2), (64, 8, 2), (16, 4, 2), names=("BK",)),
-           key=("K",))
+# the [BC, BC, BK] pairwise tensor dominates the registers: 3-4 programs per SM at BK 16
+@autotuned(configs((32, 8, 2), (16, 4, 2), (32, 4, 2), (64, 8, 2), names=("BK",)), key=("K", "V"))
 @triton.jit
-def _fwd_A_kernel(
-    q, k, gc,           # [B,T,H,K] q, k and the chunk-local cumulative gate (fp32)
+def _fwd_Ao_kernel(
+    q, k, v, gc, h,     # [B,T,H,K] q, k; [B,T,H,V] v; fp32 cumulative gate; [B,N,H,K,V] states
     A,                  # [B,T,H,BT] fp32 out: A[t, s] = scale sum_k q_tk k_sk e^(b_tk - b_sk), s<=t
-    scale, T, H: tl.constexpr, K: tl.constexpr,
-    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
+    o,                  # [B,T,H,V] out
+    scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    PREC: tl.constexpr,
 ):
-    """Row block i (BC rows) of one chunk's intra scores, all BT columns at once.
+    """Row block i (BC rows) of one chunk: its intra scores (all BT columns) and its output
+    o_i = (scale q_i e^(b_i)) h[n] + A_i v.
 
     Earlier sub-chunks: with r = b at the first row of sub-chunk i, one dot
         A_i,<i = (q_i e^(b_i - r)) (k e^(r - b))^T,
     k e^(r - b) kept only on the rows before sub-chunk i (there the exponent is <= 0),
     so the columns of sub-chunk i and after come out 0. Diagonal block: pairwise
-    e^(b_t - b_s) as one [BC, BC, BK] tensor, in fp32."""
+    e^(b_t - b_s) as one [BC, BC, BK] tensor, in fp32. BV covers all of V."""
     i_i, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
+    N = tl.cdiv(T, BT)
     t0 = i_n * BT + i_i * BC
     if t0 >= T:
         return
@@ -147,16 +151,22 @@ def _fwd_A_kernel(
     # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
     q += base * K
     k += base * K
+    v += base * V
     gc += base * K
     A += base * BT
+    o += base * V
+    p_h = h + ((i_b * N + i_n) * H + i_h).to(tl.int64) * K * V
     o_c = tl.arange(0, BC)
     o_t = tl.arange(0, BT)
+    o_v = tl.arange(0, BV)
+    m_v = o_v < V
     t_i = t0 + o_c
     m_i = t_i < T
     t_c = i_n * BT + o_t                                    # every row of the chunk
     m_e = o_t < i_i * BC                                    # rows before sub-chunk i (< T)
     b_A = tl.zeros([BC, BT], dtype=tl.float32)
     b_Ad = tl.zeros([BC, BC], dtype=tl.float32)
+    b_o = tl.zeros([BC, BV], dtype=tl.float32)
     for i_k in range(0, tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
         m_k = o_k < K
@@ -165,6 +175,11 @@ def _fwd_A_kernel(
         b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
         b_k = tl.load(k + p_i, mask=m_ik, other=0.).to(tl.float32)
         b_gi = tl.load(gc + p_i, mask=m_ik, other=0.)
+        # inter-chunk output: (scale q e^b) h[n]
+        b_h = tl.load(p_h + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :],
+                      other=0.)
+        b_o += tl.dot((b_q * tl.exp(b_gi) * scale).to(q.dtype.element_ty),
+                      b_h.to(q.dtype.element_ty), input_precision=PREC)
         if i_i > 0:
             b_r = tl.load(gc + t0 * (H * K) + o_k, mask=m_k, other=0.)
             p_c = t_c[:, None] * (H * K) + o_k[None, :]
@@ -179,57 +194,22 @@ def _fwd_A_kernel(
         # diagonal block, pairwise: [BC(t), BC(s), BK] decays e^(b_t - b_s), exponent <= 0
         b_e = tl.exp(tl.minimum(b_gi[:, None, :] - b_gi[None, :, :], 0.))
         b_Ad += tl.sum(b_q[:, None, :] * b_k[None, :, :] * b_e, axis=2)
-    p_A = A + t_i[:, None] * (H * BT) + o_t[None, :]
+    b_A = b_A * scale
+    b_Ad = tl.where(o_c[:, None] >= o_c[None, :], b_Ad * scale, 0.)
     # columns of sub-chunk i come from b_Ad; b_A is 0 from there on (zeros above the
     # diagonal, so A may start uninitialised)
     m_off = (o_t < i_i * BC) | (o_t >= i_i * BC + BC)
-    tl.store(p_A, b_A * scale, mask=m_i[:, None] & m_off[None, :])
-    b_Ad = tl.where(o_c[:, None] >= o_c[None, :], b_Ad * scale, 0.)
+    tl.store(A + t_i[:, None] * (H * BT) + o_t[None, :], b_A, mask=m_i[:, None] & m_off[None, :])
     tl.store(A + t_i[:, None] * (H * BT) + (i_i * BC + o_c)[None, :], b_Ad, mask=m_i[:, None])
-
-
-@autotuned(TILE_CONFIGS)
-@triton.jit
-def _fwd_o_kernel(
-    q, v, gc, A, h,     # inputs as above; h [B,N,H,K,V] states before each chunk
-    o,                  # [B,T,H,V] out
-    scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
-):
-    """o = (scale q * e^b) h[n] + A v for one chunk and one V block."""
-    i_v, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b, i_h = i_bh // H, i_bh % H
-    N = tl.cdiv(T, BT)
-    base = (i_b * T * H + i_h).to(tl.int64)
-    # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
-    q += base * K
-    v += base * V
-    gc += base * K
-    A += base * BT
-    o += base * V
-    o_t = tl.arange(0, BT)
-    t = i_n * BT + o_t
-    m_t = t < T
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
-    p_h = h + ((i_b * N + i_n) * H + i_h).to(tl.int64) * K * V
-    b_o = tl.zeros([BT, BV], dtype=tl.float32)
-    for i_k in range(0, tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)
-        m_tk = m_t[:, None] & (o_k[None, :] < K)
-        p_q = t[:, None] * (H * K) + o_k[None, :]
-        b_q = tl.load(q + p_q, mask=m_tk, other=0.).to(tl.float32)
-        b_g = tl.load(gc + p_q, mask=m_tk, other=0.)
-        b_qd = (b_q * tl.exp(b_g) * scale).to(q.dtype.element_ty)
-        b_h = tl.load(p_h + o_k[:, None] * V + o_v[None, :],
-                      mask=(o_k[:, None] < K) & m_v[None, :], other=0.)
-        b_o += tl.dot(b_qd, b_h.to(q.dtype.element_ty), input_precision=PREC)
-    b_A = tl.load(A + t[:, None] * (H * BT) + o_t[None, :], mask=m_t[:, None], other=0.)
-    p_v = t[:, None] * (H * V) + o_v[None, :]
-    m_tv = m_t[:, None] & m_v[None, :]
-    b_v = tl.load(v + p_v, mask=m_tv, other=0.)
-    b_o += tl.dot(b_A.to(v.dtype.element_ty), b_v, input_precision=PREC)
-    tl.store(o + p_v, b_o.to(o.dtype.element_ty), mask=m_tv)
+    # intra-chunk output: A_i,<i v_<i + A_ii v_i
+    b_vc = tl.load(v + t_c[:, None] * (H * V) + o_v[None, :], mask=m_e[:, None] & m_v[None, :],
+                   other=0.)
+    b_o += tl.dot(b_A.to(v.dtype.element_ty), b_vc, input_precision=PREC)
+    p_vi = t_i[:, None] * (H * V) + o_v[None, :]
+    m_iv = m_i[:, None] & m_v[None, :]
+    b_vi = tl.load(v + p_vi, mask=m_iv, other=0.)
+    b_o += tl.dot(b_Ad.to(v.dtype.element_ty), b_vi, input_precision=PREC)
+    tl.store(o + p_vi, b_o.to(o.dtype.element_ty), mask=m_iv)
 
 
 # ----------------------------------------------------------------------------- backward
@@ -518,10 +498,9 @@ def gla_chunk_fwd(q, k, v, g, h0, scale: float):
     _fwd_h_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
         k, v, gc, h, h0, ht, T, H, K, V, BT=BT, HAS_H0=h0 is not None, PREC=prec)
     A = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
-    _fwd_A_kernel[(BT // BC, N, B * H)](q, k, gc, A, scale, T, H, K, BT=BT, BC=BC, PREC=prec)
     o = torch.empty_like(v)
-    _fwd_o_kernel[lambda m: (cdiv(V, m["BV"]), N, B * H)](
-        q, v, gc, A, h, o, scale, T, H, K, V, BT=BT, PREC=prec)
+    _fwd_Ao_kernel[(BT // BC, N, B * H)](q, k, v, gc, h, A, o, scale, T, H, K, V, BT=BT, BC=BC,
+                                         BV=max(16, triton.next_power_of_2(V)), PREC=prec)
     return o, ht, gc, A, h
 
 
