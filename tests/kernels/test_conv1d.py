@@ -186,3 +186,65 @@ def test_custom_ops_opcheck():
     torch.library.opcheck(torch.ops.mixzoo.short_conv_fwd.default, (x, w, b, h0, 1, True),
                           test_utils=("test_schema", "test_faketensor",
                                       "test_autograd_registration"))
+
+
+# ----------------------------------------------------------------------------- bidirectional
+
+from mixzoo.kernels.conv1d import (short_conv_bidirectional,  # noqa: E402
+                                   short_conv_bidirectional_ref)
+
+
+def test_bidirectional_reference_is_the_doubled_batch_definition():
+    x, w, b, _ = _inputs(2, 9, 6, 4, state=False)
+    ys = short_conv_bidirectional_ref(x, w, b, activation="silu", splits=[2, 4])
+    both = torch.cat([x, x.flip(1)], 0)
+    want, _ = short_conv_ref(both, w, b, activation="silu")
+    assert [t.shape for t in ys] == [(4, 9, 2), (4, 9, 4)]
+    assert_close(want, torch.cat(ys, -1), 1e-12)
+
+
+BIDIR_CASES = [  # (B, T, D, W, activation, bias, splits, row padding of x)
+    (2, 15, 48, 4, "silu", True, [16, 16, 16], 3),   # q|k|v groups, strided rows
+    (1, 65, 64, 4, None, False, [32, 32], 0),
+    (2, 7, 40, 3, "silu", True, None, 1),
+    (1, 3, 48, 8, "silu", False, [16, 32], 0),        # T < W-1
+    (1, 70, 24, 4, "silu", True, [8, 8, 8], 6),       # groups too narrow: split fallback
+    (2, 1, 16, 2, None, True, [16], 0),
+]
+
+
+@pytest.mark.parametrize("B,T,D,W,activation,bias,splits,pad", BIDIR_CASES)
+def test_triton_bidirectional_matches_reference(B, T, D, W, activation, bias, splits, pad):
+    """Outputs (contiguous, per split) and the grads of x, weight and bias, vs fp64."""
+    g = torch.Generator().manual_seed(T * 10 + W)
+    x = torch.randn(B, T, D + pad, generator=g)[..., :D].requires_grad_()  # row stride D+pad
+    w = torch.randn(D, W, generator=g).requires_grad_()
+    b = torch.randn(D, generator=g).requires_grad_() if bias else None
+    dys = [torch.randn(2 * B, T, s, generator=g) for s in (splits or [D])]
+    leaves = [t for t in (x, w, b) if t is not None]
+    got = short_conv_bidirectional(x, w, b, activation=activation, splits=splits,
+                                   backend="triton")
+    assert all(t.is_contiguous() for t in got)
+    gg = torch.autograd.grad(sum((y * d).sum() for y, d in zip(got, dys)), leaves)
+    l64 = [t.detach().double().requires_grad_() for t in leaves]
+    want = short_conv_bidirectional_ref(l64[0], l64[1], l64[2] if bias else None,
+                                        activation=activation, splits=splits)
+    gw = torch.autograd.grad(sum((y * d.double()).sum() for y, d in zip(want, dys)), l64)
+    for i, (r, o) in enumerate(zip(list(want) + list(gw), list(got) + list(gg))):
+        assert_close(r, o, 1e-5, f"item {i}")
+
+
+def test_bidirectional_split_validation():
+    x, w = torch.randn(1, 4, 8), torch.randn(8, 4)
+    with pytest.raises(ValueError, match="splits"):
+        short_conv_bidirectional(x, w, splits=[4, 3])
+
+
+def test_bidirectional_custom_ops_opcheck():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 10, 48, generator=g).requires_grad_()
+    w = torch.randn(48, 4, generator=g).requires_grad_()
+    torch.library.opcheck(torch.ops.mixzoo.short_conv_bidir_fwd.default,
+                          (x, w, None, 1, [16, 16, 16]),
+                          test_utils=("test_schema", "test_faketensor",
+                                      "test_autograd_registration"))

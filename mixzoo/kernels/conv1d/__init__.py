@@ -10,6 +10,15 @@ from initial_state (oldest first, zeros when None); the final state is the last 
 inputs. causal=False: centred "same" padding, (W-1)//2 zeros left and the rest right;
 no state (initial_state / output_final_state raise). backend: "auto" | "triton" |
 "reference". The math is in README.md; `reference.py` is the spec.
+
+    short_conv_bidirectional(x, weight, bias=None, *, activation=None, splits=None,
+                             backend="auto") -> tuple of [2B,T,s] tensors
+
+the causal conv (no state) of the doubled batch cat([x, flip_T(x)]) -- a forward and a
+reversed scan's inputs in one batch, as bidirectional (vision) mixers run them -- split along
+channels into contiguous pieces of widths `splits` (default [D]; e.g. q | k | v). The Triton
+path reads x once (any row stride) and never builds the flipped copy, the concatenation or
+the split copies; its backward returns one dx [B,T,D] with both directions summed.
 """
 from __future__ import annotations
 
@@ -17,16 +26,19 @@ import torch
 
 from .._common import (check_dtype_float, check_rank, check_same_device, check_shape,
                        resolve_backend, triton_available)
-from .reference import noncausal_left_pad, short_conv_ref, short_conv_vec_ref
+from .reference import (noncausal_left_pad, short_conv_bidirectional_ref, short_conv_ref,
+                        short_conv_vec_ref)
 
 _HAS_TRITON = triton_available()
 if _HAS_TRITON:
-    from .ops import short_conv_triton
+    from .ops import short_conv_bidir_fwd_op, short_conv_triton
+    from .triton_conv import ACT_CODES, group_block_d
 
 ACTIVATIONS = (None, "silu")
 MAX_WIDTH = 8
 
 __all__ = ["short_conv", "short_conv_ref", "short_conv_vec_ref", "check_short_conv_inputs",
+           "short_conv_bidirectional", "short_conv_bidirectional_ref",
            "noncausal_left_pad", "ACTIVATIONS", "MAX_WIDTH"]
 
 
@@ -73,3 +85,24 @@ def short_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     return short_conv_vec_ref(x, weight, bias, activation=activation, causal=causal,
                               initial_state=initial_state,
                               output_final_state=output_final_state)
+
+
+def short_conv_bidirectional(x: torch.Tensor, weight: torch.Tensor,
+                             bias: torch.Tensor | None = None, *, activation: str | None = None,
+                             splits: list[int] | None = None,
+                             backend: str = "auto") -> tuple[torch.Tensor, ...]:
+    """Causal conv of cat([x, flip_T(x)]) split into `splits`; see the module docstring."""
+    check_short_conv_inputs(x, weight, bias, activation, True, None, False)
+    D = x.shape[-1]
+    splits = [D] if splits is None else [int(s) for s in splits]
+    if any(s <= 0 for s in splits) or sum(splits) != D:
+        raise ValueError(f"splits: expected positive widths summing to D={D}, got {splits}")
+    which = resolve_backend(backend, x, weight, bias, has_triton=_HAS_TRITON,
+                            algo="short_conv")
+    if which == "triton" and x.shape[1] > 0 and x.dtype != torch.float64:
+        if group_block_d(splits, D):
+            return tuple(short_conv_bidir_fwd_op(x, weight, bias, ACT_CODES[activation],
+                                                 splits))
+        (y,) = short_conv_bidir_fwd_op(x, weight, bias, ACT_CODES[activation], [D])
+        return tuple(t.contiguous() for t in y.split(splits, dim=-1))
+    return short_conv_bidirectional_ref(x, weight, bias, activation=activation, splits=splits)

@@ -4,6 +4,8 @@ torch.compile traces through it without graph breaks.
     mixzoo::short_conv_fwd(x, weight, bias, h0, act, causal) -> y
     mixzoo::short_conv_bwd(dy, x, weight, bias, h0, act, causal) -> (dx, dw, db, dh0)
     mixzoo::short_conv_update(x_t, state, weight, bias, act) -> (y_t, new_state)
+    mixzoo::short_conv_bidir_fwd(x, weight, bias, act, splits) -> [y_0, y_1, ...]
+    mixzoo::short_conv_bidir_bwd(dys, x, weight, bias, act) -> (dx, dw, db)
 
 The final state (the last W-1 inputs of [h0, x]) is a slice taken with ordinary torch
 ops outside the op, so its gradient reaches x and h0 through autograd. Missing optional
@@ -75,6 +77,49 @@ def short_conv_update_op(x_t: torch.Tensor, state: torch.Tensor, weight: torch.T
 def _(x_t, state, weight, bias, act):
     return (torch.empty(x_t.shape, dtype=x_t.dtype, device=x_t.device),
             torch.empty(state.shape, dtype=torch.float32, device=x_t.device))
+
+
+@torch.library.custom_op("mixzoo::short_conv_bidir_fwd", mutates_args=())
+def short_conv_bidir_fwd_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                            act: int, splits: list[int]) -> list[torch.Tensor]:
+    return conv_fwd(x, weight, bias, None, act, True, bidir=True, splits=splits)
+
+
+@short_conv_bidir_fwd_op.register_fake
+def _(x, weight, bias, act, splits):
+    B, T, _ = x.shape
+    return [torch.empty(2 * B, T, s, dtype=x.dtype, device=x.device) for s in splits]
+
+
+@torch.library.custom_op("mixzoo::short_conv_bidir_bwd", mutates_args=())
+def short_conv_bidir_bwd_op(dys: list[torch.Tensor], x: torch.Tensor, weight: torch.Tensor,
+                            bias: torch.Tensor | None, act: int
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dx, dw, db = conv_bwd(dys, x, weight, bias, None, act, True, bidir=True)
+    return dx, dw, db if db is not None else x.new_empty(0)
+
+
+@short_conv_bidir_bwd_op.register_fake
+def _(dys, x, weight, bias, act):
+    return (torch.empty(x.shape, dtype=x.dtype, device=x.device),
+            torch.empty(weight.shape, dtype=weight.dtype, device=x.device),
+            (torch.empty(bias.shape, dtype=bias.dtype, device=x.device) if bias is not None
+             else x.new_empty(0)))
+
+
+def _bidir_setup_context(ctx, inputs, output):
+    x, weight, bias, act, splits = inputs
+    ctx.save_for_backward(x, weight, bias)
+    ctx.act = act
+
+
+def _bidir_backward(ctx, dys):
+    x, weight, bias = ctx.saved_tensors
+    dx, dw, db = short_conv_bidir_bwd_op(list(dys), x, weight, bias, ctx.act)
+    return dx, dw, db if bias is not None else None, None, None
+
+
+short_conv_bidir_fwd_op.register_autograd(_bidir_backward, setup_context=_bidir_setup_context)
 
 
 def _needs_grad(*ts) -> bool:

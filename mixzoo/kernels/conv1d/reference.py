@@ -95,3 +95,12 @@ def short_conv_vec_ref(x, weight, bias=None, *, activation=None, causal=True,
     y = _act(y, activation).transpose(1, 2).to(x.dtype)  # [B,T,D]
     final = xp[:, :, xp.shape[2] - (W - 1):] if (causal and output_final_state) else None
     return y, final
+
+
+def short_conv_bidirectional_ref(x, weight, bias=None, *, activation=None, splits=None):
+    """The definition of `short_conv_bidirectional`: the causal conv of the doubled batch
+    cat([x, flip_T(x)]) (no state), split along channels into `splits` (default [D]).
+    Returns a tuple of contiguous [2B,T,s] tensors."""
+    both = torch.cat([x, x.flip(dims=[1])], dim=0)  # [2B,T,D]
+    y, _ = short_conv_vec_ref(both, weight, bias, activation=activation)
+    return tuple(t.contiguous() for t in y.split(list(splits or [x.shape[-1]]), dim=-1))

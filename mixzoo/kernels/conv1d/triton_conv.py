@@ -1,20 +1,39 @@
 """Depthwise short-convolution kernels (forward, backward, single-token update) and launchers.
 
-Notation (README.md has the derivation). The input stream s has x's rows shifted by LEFT:
-s[u] = x[u - LEFT] (causal: LEFT = W-1 and s[u] = h0[u] for u < W-1; centred:
-LEFT = (W-1)//2 and zeros outside [0,T)). Then
-    z[t] = sum_j w[j] s[t+j] + b = sum_j w[j] x[t + j - LEFT] + b,   y[t] = act(z[t])
-    dz[t] = dy[t] act'(z[t])
+Notation (README.md has the derivation). With LEFT taps reaching into the past (causal:
+LEFT = W-1, x[u] for u < 0 read from h0; centred: LEFT = (W-1)//2, zeros outside [0,T)) and
+RIGHT = W-1-LEFT into the future,
+    z[t] = sum_j w[j] x[t + j - LEFT] + b,   y[t] = act(z[t]),   dz[t] = dy[t] act'(z[t])
     dx[t] = sum_j w[j] dz[t + LEFT - j],  dw[j] = sum_{b,t} dz[t] x[t + j - LEFT],
     db = sum_{b,t} dz[t].
-The backward recomputes z (nothing but x is saved). A program needs dz at the W rows
-t + SH + k (SH = LEFT - (W-1), k = 0..W-1) of each output row; with no register shifts in
-Triton it recomputes each from W shifted 2D loads of x (L1/L2 hits after the first):
-    z[t + SH + k] = sum_i w[i] x[t + SH + k + i - LEFT] + b,   dx[t] = sum_k w[W-1-k] dz[t+SH+k]
-and keeps dw's per-thread partial sums in W plain [BLOCK_T, BLOCK_D] accumulators, reduced
-over time once per program. Every tile stays in one 2D layout: the first version held a
-[BLOCK_T, WP, BLOCK_D] tile whose tap axis Triton spread over lanes, paying ~80 barriers
-per tile (2.8 ms at B8 T4096 D4096 on an H100, 15% of copy bandwidth).
+
+Bidirectional mode (BIDIR, for vision): the causal conv of x AND of the time-reversed x, as
+one doubled batch y[2B,T,D] with y[B+b, s] = conv(flip(x))[b, s] -- exactly what running the
+causal conv on cat([x, flip(x)]) gives, without materialising that input. In original time
+the reversed conv is the anti-causal conv with taps flipped (w'[i] = w[W-1-i], LEFT' = RIGHT),
+written to row T-1-t of the second half; its gradient is added into the same dx.
+
+Channel groups (NG = 1..3): the channels [0,S1), [S1,S2), [S2,D) are read from / written to
+three separate contiguous tensors (q | k | v of a mixer), so no split-and-copy is needed
+around the kernels. A program's channel block lies in one group (the launcher picks
+BLOCK_D dividing S1 and S2).
+
+Forward: one [BLOCK_T, BLOCK_D] tile per program from shifted 2D loads of x (neighbour rows
+hit L1/L2); the two directions of BIDIR share the 2W-1 shifted tiles.
+
+Backward (streaming): a program owns one channel block of one sequence and a chunk
+[c0, c1) of rows, and walks the input stream u = c0 .. c1+W-2 one row at a time, keeping
+the last W inputs and the last W values of dz in registers (named variables: Triton has no
+register arrays). At step u it loads x[u] and dy of the row r = u - RIGHT whose z just
+became computable, and emits dx[u - (W-1)]:
+    z[r] = sum_j w[j] x[u - (W-1) + j] + b,     dx[u-W+1] = sum_j w[j] dz[r - j]
+    dw[j] += dz[r] x[u - (W-1) + j]   (rows r owned by the chunk only)
+so every dz is computed once (the first tile version recomputed each dz W times from W^2
+shifted loads: 0.69 ms for B256 T196 D1152 and 1.64 ms at B8 T4096 D4096 on an H100, 6x
+over the copy time). The next row's loads are issued one step ahead (software pipelining by
+hand). The reversed direction of BIDIR runs in the same walk: its z row is u - LEFT and it
+also emits dx[u - W + 1]. The dw/db partial sums ([B*chunks, W, D] fp32) are summed by the
+launcher.
 """
 from __future__ import annotations
 
@@ -58,50 +77,25 @@ def _load_rows(x_base, h0_base, rows, offs_d, sxt, T, D, W: tl.constexpr,
     return v
 
 
-
-def _fwd_configs():
-    cfgs = [triton.Config({"BLOCK_T": bt, "BLOCK_D": bd}, num_warps=w)
-            for bt, bd, w in [(32, 128, 4), (64, 128, 4), (16, 256, 4)]]
-    return cfgs
-
-
-@triton.autotune(configs=pick_configs(_fwd_configs()), key=["T", "D", "W", "ACT", "LEFT"])
 @triton.jit
-def _conv_fwd_kernel(
-    x_ptr,                    # x [B,T,D], last dim contiguous
-    w_ptr,                    # weight [D,W] contiguous
-    b_ptr,                    # bias [D] (when HAS_BIAS)
-    h0_ptr,                   # initial state [B,D,W-1] contiguous (when HAS_H0)
-    y_ptr,                    # y [B,T,D] contiguous
-    sxb, sxt,                 # x strides (batch, time)
-    T, D,
-    W: tl.constexpr,          # kernel width
-    LEFT: tl.constexpr,       # taps reaching into the past (W-1 causal, (W-1)//2 centred)
-    HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
-    ACT: tl.constexpr,        # 0 none, 1 silu
-    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
-):
-    """y[t] = act(sum_j w[j] x[t + j - LEFT] + b) for one [BLOCK_T, BLOCK_D] tile."""
-    pid_t = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    b = tl.program_id(2)
-    t0 = pid_t * BLOCK_T
-    offs_t = t0 + tl.arange(0, BLOCK_T)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    dm = offs_d < D
-    x_base = x_ptr + b.to(tl.int64) * sxb
-    h0_base = h0_ptr + b.to(tl.int64) * D * (W - 1)
-    acc = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
-    for j in tl.static_range(W):
-        wj = tl.load(w_ptr + offs_d * W + j, mask=dm, other=0.0).to(tl.float32)  # [BLOCK_D]
-        xj = _load_rows(x_base, h0_base, offs_t[:, None] + (j - LEFT), offs_d[None, :], sxt,
-                        T, D, W, HAS_H0, t0 < LEFT)
-        acc += xj * wj[None, :]
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + offs_d, mask=dm, other=0.0).to(tl.float32)[None, :]
-    y = _act_fwd(acc, ACT)
-    out = (b.to(tl.int64) * T + offs_t[:, None]) * D + offs_d[None, :]
-    tl.store(y_ptr + out, y.to(y_ptr.dtype.element_ty), mask=(offs_t[:, None] < T) & dm[None, :])
+def _group(d0, S1, S2, D, p0, p1, p2, NG: tl.constexpr):
+    """(pointer, first channel, width) of the channel group holding channel d0. Groups are
+    [0,S1) -> p0, [S1,S2) -> p1, [S2,D) -> p2 (NG=1: S1 = D; NG=2: S2 = D), each a
+    contiguous [NB, T, width] tensor."""
+    p = p0
+    start = d0 * 0
+    width = S1
+    if NG > 1:
+        if d0 >= S1:
+            p = p1
+            start = S1
+            width = S2 - S1
+    if NG > 2:
+        if d0 >= S2:
+            p = p2
+            start = S2
+            width = D - S2
+    return p, start, width
 
 
 @triton.jit
@@ -110,6 +104,69 @@ def _tap(w_ptr, offs_d, dm, j: tl.constexpr, W: tl.constexpr):
     if j < W:
         return tl.load(w_ptr + offs_d * W + j, mask=dm, other=0.0).to(tl.float32)
     return tl.zeros(offs_d.shape, dtype=tl.float32)
+
+
+def _fwd_configs():
+    return [triton.Config({"BLOCK_T": bt}, num_warps=w) for bt, w in [(32, 4), (64, 4), (16, 4)]]
+
+
+@triton.autotune(configs=pick_configs(_fwd_configs()),
+                 key=["T", "D", "W", "ACT", "LEFT", "BIDIR", "NG", "BLOCK_D"])
+@triton.jit
+def _conv_fwd_kernel(
+    x_ptr,                    # x [B,T,D], last dim contiguous (any batch/time strides)
+    w_ptr,                    # weight [D,W] contiguous
+    b_ptr,                    # bias [D] (when HAS_BIAS)
+    h0_ptr,                   # initial state [B,D,W-1] contiguous (when HAS_H0)
+    y0_ptr, y1_ptr, y2_ptr,   # output groups, each [NB,T,width] (NB = 2B when BIDIR, else B)
+    sxb, sxt,                 # x strides (batch, time)
+    B, T, D,
+    S1, S2,                   # channel-group boundaries (see _group)
+    W: tl.constexpr,          # kernel width
+    LEFT: tl.constexpr,       # taps reaching into the past (W-1 causal, (W-1)//2 centred)
+    HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+    ACT: tl.constexpr,        # 0 none, 1 silu
+    BIDIR: tl.constexpr,      # also write the reversed-sequence conv to rows [B, 2B)
+    NG: tl.constexpr,         # number of output groups (1..3)
+    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """y[t] = act(sum_j w[j] x[t + j - LEFT] + b) for one [BLOCK_T, BLOCK_D] tile; with BIDIR
+    also y[B+b, T-1-t] = act(sum_j w[W-1-j] x[t + j - (W-1-LEFT)] + b)."""
+    pid_t = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    b = tl.program_id(2)
+    t0 = pid_t * BLOCK_T
+    d0 = pid_d * BLOCK_D
+    offs_t = t0 + tl.arange(0, BLOCK_T)
+    offs_d = d0 + tl.arange(0, BLOCK_D)
+    dm = offs_d < D
+    x_base = x_ptr + b.to(tl.int64) * sxb
+    h0_base = h0_ptr + b.to(tl.int64) * D * (W - 1)
+    acc = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
+    acc_r = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
+    # shift s = row offset of the loaded x tile; the forward uses s in [-LEFT, W-1-LEFT]
+    # (tap s + LEFT), the reversed conv s in [LEFT-(W-1), LEFT] (tap LEFT - s)
+    for s in tl.static_range(1 - W, W):
+        if ((s >= -LEFT) and (s <= W - 1 - LEFT)) or (BIDIR and (s >= LEFT - (W - 1))
+                                                      and (s <= LEFT)):
+            xs = _load_rows(x_base, h0_base, offs_t[:, None] + s, offs_d[None, :], sxt,
+                            T, D, W, HAS_H0, t0 < LEFT)
+            if (s >= -LEFT) and (s <= W - 1 - LEFT):
+                acc += xs * _tap(w_ptr, offs_d, dm, s + LEFT, W)[None, :]
+            if BIDIR and (s >= LEFT - (W - 1)) and (s <= LEFT):
+                acc_r += xs * _tap(w_ptr, offs_d, dm, LEFT - s, W)[None, :]
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + offs_d, mask=dm, other=0.0).to(tl.float32)[None, :]
+        acc += bias
+        acc_r += bias
+    yp, start, width = _group(d0, S1, S2, D, y0_ptr, y1_ptr, y2_ptr, NG)
+    mask = (offs_t[:, None] < T) & dm[None, :]
+    cols = (offs_d - start)[None, :]
+    out = (b.to(tl.int64) * T + offs_t[:, None]) * width + cols
+    tl.store(yp + out, _act_fwd(acc, ACT).to(yp.dtype.element_ty), mask=mask)
+    if BIDIR:
+        out_r = ((B + b).to(tl.int64) * T + (T - 1 - offs_t)[:, None]) * width + cols
+        tl.store(yp + out_r, _act_fwd(acc_r, ACT).to(yp.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -133,40 +190,59 @@ def _pick(j: tl.constexpr, v0, v1, v2, v3, v4, v5, v6, v7):
     return r
 
 
+@triton.jit
+def _dot8(W: tl.constexpr, REV: tl.constexpr, w0, w1, w2, w3, w4, w5, w6, w7,
+          v0, v1, v2, v3, v4, v5, v6, v7):
+    """sum_{j<W} w_j * v_{W-1-j} (REV=False) or sum_{j<W} w_j * v_j (REV=True)."""
+    acc = w0 * _pick(0 if REV else W - 1, v0, v1, v2, v3, v4, v5, v6, v7)
+    for j in tl.static_range(1, W):
+        acc += (_pick(j, w0, w1, w2, w3, w4, w5, w6, w7)
+                * _pick(j if REV else W - 1 - j, v0, v1, v2, v3, v4, v5, v6, v7))
+    return acc
+
+
 def _bwd_configs():
-    # plain 2D [BLOCK_T, BLOCK_D] tiles in one layout (a [T, taps, D] register tile put
-    # the taps across lanes and cost ~80 barriers per tile on the first H100 run)
-    cfgs = [triton.Config({"BLOCK_T": bt, "BLOCK_D": bd}, num_warps=w)
-            for bt, bd, w in [(16, 64, 4), (32, 64, 8), (16, 128, 8)]]
-    return cfgs
+    # 1D rows of BLOCK_D channels; one warp per program keeps many programs per SM
+    return [triton.Config({"CHUNK": c}, num_warps=w) for c, w in [(32, 1), (64, 1), (64, 2)]]
 
 
-@triton.autotune(configs=pick_configs(_bwd_configs()), key=["T", "D", "W", "ACT", "LEFT"])
+@triton.autotune(configs=pick_configs(_bwd_configs()),
+                 key=["T", "D", "W", "ACT", "LEFT", "BIDIR", "NG", "BLOCK_D"])
 @triton.jit
 def _conv_bwd_kernel(
     x_ptr, w_ptr, b_ptr, h0_ptr,   # as in the forward
-    dy_ptr,                        # dy [B,T,D], last dim contiguous
+    dy0_ptr, dy1_ptr, dy2_ptr,     # dy groups, each [NB,T,width] contiguous (see _group)
     dx_ptr,                        # dx [B,T,D] contiguous
-    dwp_ptr,                       # partial dw [B, n_chunks, WP, D] fp32
+    dwp_ptr,                       # partial dw [B, n_chunks, W, D] fp32
     dbp_ptr,                       # partial db [B, n_chunks, D] fp32
-    sxb, sxt, sdb, sdt,            # x and dy strides (batch, time)
-    T, D,
-    n_chunks,                      # programs along time; each owns consecutive tiles
-    W: tl.constexpr, WP: tl.constexpr,   # width (<= 8), next power of two >= W
-    LEFT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, ACT: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+    sxb, sxt,                      # x strides (batch, time)
+    B, T, D, S1, S2,
+    n_chunks,                      # row chunks per sequence (cdiv(T, CHUNK))
+    W: tl.constexpr, LEFT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+    ACT: tl.constexpr, BIDIR: tl.constexpr, NG: tl.constexpr,
+    CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    """dx for a chunk of time tiles and this chunk's dw/db partial sums. dz at the W rows
-    t + SH + k that dx[t] needs is recomputed from x (W shifted loads each, L1/L2 hits)."""
+    """dx rows [c0, c1) of one channel block and the chunk's dw/db partial sums, by one walk
+    over the input rows (module docstring). Window variables: xa..xg = x[u-1..u-7],
+    fa..fg = dz[r-1..r-7] (forward), ra..rg = the same for the reversed conv."""
     pid_c = tl.program_id(0)
     pid_d = tl.program_id(1)
     b = tl.program_id(2)
-    SH: tl.constexpr = LEFT - (W - 1)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    RIGHT: tl.constexpr = W - 1 - LEFT
+    d0 = pid_d * BLOCK_D
+    offs_d = d0 + tl.arange(0, BLOCK_D)
     dm = offs_d < D
+    # scalars are broadcast to [BLOCK_D] before they enter masks (the interpreter mis-types
+    # a 0-d bool combined with a vector)
+    zi = tl.zeros([BLOCK_D], dtype=tl.int32)
+    c0 = pid_c * CHUNK + zi
+    c1 = tl.minimum(c0 + CHUNK, T)
     x_base = x_ptr + b.to(tl.int64) * sxb
-    dy_base = dy_ptr + b.to(tl.int64) * sdb
     h0_base = h0_ptr + b.to(tl.int64) * D * (W - 1)
+    dyp, start, width = _group(d0, S1, S2, D, dy0_ptr, dy1_ptr, dy2_ptr, NG)
+    dcol = offs_d - start
+    dyf_base = dyp + b.to(tl.int64) * T * width + dcol
+    dyr_base = dyp + (B + b).to(tl.int64) * T * width + dcol
     w0 = _tap(w_ptr, offs_d, dm, 0, W)
     w1 = _tap(w_ptr, offs_d, dm, 1, W)
     w2 = _tap(w_ptr, offs_d, dm, 2, W)
@@ -175,71 +251,174 @@ def _conv_bwd_kernel(
     w5 = _tap(w_ptr, offs_d, dm, 5, W)
     w6 = _tap(w_ptr, offs_d, dm, 6, W)
     w7 = _tap(w_ptr, offs_d, dm, 7, W)
+    bias = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(b_ptr + offs_d, mask=dm, other=0.0).to(tl.float32)
-    # per-thread partial sums of dw[j] (a0..a7) and db, reduced over time once at the end
-    a0 = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
-    a1 = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
-    a2 = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
-    a3 = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
-    a4 = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
-    a5 = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
-    a6 = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
-    a7 = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
-    db_acc = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
-    n_tiles = tl.cdiv(T, BLOCK_T)
-    per = tl.cdiv(n_tiles, n_chunks)
-    for it in range(pid_c * per, tl.minimum(pid_c * per + per, n_tiles)):
-        t0 = it * BLOCK_T
-        offs_t = t0 + tl.arange(0, BLOCK_T)
-        near_start = t0 < W - 1
-        dx = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
-        dz0 = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
-        for k in tl.static_range(W):
-            rz = offs_t + (SH + k)  # rows of z feeding dx through tap W-1-k
-            z = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
-            if HAS_BIAS:
-                z += bias[None, :]
-            for i in tl.static_range(W):
-                xi = _load_rows(x_base, h0_base, rz[:, None] + (i - LEFT), offs_d[None, :], sxt,
-                                T, D, W, HAS_H0, near_start)
-                z += _pick(i, w0, w1, w2, w3, w4, w5, w6, w7)[None, :] * xi
-            zok = (rz[:, None] >= 0) & (rz[:, None] < T) & dm[None, :]
-            dyk = tl.load(dy_base + rz[:, None].to(tl.int64) * sdt + offs_d[None, :], mask=zok,
-                          other=0.0).to(tl.float32)
-            dz = dyk * _act_grad(z, ACT)
-            dx += _pick(W - 1 - k, w0, w1, w2, w3, w4, w5, w6, w7)[None, :] * dz
-            if k == -SH:  # this tile's own rows feed dw and db
-                dz0 = dz
-        out = (b.to(tl.int64) * T + offs_t[:, None]) * D + offs_d[None, :]
-        tl.store(dx_ptr + out, dx.to(dx_ptr.dtype.element_ty),
-                 mask=(offs_t[:, None] < T) & dm[None, :])
-        db_acc += dz0
-        for j in tl.static_range(W):
-            xj = _load_rows(x_base, h0_base, offs_t[:, None] + (j - LEFT), offs_d[None, :], sxt,
-                            T, D, W, HAS_H0, near_start)
-            p = dz0 * xj
-            if j == 0:
-                a0 += p
-            if j == 1:
-                a1 += p
-            if j == 2:
-                a2 += p
-            if j == 3:
-                a3 += p
-            if j == 4:
-                a4 += p
-            if j == 5:
-                a5 += p
-            if j == 6:
-                a6 += p
-            if j == 7:
-                a7 += p
+    zero = tl.zeros([BLOCK_D], dtype=tl.float32)
+    # x window before the chunk (h0 rows for c0 = 0 in the causal case)
+    near = pid_c == 0
+    xa = _load_rows(x_base, h0_base, c0 - 1, offs_d, sxt, T, D, W, HAS_H0, near)
+    xb = zero
+    xc = zero
+    xd = zero
+    xe = zero
+    xf = zero
+    xg = zero
+    if W > 2:
+        xb = _load_rows(x_base, h0_base, c0 - 2, offs_d, sxt, T, D, W, HAS_H0, near)
+    if W > 3:
+        xc = _load_rows(x_base, h0_base, c0 - 3, offs_d, sxt, T, D, W, HAS_H0, near)
+    if W > 4:
+        xd = _load_rows(x_base, h0_base, c0 - 4, offs_d, sxt, T, D, W, HAS_H0, near)
+    if W > 5:
+        xe = _load_rows(x_base, h0_base, c0 - 5, offs_d, sxt, T, D, W, HAS_H0, near)
+    if W > 6:
+        xf = _load_rows(x_base, h0_base, c0 - 6, offs_d, sxt, T, D, W, HAS_H0, near)
+    if W > 7:
+        xg = _load_rows(x_base, h0_base, c0 - 7, offs_d, sxt, T, D, W, HAS_H0, near)
+    fa = zero
+    fb = zero
+    fc = zero
+    fd = zero
+    fe = zero
+    ff = zero
+    fg = zero
+    ra = zero
+    rb = zero
+    rc = zero
+    rd = zero
+    re = zero
+    rf = zero
+    rg = zero
+    a0 = zero
+    a1 = zero
+    a2 = zero
+    a3 = zero
+    a4 = zero
+    a5 = zero
+    a6 = zero
+    a7 = zero
+    db = zero
+    # the loads of step u are issued during step u-1 and carried raw (converted at use, so
+    # the wait for them falls into the next step)
+    u_end = tl.minimum(pid_c * CHUNK + CHUNK, T) + W - 1
+    rf0 = c0 - RIGHT
+    nx = tl.load(x_base + c0.to(tl.int64) * sxt + offs_d, mask=dm & (c0 < T), other=0.0)
+    ndy = tl.load(dyf_base + rf0.to(tl.int64) * width, mask=dm & (rf0 >= 0) & (rf0 < T),
+                  other=0.0)
+    ndr = ndy
+    if BIDIR:
+        rr0 = c0 - LEFT
+        ndr = tl.load(dyr_base + (T - 1 - rr0).to(tl.int64) * width,
+                      mask=dm & (rr0 >= 0) & (rr0 < T), other=0.0)
+    for u0 in range(pid_c * CHUNK, u_end):
+        u = u0 + zi
+        x0 = nx.to(tl.float32)
+        dyv = ndy.to(tl.float32)
+        dyr = ndr.to(tl.float32)
+        un = u + 1
+        nx = tl.load(x_base + un.to(tl.int64) * sxt + offs_d, mask=dm & (un < T), other=0.0)
+        rn = un - RIGHT
+        ndy = tl.load(dyf_base + rn.to(tl.int64) * width,
+                      mask=dm & (rn >= 0) & (rn < T) & (un < c1 + W - 1), other=0.0)
+        if BIDIR:
+            rrn = un - LEFT
+            ndr = tl.load(dyr_base + (T - 1 - rrn).to(tl.int64) * width,
+                          mask=dm & (rrn >= 0) & (rrn < T) & (un < c1 + W - 1), other=0.0)
+        # forward conv: z[r], r = u - RIGHT, reads x[u-(W-1) .. u]
+        z = bias + _dot8(W, False, w0, w1, w2, w3, w4, w5, w6, w7,
+                         x0, xa, xb, xc, xd, xe, xf, xg)
+        dz = dyv * _act_grad(z, ACT)
+        dx = _dot8(W, True, w0, w1, w2, w3, w4, w5, w6, w7, dz, fa, fb, fc, fd, fe, ff, fg)
+        r = u - RIGHT
+        dzo = tl.where((r >= c0) & (r < c1), dz, 0.0)
+        db += dzo
+        a0 += dzo * _pick(W - 1, x0, xa, xb, xc, xd, xe, xf, xg)
+        a1 += dzo * _pick(W - 2, x0, xa, xb, xc, xd, xe, xf, xg)
+        if W > 2:
+            a2 += dzo * _pick(W - 3, x0, xa, xb, xc, xd, xe, xf, xg)
+        if W > 3:
+            a3 += dzo * _pick(W - 4, x0, xa, xb, xc, xd, xe, xf, xg)
+        if W > 4:
+            a4 += dzo * _pick(W - 5, x0, xa, xb, xc, xd, xe, xf, xg)
+        if W > 5:
+            a5 += dzo * _pick(W - 6, x0, xa, xb, xc, xd, xe, xf, xg)
+        if W > 6:
+            a6 += dzo * _pick(W - 7, x0, xa, xb, xc, xd, xe, xf, xg)
+        if W > 7:
+            a7 += dzo * x0
+        if W > 7:
+            fg = ff
+        if W > 6:
+            ff = fe
+        if W > 5:
+            fe = fd
+        if W > 4:
+            fd = fc
+        if W > 3:
+            fc = fb
+        if W > 2:
+            fb = fa
+        fa = dz
+        if BIDIR:
+            # reversed conv in original time: z'[r'] = sum_m w[m] x[r' + LEFT - m],
+            # r' = u - LEFT; dx[u-W+1] += sum_m w[W-1-m] dz'[r' - m]
+            zr = bias + _dot8(W, True, w0, w1, w2, w3, w4, w5, w6, w7,
+                              x0, xa, xb, xc, xd, xe, xf, xg)
+            dzr = dyr * _act_grad(zr, ACT)
+            dx += _dot8(W, False, w0, w1, w2, w3, w4, w5, w6, w7,
+                        dzr, ra, rb, rc, rd, re, rf, rg)
+            rr = u - LEFT
+            dzro = tl.where((rr >= c0) & (rr < c1), dzr, 0.0)
+            db += dzro
+            a0 += dzro * x0
+            a1 += dzro * xa
+            if W > 2:
+                a2 += dzro * xb
+            if W > 3:
+                a3 += dzro * xc
+            if W > 4:
+                a4 += dzro * xd
+            if W > 5:
+                a5 += dzro * xe
+            if W > 6:
+                a6 += dzro * xf
+            if W > 7:
+                a7 += dzro * xg
+            if W > 7:
+                rg = rf
+            if W > 6:
+                rf = re
+            if W > 5:
+                re = rd
+            if W > 4:
+                rd = rc
+            if W > 3:
+                rc = rb
+            if W > 2:
+                rb = ra
+            ra = dzr
+        t = u - (W - 1)
+        tl.store(dx_ptr + (b.to(tl.int64) * T + t) * D + offs_d, dx.to(dx_ptr.dtype.element_ty),
+                 mask=dm & (t >= c0) & (t < c1))
+        if W > 7:
+            xg = xf
+        if W > 6:
+            xf = xe
+        if W > 5:
+            xe = xd
+        if W > 4:
+            xd = xc
+        if W > 3:
+            xc = xb
+        if W > 2:
+            xb = xa
+        xa = x0
     part = (b * n_chunks + pid_c).to(tl.int64)
+    base = dwp_ptr + part * W * D + offs_d
     for j in tl.static_range(W):
-        col = tl.sum(_pick(j, a0, a1, a2, a3, a4, a5, a6, a7), axis=0)  # [BLOCK_D]
-        tl.store(dwp_ptr + (part * WP + j) * D + offs_d, col, mask=dm)
-    tl.store(dbp_ptr + part * D + offs_d, tl.sum(db_acc, axis=0), mask=dm)
+        tl.store(base + j * D, _pick(j, a0, a1, a2, a3, a4, a5, a6, a7), mask=dm)
+    tl.store(dbp_ptr + part * D + offs_d, db, mask=dm)
 
 
 @triton.jit
@@ -281,7 +460,7 @@ def _conv_update_kernel(
 # ----------------------------------------------------------------------------- launchers
 
 ACT_CODES = {None: 0, "silu": 1}
-CHUNK_ROWS = 128
+MAX_GROUPS = 3
 
 
 def _left(W: int, causal: bool) -> int:
@@ -292,47 +471,92 @@ def _rows_contig(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def conv_fwd(x, weight, bias, h0, act: int, causal: bool):
-    """y [B,T,D] in x's dtype."""
+def _block_d(splits, D: int, cap: int) -> int:
+    """The largest power of two <= cap dividing every group boundary (>= 16), else 0."""
+    bounds = [sum(splits[:i]) for i in range(1, len(splits))]
+    bd = cap
+    while bd >= 16:
+        if all(s % bd == 0 for s in bounds):
+            return bd
+        bd //= 2
+    return 0
+
+
+def group_block_d(splits, D: int) -> int:
+    """BLOCK_D the kernels use for these channel groups (0: the groups are not supported;
+    the caller splits a single output instead)."""
+    if len(splits) > MAX_GROUPS or sum(splits) != D:
+        return 0
+    return _block_d(list(splits), D, 128)
+
+
+def _bounds(splits, D):
+    s1 = splits[0] if len(splits) > 1 else D
+    s2 = s1 + splits[1] if len(splits) > 2 else D
+    return s1, s2
+
+
+def conv_fwd(x, weight, bias, h0, act: int, causal: bool, bidir: bool = False,
+             splits=None):
+    """y [NB,T,D] in x's dtype (NB = 2B with bidir), or a list of [NB,T,s] per split."""
     x = _rows_contig(x)
     B, T, D = x.shape
     W = weight.shape[1]
-    y = torch.empty(B, T, D, device=x.device, dtype=x.dtype)
-    if T == 0:
-        return y
+    groups = list(splits) if splits is not None else [D]
+    NB = 2 * B if bidir else B
+    ys = [torch.empty(NB, T, s, device=x.device, dtype=x.dtype) for s in groups]
+    if T == 0 or B == 0:
+        return ys if splits is not None else ys[0]
+    bd = group_block_d(groups, D)
+    assert bd, f"conv_fwd: unsupported channel groups {groups}"
     weight = weight.contiguous()
     h0 = h0.contiguous() if h0 is not None else None
+    s1, s2 = _bounds(groups, D)
+    yp = ys + [ys[0]] * (MAX_GROUPS - len(ys))
+
     def grid(meta):
-        return (triton.cdiv(T, meta["BLOCK_T"]), triton.cdiv(D, meta["BLOCK_D"]), B)
+        return (triton.cdiv(T, meta["BLOCK_T"]), triton.cdiv(D, bd), B)
 
     _conv_fwd_kernel[grid](
-        x, weight, bias if bias is not None else weight, h0 if h0 is not None else weight, y,
-        x.stride(0), x.stride(1), T, D,
-        W=W, LEFT=_left(W, causal), HAS_BIAS=bias is not None, HAS_H0=h0 is not None, ACT=act)
-    return y
+        x, weight, bias if bias is not None else weight, h0 if h0 is not None else weight,
+        yp[0], yp[1], yp[2], x.stride(0), x.stride(1), B, T, D, s1, s2,
+        W=W, LEFT=_left(W, causal), HAS_BIAS=bias is not None, HAS_H0=h0 is not None, ACT=act,
+        BIDIR=bidir, NG=len(groups), BLOCK_D=bd)
+    return ys if splits is not None else ys[0]
 
 
-def conv_bwd(dy, x, weight, bias, h0, act: int, causal: bool):
-    """(dx, dw, db or None); the initial-state gradient is `head_state_grad`'s job."""
-    x, dy = _rows_contig(x), _rows_contig(dy)
+def conv_bwd(dy, x, weight, bias, h0, act: int, causal: bool, bidir: bool = False):
+    """(dx, dw, db or None); dy is one [NB,T,D] tensor or a list of channel groups. The
+    initial-state gradient is `head_state_grad`'s job."""
+    x = _rows_contig(x)
     B, T, D = x.shape
     W = weight.shape[1]
-    WP = triton.next_power_of_2(W)
+    dys = [g.contiguous() for g in (dy if isinstance(dy, (list, tuple)) else [dy])]
+    groups = [g.shape[-1] for g in dys]
     weight = weight.contiguous()
     h0c = h0.contiguous() if h0 is not None else None
     dx = torch.empty(B, T, D, device=x.device, dtype=x.dtype)
-    # time chunks of CHUNK_ROWS rows: many short programs keep enough loads in flight (a
-    # handful of long serial ones ran at 15% of copy bandwidth on an H100); the dw/db
-    # partial sums cost 2 * WP * 4 bytes per chunk and channel, ~2% of the traffic
-    n_chunks = cdiv(T, CHUNK_ROWS)
-    dwp = torch.empty(B, n_chunks, WP, D, device=x.device, dtype=torch.float32)
-    dbp = torch.empty(B, n_chunks, D, device=x.device, dtype=torch.float32)
-    _conv_bwd_kernel[lambda meta: (n_chunks, triton.cdiv(D, meta["BLOCK_D"]), B)](
+    bd = group_block_d(groups, D)
+    assert bd, f"conv_bwd: unsupported channel groups {groups}"
+    if len(groups) == 1:
+        bd = 256 if D >= 256 else 128   # 16-byte loads with one warp
+    s1, s2 = _bounds(groups, D)
+    dp = dys + [dys[0]] * (MAX_GROUPS - len(dys))
+    # the chunk length is autotuned: allocate partials for the shortest candidate
+    max_chunks = cdiv(T, min(c.kwargs["CHUNK"] for c in _conv_bwd_kernel.configs))
+    dwp = torch.zeros(B, max_chunks, W, D, device=x.device, dtype=torch.float32)
+    dbp = torch.zeros(B, max_chunks, D, device=x.device, dtype=torch.float32)
+
+    def grid(meta):
+        return (triton.cdiv(T, meta["CHUNK"]), triton.cdiv(D, bd), B)
+
+    _conv_bwd_kernel[grid](
         x, weight, bias if bias is not None else weight, h0c if h0c is not None else weight,
-        dy, dx, dwp, dbp, x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), T, D, n_chunks,
-        W=W, WP=WP, LEFT=_left(W, causal), HAS_BIAS=bias is not None, HAS_H0=h0 is not None,
-        ACT=act)
-    dw = dwp.sum((0, 1))[:W].t().to(weight.dtype)  # [W,D] -> [D,W]
+        dp[0], dp[1], dp[2], dx, dwp, dbp, x.stride(0), x.stride(1), B, T, D, s1, s2,
+        max_chunks,
+        W=W, LEFT=_left(W, causal), HAS_BIAS=bias is not None, HAS_H0=h0 is not None,
+        ACT=act, BIDIR=bidir, NG=len(groups), BLOCK_D=bd)
+    dw = dwp.sum((0, 1)).t().to(weight.dtype)  # [W,D] -> [D,W]
     db = dbp.sum((0, 1)).to(bias.dtype) if bias is not None else None
     return dx, dw, db
 
