@@ -85,6 +85,33 @@ def bidirectional(run, x: torch.Tensor) -> torch.Tensor:
     Both directions run as ONE call on a doubled batch [2B,T,...]: half the kernel launches,
     each twice as large (short vision sequences are launch- and occupancy-bound).
     """
-    B = x.shape[0]
     both = run(torch.cat([x, x.flip(dims=[1])], dim=0))    # [2B,T,...]
-    return both[:B] + both[B:].flip(dims=[1])
+    return combine_directions(both)
+
+
+class _CombineDirections(torch.autograd.Function):
+    """y = both[:B] + flip_T(both[B:]) with a backward that writes [dy, flip_T(dy)] straight
+    into one [2B,...] buffer (autograd's own would zero-fill and copy each half, then add)."""
+
+    @staticmethod
+    def forward(ctx, both: torch.Tensor) -> torch.Tensor:
+        B = both.shape[0] // 2
+        y = both[B:].flip(dims=[1])  # [B,T,...]
+        return y.add_(both[:B])
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor) -> torch.Tensor:
+        B, T = dy.shape[:2]
+        g = dy.new_empty((2 * B,) + tuple(dy.shape[1:]))  # [2B,T,...]
+        g[:B].copy_(dy)
+        rev = torch.arange(T - 1, -1, -1, device=dy.device)
+        torch.index_select(dy, 1, rev, out=g[B:])
+        return g
+
+
+def combine_directions(both: torch.Tensor) -> torch.Tensor:
+    """both [2B,T,...] = (forward scan rows, reversed-sequence scan rows) -> [B,T,...] summed
+    in original time order: both[:B] + flip_T(both[B:])."""
+    if both.shape[0] % 2:
+        raise ValueError(f"combine_directions: expected a doubled batch, got {both.shape[0]} rows")
+    return _CombineDirections.apply(both)

@@ -12,7 +12,10 @@ where C = 2*H*K + H*V are the q|k|v channels of the short conv (one depthwise co
 concatenated channels equals three separate ones).
 
 causal=False (vision): the convs and the scan run once forwards and once over the reversed
-sequence, sharing weights; the two outputs are summed before the output norm.
+sequence, sharing weights; the two outputs are summed before the output norm. Both directions
+run as one doubled batch [2B,T] (`_bidirectional_scan`): the short conv reads h once and
+writes q, k, v for both directions as separate contiguous tensors, so no flipped copy,
+concatenation or split copy of the activations is ever made.
 """
 from __future__ import annotations
 
@@ -24,12 +27,12 @@ from pydantic import Field
 from torch import nn
 
 from mixzoo.blocks.norms import RMSNorm
-from mixzoo.kernels.conv1d import short_conv
+from mixzoo.kernels.conv1d import short_conv, short_conv_bidirectional
 from mixzoo.kernels.delta_rule import delta_rule
 from mixzoo.registry import register_mixer
 
 from ._util import check_state, conv_weight, head_dims
-from .base import Mixer, MixerConfig, bidirectional
+from .base import Mixer, MixerConfig, combine_directions
 
 
 @register_mixer
@@ -98,6 +101,29 @@ class DeltaNetMixer(Mixer):
         new_state = {"S": S, "conv": conv_state} if want_state else None
         return o, new_state
 
+    def _bidirectional_scan(self, h: torch.Tensor) -> torch.Tensor:
+        """h [B,T,qkv_dim+H] -> o [B,T,H,V]: the scan over h plus the scan over the reversed
+        sequence, computed as one doubled batch [2B,T] (rows B.. hold the reversed sequence)
+        and summed in original time order. Equals `bidirectional(scan, h)` (tested)."""
+        c = self.config
+        B, T, _ = h.shape
+        HK, HV = self.H * self.K, self.H * self.V
+        qkv, b_logit = h.split([self.qkv_dim, self.H], dim=-1)  # [B,T,qkv_dim], [B,T,H]
+        if self.conv_weight is not None:
+            q, k, v = short_conv_bidirectional(qkv, self.conv_weight, activation="silu",
+                                               splits=[HK, HK, HV], backend=c.backend)
+        else:
+            both = F.silu(torch.cat([qkv, qkv.flip(dims=[1])], dim=0))  # [2B,T,qkv_dim]
+            q, k, v = both.split([HK, HK, HV], dim=-1)
+        beta = torch.sigmoid(torch.cat([b_logit, b_logit.flip(dims=[1])], dim=0))  # [2B,T,H]
+        if c.allow_neg_eigval:
+            beta = 2.0 * beta
+        o, _ = delta_rule(q.reshape(2 * B, T, self.H, self.K),  # [2B,T,H,K]
+                          k.reshape(2 * B, T, self.H, self.K),  # [2B,T,H,K]
+                          v.reshape(2 * B, T, self.H, self.V),  # [2B,T,H,V]
+                          beta, use_qk_l2norm=True, backend=c.backend)
+        return combine_directions(o)  # [B,T,H,V]
+
     def _forward(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         B, T, _ = x.shape
         if state is not None:
@@ -110,7 +136,7 @@ class DeltaNetMixer(Mixer):
         if self.config.causal:
             o, new_state = self._scan(h, state, want_state=True)  # [B,T,H,V]
         else:
-            o, new_state = bidirectional(lambda hh: self._scan(hh, None, False)[0], h), None
+            o, new_state = self._bidirectional_scan(h), None  # [B,T,H,V]
         o = self.o_norm(o)  # [B,T,H,V]
         if self.g_proj is not None:
             o = o * F.silu(self.g_proj(x)).reshape(B, T, self.H, self.V)  # [B,T,H,V]
