@@ -1,0 +1,52 @@
+"""Autograd layer for the RMSNorm kernels, registered with torch.library (torch.compile
+traces through it without graph breaks).
+
+    mixzoo::rms_norm_fwd(x, weight, eps, combine) -> (y, rstd)
+    mixzoo::rms_norm_bwd(dy, x, weight, rstd, combine) -> (dx, dw)
+"""
+from __future__ import annotations
+
+import torch
+
+from .triton_rmsnorm import rmsnorm_bwd, rmsnorm_fwd
+
+
+@torch.library.custom_op("mixzoo::rms_norm_fwd", mutates_args=())
+def rms_norm_fwd_op(x: torch.Tensor, weight: torch.Tensor, eps: float,
+                    combine: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return rmsnorm_fwd(x, weight, eps, combine)
+
+
+@rms_norm_fwd_op.register_fake
+def _(x, weight, eps, combine):
+    shape = ((x.shape[0] // 2) if combine else x.shape[0],) + tuple(x.shape[1:])
+    rows = (x.numel() // x.shape[-1] // (2 if combine else 1)) if x.numel() else 0
+    return (torch.empty(shape, dtype=x.dtype, device=x.device),
+            torch.empty(rows, dtype=torch.float32, device=x.device))
+
+
+@torch.library.custom_op("mixzoo::rms_norm_bwd", mutates_args=())
+def rms_norm_bwd_op(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                    rstd: torch.Tensor, combine: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return rmsnorm_bwd(dy, x, weight, rstd, combine)
+
+
+@rms_norm_bwd_op.register_fake
+def _(dy, x, weight, rstd, combine):
+    return (torch.empty(x.shape, dtype=x.dtype, device=x.device),
+            torch.empty(weight.shape, dtype=weight.dtype, device=x.device))
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, eps, combine = inputs
+    ctx.save_for_backward(x, weight, output[1])
+    ctx.combine = combine
+
+
+def _backward(ctx, dy, _drstd):
+    x, weight, rstd = ctx.saved_tensors
+    dx, dw = rms_norm_bwd_op(dy, x, weight, rstd, ctx.combine)
+    return dx, dw, None, None
+
+
+rms_norm_fwd_op.register_autograd(_backward, setup_context=_setup_context)
