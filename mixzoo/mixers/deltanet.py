@@ -29,10 +29,11 @@ from torch import nn
 from mixzoo.blocks.norms import RMSNorm
 from mixzoo.kernels.conv1d import short_conv, short_conv_bidirectional
 from mixzoo.kernels.delta_rule import delta_rule
+from mixzoo.kernels.rmsnorm import rms_norm
 from mixzoo.registry import register_mixer
 
 from ._util import check_state, conv_weight, head_dims
-from .base import Mixer, MixerConfig, combine_directions
+from .base import Mixer, MixerConfig
 
 
 @register_mixer
@@ -102,9 +103,10 @@ class DeltaNetMixer(Mixer):
         return o, new_state
 
     def _bidirectional_scan(self, h: torch.Tensor) -> torch.Tensor:
-        """h [B,T,qkv_dim+H] -> o [B,T,H,V]: the scan over h plus the scan over the reversed
-        sequence, computed as one doubled batch [2B,T] (rows B.. hold the reversed sequence)
-        and summed in original time order. Equals `bidirectional(scan, h)` (tested)."""
+        """h [B,T,qkv_dim+H] -> o_norm(o) [B,T,H,V]: the scan over h plus the scan over the
+        reversed sequence, computed as one doubled batch [2B,T] (rows B.. hold the reversed
+        sequence), summed in original time order and normed in one fused op. Equals
+        o_norm(bidirectional(scan, h)) (tested)."""
         c = self.config
         B, T, _ = h.shape
         HK, HV = self.H * self.K, self.H * self.V
@@ -122,7 +124,8 @@ class DeltaNetMixer(Mixer):
                           k.reshape(2 * B, T, self.H, self.K),  # [2B,T,H,K]
                           v.reshape(2 * B, T, self.H, self.V),  # [2B,T,H,V]
                           beta, use_qk_l2norm=True, backend=c.backend)
-        return combine_directions(o)  # [B,T,H,V]
+        return rms_norm(o, self.o_norm.weight, eps=self.o_norm.eps, combine_directions=True,
+                        backend=c.backend)  # [B,T,H,V]
 
     def _forward(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         B, T, _ = x.shape
@@ -135,9 +138,9 @@ class DeltaNetMixer(Mixer):
         h = self.in_proj(x)  # [B,T,qkv_dim+H]
         if self.config.causal:
             o, new_state = self._scan(h, state, want_state=True)  # [B,T,H,V]
+            o = self.o_norm(o)  # [B,T,H,V]
         else:
-            o, new_state = self._bidirectional_scan(h), None  # [B,T,H,V]
-        o = self.o_norm(o)  # [B,T,H,V]
+            o, new_state = self._bidirectional_scan(h), None  # [B,T,H,V], normed
         if self.g_proj is not None:
             o = o * F.silu(self.g_proj(x)).reshape(B, T, self.H, self.V)  # [B,T,H,V]
         return self.o_proj(o.reshape(B, T, self.H * self.V)), new_state  # [B,T,D]

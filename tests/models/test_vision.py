@@ -219,8 +219,9 @@ def test_bidirectional_first_patch_depends_on_last(mixer):
 @pytest.mark.parametrize("d_model,heads,conv", [(32, 2, True), (24, 3, True), (32, 2, False)])
 def test_deltanet_bidirectional_fast_path_equals_two_scan_definition(backend, d_model, heads,
                                                                       conv):
-    """DeltaNet's vision path (one doubled-batch conv writing q|k|v, combine_directions) ==
-    bidirectional(run, h) over the causal scan: output and every input/parameter grad.
+    """DeltaNet's vision path (one doubled-batch conv writing q|k|v, the directions combined
+    inside the fused output norm) == o_norm(bidirectional(run, h)) over the causal scan:
+    output and every input/parameter grad.
     d_model 24 / 3 heads: q|k|v groups too narrow for the grouped kernel (split fallback)."""
     from mixzoo.mixers.base import bidirectional
     from mixzoo.registry import build_mixer
@@ -232,7 +233,7 @@ def test_deltanet_bidirectional_fast_path_equals_two_scan_definition(backend, d_
     params = [p for p in m.parameters() if p.requires_grad]
     outs = []
     for fn in (m._bidirectional_scan,
-               lambda h: bidirectional(lambda hh: m._scan(hh, None, False)[0], h)):
+               lambda h: m.o_norm(bidirectional(lambda hh: m._scan(hh, None, False)[0], h))):
         h = m.in_proj(x.clone().requires_grad_())
         o = fn(h)
         grads = torch.autograd.grad((o * dy).sum(), [h] + params, allow_unused=True)
