@@ -102,15 +102,20 @@ class DeltaNetMixer(Mixer):
         new_state = {"S": S, "conv": conv_state} if want_state else None
         return o, new_state
 
-    def _bidirectional_scan(self, h: torch.Tensor) -> torch.Tensor:
-        """h [B,T,qkv_dim+H] -> o_norm(o) [B,T,H,V]: the scan over h plus the scan over the
+    def _bidirectional_scan(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B,T,D] -> o_norm(o) [B,T,H,V]: the scan over in_proj(x) plus the scan over the
         reversed sequence, computed as one doubled batch [2B,T] (rows B.. hold the reversed
         sequence), summed in original time order and normed in one fused op. Equals
-        o_norm(bidirectional(scan, h)) (tested)."""
+        o_norm(bidirectional(scan, in_proj(x))) (tested)."""
         c = self.config
-        B, T, _ = h.shape
+        B, T, _ = x.shape
         HK, HV = self.H * self.K, self.H * self.V
-        qkv, b_logit = h.split([self.qkv_dim, self.H], dim=-1)  # [B,T,qkv_dim], [B,T,H]
+        # in_proj as two GEMMs over row slices of its weight (same parameters): the q|k|v
+        # output gets rows of qkv_dim elements (16-byte aligned for the conv and the GEMMs;
+        # qkv_dim + H is not), and its gradient needs no concatenation with beta's
+        w, b = self.in_proj.weight, self.in_proj.bias
+        qkv = F.linear(x, w[:self.qkv_dim], None if b is None else b[:self.qkv_dim])
+        b_logit = F.linear(x, w[self.qkv_dim:], None if b is None else b[self.qkv_dim:])
         if self.conv_weight is not None:
             q, k, v = short_conv_bidirectional(qkv, self.conv_weight, activation="silu",
                                                splits=[HK, HK, HV], backend=c.backend)
@@ -135,12 +140,12 @@ class DeltaNetMixer(Mixer):
                 raise ValueError(f"deltanet: state['conv'] must be "
                                  f"{'None' if self.conv_weight is None else '[B,C,W-1]'} "
                                  f"with use_short_conv={self.config.use_short_conv}")
-        h = self.in_proj(x)  # [B,T,qkv_dim+H]
         if self.config.causal:
+            h = self.in_proj(x)  # [B,T,qkv_dim+H]
             o, new_state = self._scan(h, state, want_state=True)  # [B,T,H,V]
             o = self.o_norm(o)  # [B,T,H,V]
         else:
-            o, new_state = self._bidirectional_scan(h), None  # [B,T,H,V], normed
+            o, new_state = self._bidirectional_scan(x), None  # [B,T,H,V], normed
         if self.g_proj is not None:
             o = o * F.silu(self.g_proj(x)).reshape(B, T, self.H, self.V)  # [B,T,H,V]
         return self.o_proj(o.reshape(B, T, self.H * self.V)), new_state  # [B,T,D]

@@ -216,27 +216,32 @@ def test_bidirectional_first_patch_depends_on_last(mixer):
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
-@pytest.mark.parametrize("d_model,heads,conv", [(32, 2, True), (24, 3, True), (32, 2, False)])
+@pytest.mark.parametrize("d_model,heads,conv,bias", [(32, 2, True, True), (24, 3, True, False),
+                                                     (32, 2, False, False)])
 def test_deltanet_bidirectional_fast_path_equals_two_scan_definition(backend, d_model, heads,
-                                                                      conv):
+                                                                      conv, bias):
     """DeltaNet's vision path (one doubled-batch conv writing q|k|v, the directions combined
     inside the fused output norm) == o_norm(bidirectional(run, h)) over the causal scan:
     output and every input/parameter grad.
-    d_model 24 / 3 heads: q|k|v groups too narrow for the grouped kernel (split fallback)."""
+    d_model 24 / 3 heads: q|k|v groups too narrow for the grouped kernel (split fallback);
+    bias: in_proj with a bias (timm's qkv_bias=True), which the fast path slices too."""
     from mixzoo.mixers.base import bidirectional
     from mixzoo.registry import build_mixer
     torch.manual_seed(0)
     m = build_mixer({"type": "deltanet", "num_heads": heads, "causal": False,
                      "backend": backend, "use_short_conv": conv}, d_model)
+    if bias:
+        m.in_proj.bias = torch.nn.Parameter(torch.randn(m.in_proj.out_features))
     x = torch.randn(2, 11, d_model)
     dy = torch.randn(2, 11, heads, d_model // heads)
     params = [p for p in m.parameters() if p.requires_grad]
     outs = []
     for fn in (m._bidirectional_scan,
-               lambda h: m.o_norm(bidirectional(lambda hh: m._scan(hh, None, False)[0], h))):
-        h = m.in_proj(x.clone().requires_grad_())
-        o = fn(h)
-        grads = torch.autograd.grad((o * dy).sum(), [h] + params, allow_unused=True)
+               lambda xx: m.o_norm(bidirectional(lambda hh: m._scan(hh, None, False)[0],
+                                                 m.in_proj(xx)))):
+        xx = x.clone().requires_grad_()
+        o = fn(xx)
+        grads = torch.autograd.grad((o * dy).sum(), [xx] + params, allow_unused=True)
         outs.append([o.detach()] + [g for g in grads if g is not None])
     assert len(outs[0]) == len(outs[1])
     for i, (a, b) in enumerate(zip(*outs)):
