@@ -48,8 +48,11 @@ def _bwd_configs(big, small, opts):
     return cfgs
 
 
-_DKDV_OPTS = [(64, 32, 8, 3), (128, 32, 8, 2), (128, 64, 8, 2)]
-_DQ_OPTS = [(128, 32, 8, 2), (128, 64, 8, 2)]
+# sm_90 host builds (Triton 3.9, D=128 bf16), stack bytes per thread: dkdv 64/32/8w 88,
+# 64/32/4w 256, 128/32/8w 328, 128/64/8w 400, 64/64/4w 568 (128-wide at 4 warps: 1.3-2.9 KB,
+# left out); dq 128/32/8w 32, 128/64/8w 48, 64/32/4w 24, 64/64/4w 104
+_DKDV_OPTS = [(64, 32, 8, 3), (128, 32, 8, 2), (128, 64, 8, 2), (64, 32, 4, 3), (64, 64, 4, 3)]
+_DQ_OPTS = [(128, 32, 8, 2), (128, 64, 8, 2), (64, 32, 4, 3), (64, 64, 4, 3)]
 
 
 def _wide_configs(big, small):
