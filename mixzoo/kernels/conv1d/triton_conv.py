@@ -202,12 +202,13 @@ def _dot8(W: tl.constexpr, REV: tl.constexpr, w0, w1, w2, w3, w4, w5, w6, w7,
 
 
 def _bwd_configs():
-    # 1D rows of BLOCK_D channels; one warp per program keeps many programs per SM
-    return [triton.Config({"CHUNK": c}, num_warps=w) for c, w in [(32, 1), (64, 1), (64, 2)]]
+    # 1D rows of BLOCK_D channels (the launcher picks BLOCK_D and CHUNK); small programs keep
+    # many in flight per SM
+    return [triton.Config({}, num_warps=w) for w in (1, 2)]
 
 
 @triton.autotune(configs=pick_configs(_bwd_configs()),
-                 key=["T", "D", "W", "ACT", "LEFT", "BIDIR", "NG", "BLOCK_D"])
+                 key=["T", "D", "W", "ACT", "LEFT", "BIDIR", "NG", "BLOCK_D", "CHUNK"])
 @triton.jit
 def _conv_bwd_kernel(
     x_ptr, w_ptr, b_ptr, h0_ptr,   # as in the forward
@@ -540,22 +541,23 @@ def conv_bwd(dy, x, weight, bias, h0, act: int, causal: bool, bidir: bool = Fals
     assert bd, f"conv_bwd: unsupported channel groups {groups}"
     if len(groups) == 1:
         bd = 256 if D >= 256 else 128   # 16-byte loads with one warp
+    if T == 0 or B == 0:
+        return (dx, torch.zeros_like(weight),
+                torch.zeros_like(bias) if bias is not None else None)
     s1, s2 = _bounds(groups, D)
     dp = dys + [dys[0]] * (MAX_GROUPS - len(dys))
-    # the chunk length is autotuned: allocate partials for the shortest candidate
-    max_chunks = cdiv(T, min(c.kwargs["CHUNK"] for c in _conv_bwd_kernel.configs))
-    dwp = torch.zeros(B, max_chunks, W, D, device=x.device, dtype=torch.float32)
-    dbp = torch.zeros(B, max_chunks, D, device=x.device, dtype=torch.float32)
-
-    def grid(meta):
-        return (triton.cdiv(T, meta["CHUNK"]), triton.cdiv(D, bd), B)
-
-    _conv_bwd_kernel[grid](
+    # rows per program: 64 (halo overhead (W-1)/64), or 32 when that leaves few programs
+    n_prog64 = B * triton.cdiv(D, bd) * triton.cdiv(T, 64)
+    chunk = 64 if n_prog64 >= 8192 else 32
+    n_chunks = triton.cdiv(T, chunk)
+    dwp = torch.empty(B, n_chunks, W, D, device=x.device, dtype=torch.float32)
+    dbp = torch.empty(B, n_chunks, D, device=x.device, dtype=torch.float32)
+    _conv_bwd_kernel[(n_chunks, triton.cdiv(D, bd), B)](
         x, weight, bias if bias is not None else weight, h0c if h0c is not None else weight,
         dp[0], dp[1], dp[2], dx, dwp, dbp, x.stride(0), x.stride(1), B, T, D, s1, s2,
-        max_chunks,
+        n_chunks,
         W=W, LEFT=_left(W, causal), HAS_BIAS=bias is not None, HAS_H0=h0 is not None,
-        ACT=act, BIDIR=bidir, NG=len(groups), BLOCK_D=bd)
+        ACT=act, BIDIR=bidir, NG=len(groups), CHUNK=chunk, BLOCK_D=bd)
     dw = dwp.sum((0, 1)).t().to(weight.dtype)  # [W,D] -> [D,W]
     db = dbp.sum((0, 1)).to(bias.dtype) if bias is not None else None
     return dx, dw, db
