@@ -164,8 +164,12 @@ def _fwd_Ao_kernel(
     m_i = t_i < T
     t_c = i_n * BT + o_t                                    # every row of the chunk
     m_e = o_t < i_i * BC                                    # rows before sub-chunk i (< T)
+    BC2: tl.constexpr = BC // 2
+    r8 = tl.minimum(t0 + BC2, T - 1)        # if the second half is padding, any real row
     b_A = tl.zeros([BC, BT], dtype=tl.float32)
-    b_Ad = tl.zeros([BC, BC], dtype=tl.float32)
+    o_a = tl.arange(0, 2)
+    b_Ax = tl.zeros([BC2, BC2], dtype=tl.float32)
+    b_A3 = tl.zeros([2, BC2, BC2], dtype=tl.float32)
     b_o = tl.zeros([BC, BV], dtype=tl.float32)
     for i_k in range(0, tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
@@ -191,9 +195,25 @@ def _fwd_Ao_kernel(
             b_qd = b_q * tl.exp(tl.minimum(b_gi - b_r[None, :], 0.))
             b_A += tl.dot(b_qd.to(q.dtype.element_ty), tl.trans(b_kd.to(k.dtype.element_ty)),
                           input_precision=PREC)
-        # diagonal block, pairwise: [BC(t), BC(s), BK] decays e^(b_t - b_s), exponent <= 0
-        b_e = tl.exp(tl.minimum(b_gi[:, None, :] - b_gi[None, :, :], 0.))
-        b_Ad += tl.sum(b_q[:, None, :] * b_k[None, :, :] * b_e, axis=2)
+        # diagonal block in halves of BC2 rows, every exponent <= 0: inside each half
+        # pairwise e^(b_t - b_s) as a [2, BC2(t), BC2(s), BK] tensor; second half x first
+        # half through r8 = b at row t0 + BC2, as a [BC2, BC2, BK] product
+        b_q3 = tl.reshape(b_q, (2, BC2, BK))
+        b_k3 = tl.reshape(b_k, (2, BC2, BK))
+        b_g3 = tl.reshape(b_gi, (2, BC2, BK))
+        b_e = tl.exp(tl.minimum(b_g3[:, :, None, :] - b_g3[:, None, :, :], 0.))
+        b_A3 += tl.sum(b_q3[:, :, None, :] * b_k3[:, None, :, :] * b_e, axis=3)
+        b_r8 = tl.load(gc + r8 * (H * K) + o_k, mask=m_k, other=0.)
+        b_qx = tl.sum(tl.where(o_a[:, None, None] == 1, b_q3 * tl.exp(
+            tl.minimum(b_g3 - b_r8[None, None, :], 0.)), 0.), axis=0)      # [BC2, BK] half 1
+        b_kx = tl.sum(tl.where(o_a[:, None, None] == 0, b_k3 * tl.exp(
+            tl.minimum(b_r8[None, None, :] - b_g3, 0.)), 0.), axis=0)      # [BC2, BK] half 0
+        b_Ax += tl.sum(b_qx[:, None, :] * b_kx[None, :, :], axis=2)
+    # halves -> [BC, BC]: block (a, b) is b_A3[a] when a == b, b_Ax for (1, 0), else 0
+    b_Ad4 = tl.where(o_a[:, None, None, None] == o_a[None, None, :, None], b_A3[:, :, None, :],
+                     tl.where((o_a[:, None, None, None] == 1) & (o_a[None, None, :, None] == 0),
+                              b_Ax[None, :, None, :], 0.))
+    b_Ad = tl.reshape(b_Ad4, (BC, BC))
     b_A = b_A * scale
     b_Ad = tl.where(o_c[:, None] >= o_c[None, :], b_Ad * scale, 0.)
     # columns of sub-chunk i come from b_Ad; b_A is 0 from there on (zeros above the
@@ -336,6 +356,7 @@ def _bwd_intra_kernel(
     i_ik, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     NS: tl.constexpr = BT // BC
+    BC2: tl.constexpr = BC // 2
     i_i, i_k = i_ik % NS, i_ik // NS
     t0 = i_n * BT + i_i * BC
     if t0 >= T:
@@ -388,13 +409,32 @@ def _bwd_intra_kernel(
         b_dk = tl.dot(tl.trans(b_dAc.to(q.dtype.element_ty)), b_qd.to(q.dtype.element_ty),
                       input_precision=PREC)
         b_dk = b_dk * tl.exp(b_r2[None, :] - b_g)
-    # inside sub-chunk i, pairwise e^(b_t - b_s) for t > s: [BC(t), BC(s), BK]
+    # inside sub-chunk i: second half (rows BC2..) x first half through r8 = b at row
+    # t0 + BC2, as two [BC, BC] x [BC, BK] dots (dA masked to that quarter)
     b_dAii = tl.load(dA + t_i[:, None] * (H * BT) + (i_i * BC + o_c)[None, :],
                      mask=m_i[:, None], other=0.)
-    b_dAs = tl.where(o_c[:, None] > o_c[None, :], b_dAii, 0.)
-    b_e = tl.exp(tl.minimum(b_g[:, None, :] - b_g[None, :, :], 0.))
-    b_dq += tl.sum(b_dAs[:, :, None] * b_k[None, :, :] * b_e, axis=1)
-    b_dk += tl.sum(b_dAs[:, :, None] * b_q[:, None, :] * b_e, axis=0)
+    # (clamped to a real row: if the second half is all padding its dA rows are 0)
+    b_r8 = tl.load(gc + tl.minimum(t0 + BC2, T - 1) * (H * K) + o_k, mask=m_k, other=0.)
+    b_eq = tl.exp(tl.minimum(b_g - b_r8[None, :], 0.))     # exact on the second half
+    b_ek = tl.exp(tl.minimum(b_r8[None, :] - b_g, 0.))     # exact on the first half
+    b_dAx = tl.where((o_c[:, None] >= BC2) & (o_c[None, :] < BC2), b_dAii, 0.)
+    b_dq += b_eq * tl.dot(b_dAx.to(k.dtype.element_ty), (b_k * b_ek).to(k.dtype.element_ty),
+                          input_precision=PREC)
+    b_dk += b_ek * tl.dot(tl.trans(b_dAx.to(q.dtype.element_ty)),
+                          (b_q * b_eq).to(q.dtype.element_ty), input_precision=PREC)
+    # and inside each half, pairwise e^(b_t - b_s) for t > s: [2, BC2(t), BC2(s), BK]
+    o_a = tl.arange(0, 2)[:, None]
+    o_r = tl.arange(0, BC2)[None, :]
+    t_h = t0 + o_a * BC2 + o_r                              # [2, BC2] token of (half, row)
+    b_q3 = tl.reshape(b_q, (2, BC2, BK))
+    b_k3 = tl.reshape(b_k, (2, BC2, BK))
+    b_g3 = tl.reshape(b_g, (2, BC2, BK))
+    b_dA3 = tl.load(dA + t_h[:, :, None] * (H * BT) + (i_i * BC + o_a * BC2)[:, :, None]
+                    + tl.arange(0, BC2)[None, None, :], mask=(t_h < T)[:, :, None], other=0.)
+    b_dA3 = tl.where(o_r[:, :, None] > tl.arange(0, BC2)[None, None, :], b_dA3, 0.)
+    b_e = tl.exp(tl.minimum(b_g3[:, :, None, :] - b_g3[:, None, :, :], 0.))
+    b_dq += tl.reshape(tl.sum(b_dA3[:, :, :, None] * b_k3[:, None, :, :] * b_e, axis=2), (BC, BK))
+    b_dk += tl.reshape(tl.sum(b_dA3[:, :, :, None] * b_q3[:, :, None, :] * b_e, axis=1), (BC, BK))
     tl.store(dqi + p_i, b_dq * scale, mask=m_ik)
     tl.store(dki + p_i, b_dk * scale, mask=m_ik)
 
