@@ -25,7 +25,10 @@ def report(name: str, kernel, types: dict, consts: dict) -> int:
 
     cuobj = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
     configs = getattr(kernel, "configs", None) or [triton.Config({}, num_warps=4, num_stages=1)]
-    fn = kernel if hasattr(kernel, "arg_names") else kernel.fn      # JITFunction or Autotuner
+    from triton.runtime.jit import JITFunction
+    fn = kernel
+    while not isinstance(fn, JITFunction):                  # Autotuner (or Heuristics) wrapper
+        fn = fn.fn
     failures = 0
     for cfg in configs:
         c = {**consts, **cfg.kwargs}

@@ -108,6 +108,12 @@ def _breakdown(shape: dict) -> None:
                                    return_mode="median"),
          "bwd": do_bench(lambda: chunk_bwd(q, k, v, beta, s, None, False, vn, tinv, hbuf, do, None),
                          return_mode="median")}
+    import os
+    for inv in ("blocks", "stacked"):             # the two inversions of the prep kernel
+        os.environ["MIXZOO_DELTA_INV"] = inv
+        t[f"fwd (save, inv {inv})"] = do_bench(
+            lambda: chunk_fwd(q, k, v, beta, s, None, False, False, True), return_mode="median")
+    del os.environ["MIXZOO_DELTA_INV"]
     print(f"breakdown {shape}: " + " ".join(f"{n}={ms:.3f}ms" for n, ms in t.items())
           + f" | fused_bwd best config: {ck._fused_bwd_kernel.best_config}"
           + f" | prep best: {getattr(ck._prep_fwd_kernel, 'best_config', None)}")
@@ -133,7 +139,8 @@ def _sm90_report(K: int = 128, V: int = 128) -> int:
     base = dict(H=16, K=K, V=V, BK=max(16, 1 << (K - 1).bit_length()), USE_L2=False, PREC="tf32")
     bv = max(16, 1 << (V - 1).bit_length())
     rows = dict(w=P, u=P, tinv=F, T=I, k=P, v=P, beta=P)
-    fails = report("prep", C._prep_fwd_kernel, rows, dict(base, BV=bv, SAVE_T=True))
+    fails = sum(report(f"prep stacked={st}", C._prep_fwd_kernel, rows,
+                       dict(base, BV=bv, SAVE_T=True, STACKED=st)) for st in (True, False))
     fails += report("fused_bwd", C._fused_bwd_kernel,
                     dict(q=P, k=P, v=P, beta=P, vn=P, tinv=F, hbuf=P, dhbuf=P, do=P, dq=P, dk=P,
                          dv=P, dbeta=P, scale="fp32", T=I), base)

@@ -163,13 +163,15 @@ def _prep_outputs(k, v, beta, use_l2):
     return w, tinv
 
 
+@pytest.mark.parametrize("inv", ["stacked", "blocks"])     # MIXZOO_DELTA_INV
 @pytest.mark.parametrize("T,K,V,similar,l2", [
     (130, 32, 16, False, False),   # full chunk, partial chunk of 2 rows (identity padding)
     (64, 24, 40, True, True),      # near-parallel keys, beta up to 1.5: large Tm entries
     (50, 16, 16, False, True)])
-def test_prep_equals_exact_inverse(T, K, V, similar, l2):
+def test_prep_equals_exact_inverse(T, K, V, similar, l2, inv, monkeypatch):
     """Tm = (I + StrictTril(diag(beta) K K^T))^{-1} and W = Tm diag(beta) K per chunk,
     against fp64 torch.linalg.inv; the padded rows of a partial chunk hold the identity."""
+    monkeypatch.setenv("MIXZOO_DELTA_INV", inv)
     g = torch.Generator().manual_seed(7)
     H = 2
     k = torch.randn(1, T, H, K, generator=g)

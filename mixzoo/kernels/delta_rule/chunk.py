@@ -95,6 +95,29 @@ def _inv16(a):
 
 
 @triton.jit
+def _inv16x4(a00, a11, a22, a33):
+    """_inv16 of four independent [16,16] blocks in one pass: they are stacked into one
+    [4,16,16] tile, so each of the 15 substitution steps updates row i of all four blocks
+    at once (15 dependent steps instead of 60). Returns the four inverses."""
+    # stack: join twice -> [16,16,2,2] whose [..., p, q] is block 2p+q, then blocks first
+    j = tl.join(tl.join(a00, a22), tl.join(a11, a33))
+    a = tl.permute(tl.reshape(j, (16, 16, 4)), (2, 0, 1))                  # [4,16,16]
+    r = tl.arange(0, 16)
+    x = tl.broadcast_to(((r[:, None] == r[None, :]).to(tl.float32))[None, :, :], (4, 16, 16))
+    for i in tl.static_range(1, 16):
+        sel = (r == i)[None, :, None]                                       # row i
+        a_i = tl.sum(tl.where(sel, a, 0.), 1)                               # a[b, i, :]  [4,16]
+        acc = tl.sum(a_i[:, :, None] * x, 1)                # sum_j a[b,i,j] X[b,j,:]   [4,16]
+        row = (r == i).to(tl.float32)[None, :] - acc
+        x = tl.where(sel, row[:, None, :], x)
+    xs = tl.reshape(tl.permute(x, (1, 2, 0)), (16, 16, 2, 2))              # [..., p, q]
+    x02, x13 = tl.split(xs)                                  # q = 0: blocks 0, 2; q = 1: 1, 3
+    d0, d2 = tl.split(x02)
+    d1, d3 = tl.split(x13)
+    return d0, d1, d2, d3
+
+
+@triton.jit
 def _st_tile(tinv, base, x, bi: tl.constexpr, bj: tl.constexpr):
     """Store a [16,16] tile at block (bi, bj) of the [64,64] Tm buffer at `base`."""
     r = tl.arange(0, 16)
@@ -115,7 +138,7 @@ def _prep_configs():
     return pick_configs([triton.Config({}, num_warps=nw, num_stages=1) for nw in nws])
 
 
-@triton.autotune(configs=_prep_configs(), key=["H", "K", "V", "USE_L2", "SAVE_T"],
+@triton.autotune(configs=_prep_configs(), key=["H", "K", "V", "USE_L2", "SAVE_T", "STACKED"],
                  **_AUTOTUNE_KW)
 @triton.jit
 def _prep_fwd_kernel(
@@ -126,6 +149,7 @@ def _prep_fwd_kernel(
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,   # heads, key dim, value dim
     BK: tl.constexpr, BV: tl.constexpr,                   # K, V rounded up to powers of 2
     USE_L2: tl.constexpr, SAVE_T: tl.constexpr, PREC: tl.constexpr,
+    STACKED: tl.constexpr,                                # _inv16x4 (True) or 4 x _inv16
 ):
     """One program per (chunk, b*h). The chunk is handled as 4 row blocks of 16:
     A_ij = diag(beta_i) K_i K_j^T, D_i = (I + StrictTril(A_ii))^{-1},
@@ -156,7 +180,10 @@ def _prep_fwd_kernel(
     a30 = b3[:, None] * tl.dot(k3d, tl.trans(k0d), input_precision=PREC)
     a31 = b3[:, None] * tl.dot(k3d, tl.trans(k1d), input_precision=PREC)
     a32 = b3[:, None] * tl.dot(k3d, tl.trans(k2d), input_precision=PREC)
-    d0, d1, d2, d3 = _inv16(a00), _inv16(a11), _inv16(a22), _inv16(a33)
+    if STACKED:
+        d0, d1, d2, d3 = _inv16x4(a00, a11, a22, a33)
+    else:
+        d0, d1, d2, d3 = _inv16(a00), _inv16(a11), _inv16(a22), _inv16(a33)
     # off-diagonal blocks of Tm in fp32 (PREC: tf32 for half inputs, tf32x3 for fp32 ones)
     x10 = -tl.dot(d1, tl.dot(a10, d0, input_precision=PREC), input_precision=PREC)
     x21 = -tl.dot(d2, tl.dot(a21, d1, input_precision=PREC), input_precision=PREC)
@@ -448,6 +475,16 @@ def _fused_bwd_kernel(
 
 
 # ----------------------------------------------------------------------------- launchers
+def stacked_inverse() -> bool:
+    """MIXZOO_DELTA_INV=stacked (default) inverts the four diagonal 16x16 blocks of each chunk
+    in one [4,16,16] pass (_inv16x4, 15 dependent steps); =blocks runs four _inv16 chains
+    (60 steps). Read at every call, so one process can time both."""
+    name = os.environ.get("MIXZOO_DELTA_INV", "stacked")
+    if name not in ("stacked", "blocks"):
+        raise ValueError(f"MIXZOO_DELTA_INV={name!r}: expected 'stacked' or 'blocks'")
+    return name == "stacked"
+
+
 def _dims(q, v):
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -477,7 +514,8 @@ def prep(k, v, beta, use_l2: bool, save_t: bool):
     u = torch.empty_like(v)
     tinv = k.new_empty((B, H, NT, CHUNK, CHUNK) if save_t else (0,), dtype=torch.float32)
     _prep_fwd_kernel[(NT, B * H)](k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=BK, BV=BVf,
-                                  USE_L2=use_l2, SAVE_T=save_t, PREC=prec)
+                                  USE_L2=use_l2, SAVE_T=save_t, PREC=prec,
+                                  STACKED=stacked_inverse())
     return w, u, tinv
 
 
