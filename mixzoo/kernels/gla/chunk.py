@@ -409,32 +409,37 @@ def _bwd_intra_kernel(
         b_dk = tl.dot(tl.trans(b_dAc.to(q.dtype.element_ty)), b_qd.to(q.dtype.element_ty),
                       input_precision=PREC)
         b_dk = b_dk * tl.exp(b_r2[None, :] - b_g)
-    # inside sub-chunk i: second half (rows BC2..) x first half through r8 = b at row
-    # t0 + BC2, as two [BC, BC] x [BC, BK] dots (dA masked to that quarter)
-    b_dAii = tl.load(dA + t_i[:, None] * (H * BT) + (i_i * BC + o_c)[None, :],
-                     mask=m_i[:, None], other=0.)
-    # (clamped to a real row: if the second half is all padding its dA rows are 0)
-    b_r8 = tl.load(gc + tl.minimum(t0 + BC2, T - 1) * (H * K) + o_k, mask=m_k, other=0.)
-    b_eq = tl.exp(tl.minimum(b_g - b_r8[None, :], 0.))     # exact on the second half
-    b_ek = tl.exp(tl.minimum(b_r8[None, :] - b_g, 0.))     # exact on the first half
-    b_dAx = tl.where((o_c[:, None] >= BC2) & (o_c[None, :] < BC2), b_dAii, 0.)
-    b_dq += b_eq * tl.dot(b_dAx.to(k.dtype.element_ty), (b_k * b_ek).to(k.dtype.element_ty),
-                          input_precision=PREC)
-    b_dk += b_ek * tl.dot(tl.trans(b_dAx.to(q.dtype.element_ty)),
-                          (b_q * b_eq).to(q.dtype.element_ty), input_precision=PREC)
-    # and inside each half, pairwise e^(b_t - b_s) for t > s: [2, BC2(t), BC2(s), BK]
+    # inside sub-chunk i, in fp32 (the nearest pairs carry most of the weight): halves
+    # of BC2 rows, pairwise e^(b_t - b_s) for t > s inside each half, [2, BC2(t), BC2(s), BK]
     o_a = tl.arange(0, 2)[:, None]
     o_r = tl.arange(0, BC2)[None, :]
     t_h = t0 + o_a * BC2 + o_r                              # [2, BC2] token of (half, row)
     b_q3 = tl.reshape(b_q, (2, BC2, BK))
     b_k3 = tl.reshape(b_k, (2, BC2, BK))
     b_g3 = tl.reshape(b_g, (2, BC2, BK))
-    b_dA3 = tl.load(dA + t_h[:, :, None] * (H * BT) + (i_i * BC + o_a * BC2)[:, :, None]
-                    + tl.arange(0, BC2)[None, None, :], mask=(t_h < T)[:, :, None], other=0.)
+    p_dA3 = dA + t_h[:, :, None] * (H * BT) + i_i * BC + tl.arange(0, BC2)[None, None, :]
+    b_dA3 = tl.load(p_dA3 + o_a[:, :, None] * BC2, mask=(t_h < T)[:, :, None], other=0.)
     b_dA3 = tl.where(o_r[:, :, None] > tl.arange(0, BC2)[None, None, :], b_dA3, 0.)
     b_e = tl.exp(tl.minimum(b_g3[:, :, None, :] - b_g3[:, None, :, :], 0.))
-    b_dq += tl.reshape(tl.sum(b_dA3[:, :, :, None] * b_k3[:, None, :, :] * b_e, axis=2), (BC, BK))
-    b_dk += tl.reshape(tl.sum(b_dA3[:, :, :, None] * b_q3[:, :, None, :] * b_e, axis=1), (BC, BK))
+    b_dq3 = tl.sum(b_dA3[:, :, :, None] * b_k3[:, None, :, :] * b_e, axis=2)
+    b_dk3 = tl.sum(b_dA3[:, :, :, None] * b_q3[:, :, None, :] * b_e, axis=1)
+    # and the second half x the first through r8 = b at row t0 + BC2 (clamped to a real
+    # row: if the second half is all padding its dA rows are 0): [BC2(t), BC2(s), BK]
+    b_r8 = tl.load(gc + tl.minimum(t0 + BC2, T - 1) * (H * K) + o_k, mask=m_k, other=0.)
+    a3 = tl.arange(0, 2)[:, None, None]
+    b_eq = tl.sum(tl.where(a3 == 1, tl.exp(tl.minimum(b_g3 - b_r8[None, None, :], 0.)), 0.), 0)
+    b_ek = tl.sum(tl.where(a3 == 0, tl.exp(tl.minimum(b_r8[None, None, :] - b_g3, 0.)), 0.), 0)
+    b_qx = tl.sum(tl.where(a3 == 1, b_q3, 0.), axis=0) * b_eq          # [BC2, BK] half 1
+    b_kx = tl.sum(tl.where(a3 == 0, b_k3, 0.), axis=0) * b_ek          # [BC2, BK] half 0
+    t_x = t0 + BC2 + tl.arange(0, BC2)                      # rows of the second half
+    b_dAx = tl.load(dA + t_x[:, None] * (H * BT) + i_i * BC + tl.arange(0, BC2)[None, :],
+                    mask=(t_x < T)[:, None], other=0.)      # [BC2(t), BC2(s)]
+    b_dqx = b_eq * tl.sum(b_dAx[:, :, None] * b_kx[None, :, :], axis=1)   # rows of half 1
+    b_dkx = b_ek * tl.sum(b_dAx[:, :, None] * b_qx[:, None, :], axis=0)   # rows of half 0
+    b_dq3 += tl.where(a3 == 1, b_dqx[None, :, :], 0.)
+    b_dk3 += tl.where(a3 == 0, b_dkx[None, :, :], 0.)
+    b_dq += tl.reshape(b_dq3, (BC, BK))
+    b_dk += tl.reshape(b_dk3, (BC, BK))
     tl.store(dqi + p_i, b_dq * scale, mask=m_ik)
     tl.store(dki + p_i, b_dk * scale, mask=m_ik)
 
