@@ -30,8 +30,8 @@ became computable, and emits dx[u - (W-1)]:
     dw[j] += dz[r] x[u - (W-1) + j]   (rows r owned by the chunk only)
 so every dz is computed once (the first tile version recomputed each dz W times from W^2
 shifted loads: 0.69 ms for B256 T196 D1152 and 1.64 ms at B8 T4096 D4096 on an H100, 6x
-over the copy time). The next row's loads are issued one step ahead (software pipelining by
-hand). The reversed direction of BIDIR runs in the same walk: its z row is u - LEFT and it
+over the copy time). Loads are issued two steps ahead (software pipelining by hand), and on
+the GPU SiLU's sigmoid uses the approximate MUFU ex2/rcp without fix-up code (`_sigmoid`). The reversed direction of BIDIR runs in the same walk: its z row is u - LEFT and it
 also emits dx[u - W + 1]. The dw/db partial sums ([B*chunks, W, D] fp32) are summed by the
 launcher.
 """
@@ -42,21 +42,35 @@ import torch
 import triton
 import triton.language as tl
 
-from .._common import cdiv, pick_configs
+from .._common import cdiv, is_interpreting, pick_configs
+
+
+@triton.jit
+def _sigmoid(z, ACT: tl.constexpr):
+    """ACT 1: tl.sigmoid. ACT 2 (GPU only): 1 / (1 + 2^(-z log2 e)) from the approximate
+    MUFU ex2/rcp (~1e-7 relative error; no denormal/overflow fix-ups, which cost ~10
+    instructions per element and made the short-T backward instruction-bound)."""
+    if ACT == 2:
+        e = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f",
+                                      [z * -1.4426950408889634], dtype=tl.float32,
+                                      is_pure=True, pack=1)
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=f,f", [1.0 + e],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    return tl.sigmoid(z)
 
 
 @triton.jit
 def _act_fwd(z, ACT: tl.constexpr):
-    if ACT == 1:  # silu
-        return z * tl.sigmoid(z)
+    if ACT != 0:  # silu
+        return z * _sigmoid(z, ACT)
     return z
 
 
 @triton.jit
 def _act_grad(z, ACT: tl.constexpr):
     """d act / dz."""
-    if ACT == 1:
-        sg = tl.sigmoid(z)
+    if ACT != 0:
+        sg = _sigmoid(z, ACT)
         return sg * (1.0 + z * (1.0 - sg))
     return tl.full(z.shape, 1.0, tl.float32)
 
@@ -201,6 +215,16 @@ def _dot8(W: tl.constexpr, REV: tl.constexpr, w0, w1, w2, w3, w4, w5, w6, w7,
     return acc
 
 
+@triton.jit
+def _stream_load(base, stride, row, dm, SHIFT: tl.constexpr, T, c_end, REV: tl.constexpr):
+    """Raw row `row` ([BLOCK_D], row a broadcast vector) of a stream: rows outside [0,T), and
+    rows whose step (row + SHIFT) is past the chunk's last step, read 0. REV: the row lives
+    at T-1-row (the reversed half of a doubled batch)."""
+    ok = dm & (row >= 0) & (row < T) & (row + SHIFT < c_end)
+    at = T - 1 - row if REV else row
+    return tl.load(base + at.to(tl.int64) * stride, mask=ok, other=0.0)
+
+
 def _bwd_configs():
     # 1D rows of BLOCK_D channels (the launcher picks BLOCK_D and CHUNK); small programs keep
     # many in flight per SM
@@ -252,7 +276,6 @@ def _conv_bwd_kernel(
     w5 = _tap(w_ptr, offs_d, dm, 5, W)
     w6 = _tap(w_ptr, offs_d, dm, 6, W)
     w7 = _tap(w_ptr, offs_d, dm, 7, W)
-    bias = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(b_ptr + offs_d, mask=dm, other=0.0).to(tl.float32)
     zero = tl.zeros([BLOCK_D], dtype=tl.float32)
@@ -300,35 +323,36 @@ def _conv_bwd_kernel(
     a6 = zero
     a7 = zero
     db = zero
-    # the loads of step u are issued during step u-1 and carried raw (converted at use, so
-    # the wait for them falls into the next step)
+    # software pipeline, two rows deep: the loads of step u are issued during step u-2 and
+    # carried raw (converted at use, so the wait for them falls two steps later)
     u_end = tl.minimum(pid_c * CHUNK + CHUNK, T) + W - 1
-    rf0 = c0 - RIGHT
-    nx = tl.load(x_base + c0.to(tl.int64) * sxt + offs_d, mask=dm & (c0 < T), other=0.0)
-    ndy = tl.load(dyf_base + rf0.to(tl.int64) * width, mask=dm & (rf0 >= 0) & (rf0 < T),
-                  other=0.0)
-    ndr = ndy
+    c_end = c1 + W - 1
+    xd_base = x_base + offs_d
+    x1 = _stream_load(xd_base, sxt, c0, dm, 0, T, c_end, 0)
+    x2 = _stream_load(xd_base, sxt, c0 + 1, dm, 0, T, c_end, 0)
+    f1 = _stream_load(dyf_base, width, c0 - RIGHT, dm, RIGHT, T, c_end, 0)
+    f2 = _stream_load(dyf_base, width, c0 + 1 - RIGHT, dm, RIGHT, T, c_end, 0)
+    g1 = f1
+    g2 = f2
     if BIDIR:
-        rr0 = c0 - LEFT
-        ndr = tl.load(dyr_base + (T - 1 - rr0).to(tl.int64) * width,
-                      mask=dm & (rr0 >= 0) & (rr0 < T), other=0.0)
+        g1 = _stream_load(dyr_base, width, c0 - LEFT, dm, LEFT, T, c_end, 1)
+        g2 = _stream_load(dyr_base, width, c0 + 1 - LEFT, dm, LEFT, T, c_end, 1)
     for u0 in range(pid_c * CHUNK, u_end):
         u = u0 + zi
-        x0 = nx.to(tl.float32)
-        dyv = ndy.to(tl.float32)
-        dyr = ndr.to(tl.float32)
-        un = u + 1
-        nx = tl.load(x_base + un.to(tl.int64) * sxt + offs_d, mask=dm & (un < T), other=0.0)
-        rn = un - RIGHT
-        ndy = tl.load(dyf_base + rn.to(tl.int64) * width,
-                      mask=dm & (rn >= 0) & (rn < T) & (un < c1 + W - 1), other=0.0)
+        x0 = x1.to(tl.float32)
+        dyv = f1.to(tl.float32)
+        dyr = g1.to(tl.float32)
+        x1 = x2
+        f1 = f2
+        g1 = g2
+        x2 = _stream_load(xd_base, sxt, u + 2, dm, 0, T, c_end, 0)
+        f2 = _stream_load(dyf_base, width, u + 2 - RIGHT, dm, RIGHT, T, c_end, 0)
         if BIDIR:
-            rrn = un - LEFT
-            ndr = tl.load(dyr_base + (T - 1 - rrn).to(tl.int64) * width,
-                          mask=dm & (rrn >= 0) & (rrn < T) & (un < c1 + W - 1), other=0.0)
+            g2 = _stream_load(dyr_base, width, u + 2 - LEFT, dm, LEFT, T, c_end, 1)
         # forward conv: z[r], r = u - RIGHT, reads x[u-(W-1) .. u]
-        z = bias + _dot8(W, False, w0, w1, w2, w3, w4, w5, w6, w7,
-                         x0, xa, xb, xc, xd, xe, xf, xg)
+        z = _dot8(W, False, w0, w1, w2, w3, w4, w5, w6, w7, x0, xa, xb, xc, xd, xe, xf, xg)
+        if HAS_BIAS:
+            z += bias
         dz = dyv * _act_grad(z, ACT)
         dx = _dot8(W, True, w0, w1, w2, w3, w4, w5, w6, w7, dz, fa, fb, fc, fd, fe, ff, fg)
         r = u - RIGHT
@@ -364,8 +388,9 @@ def _conv_bwd_kernel(
         if BIDIR:
             # reversed conv in original time: z'[r'] = sum_m w[m] x[r' + LEFT - m],
             # r' = u - LEFT; dx[u-W+1] += sum_m w[W-1-m] dz'[r' - m]
-            zr = bias + _dot8(W, True, w0, w1, w2, w3, w4, w5, w6, w7,
-                              x0, xa, xb, xc, xd, xe, xf, xg)
+            zr = _dot8(W, True, w0, w1, w2, w3, w4, w5, w6, w7, x0, xa, xb, xc, xd, xe, xf, xg)
+            if HAS_BIAS:
+                zr += bias
             dzr = dyr * _act_grad(zr, ACT)
             dx += _dot8(W, False, w0, w1, w2, w3, w4, w5, w6, w7,
                         dzr, ra, rb, rc, rd, re, rf, rg)
@@ -461,6 +486,12 @@ def _conv_update_kernel(
 # ----------------------------------------------------------------------------- launchers
 
 ACT_CODES = {None: 0, "silu": 1}
+
+
+def _kernel_act(act: int) -> int:
+    """The code the fwd/bwd kernels get: silu with the MUFU sigmoid (2) on the GPU; the
+    interpreter runs tl.sigmoid (1)."""
+    return 2 if act == 1 and not is_interpreting() else act
 MAX_GROUPS = 3
 
 
@@ -521,8 +552,8 @@ def conv_fwd(x, weight, bias, h0, act: int, causal: bool, bidir: bool = False,
     _conv_fwd_kernel[grid](
         x, weight, bias if bias is not None else weight, h0 if h0 is not None else weight,
         yp[0], yp[1], yp[2], x.stride(0), x.stride(1), B, T, D, s1, s2,
-        W=W, LEFT=_left(W, causal), HAS_BIAS=bias is not None, HAS_H0=h0 is not None, ACT=act,
-        BIDIR=bidir, NG=len(groups), BLOCK_D=bd)
+        W=W, LEFT=_left(W, causal), HAS_BIAS=bias is not None, HAS_H0=h0 is not None,
+        ACT=_kernel_act(act), BIDIR=bidir, NG=len(groups), BLOCK_D=bd)
     return ys if splits is not None else ys[0]
 
 
@@ -557,7 +588,7 @@ def conv_bwd(dy, x, weight, bias, h0, act: int, causal: bool, bidir: bool = Fals
         dp[0], dp[1], dp[2], dx, dwp, dbp, x.stride(0), x.stride(1), B, T, D, s1, s2,
         n_chunks,
         W=W, LEFT=_left(W, causal), HAS_BIAS=bias is not None, HAS_H0=h0 is not None,
-        ACT=act, BIDIR=bidir, NG=len(groups), CHUNK=chunk, BLOCK_D=bd)
+        ACT=_kernel_act(act), BIDIR=bidir, NG=len(groups), CHUNK=chunk, BLOCK_D=bd)
     dw = dwp.sum((0, 1)).t().to(weight.dtype)  # [W,D] -> [D,W]
     db = dbp.sum((0, 1)).to(bias.dtype) if bias is not None else None
     return dx, dw, db
