@@ -44,10 +44,12 @@ def autotuned(cfgs: list, key=("K", "V")):
 # Warps and stages were chosen offline from the sm_90 resource report (cuobjdump
 # -res-usage): with 4 warps the 64-row tiles hit 255 registers and spill.
 # state passes (sequential over chunks): parallelism is (K/BK)(V/BV)BH programs; at
-# BH = 64 the 64x64 tiles give 256 programs of ~180 registers (one per SM, two waves on
-# 132 SMs), so smaller tiles that fit 2-3 programs per SM are offered too
-STATE_CONFIGS = configs((64, 64, 8, 2), (32, 64, 8, 2), (32, 32, 4, 2), (64, 32, 4, 2))
-# one-chunk tiles
+# BH = 64 the 64x64 tiles give 256 programs of ~160 registers (one per SM, two waves on
+# 132 SMs), so smaller tiles that fit 2-3 programs per SM, and 3 stages (loads two chunks
+# ahead), are offered too
+STATE_CONFIGS = configs((64, 64, 8, 2), (32, 64, 8, 2), (32, 32, 4, 2), (64, 32, 4, 2),
+                        (64, 64, 8, 3), (32, 64, 4, 3))
+# one-chunk tiles (_bwd_dv)
 TILE_CONFIGS = configs((64, 64, 8, 2), (64, 128, 8, 1))
 
 
