@@ -122,7 +122,8 @@ def test_validation_errors(bad, match):
 
 # ----------------------------------------------------------------------------- Triton (interpreter, fp32)
 
-from mixzoo.kernels.conv1d.triton_conv import conv_fwd, conv_update  # noqa: E402
+from mixzoo.kernels.conv1d.triton_conv import conv_fwd  # noqa: E402
+from mixzoo.kernels.conv1d.triton_update import conv_update  # noqa: E402
 
 TRITON_CASES = [  # (B, T, D, W, activation, causal, bias, state)
     (2, 1, 16, 4, "silu", True, True, True),

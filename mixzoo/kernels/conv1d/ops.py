@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from .triton_conv import ACT_CODES, conv_bwd, conv_fwd, conv_update, head_state_grad
+from .triton_conv import ACT_CODES, conv_bwd, conv_fwd, head_state_grad
+from .triton_update import conv_update
 
 
 @torch.library.custom_op("mixzoo::short_conv_fwd", mutates_args=())
