@@ -49,8 +49,9 @@ def autotuned(cfgs: list, key=("K", "V")):
 # ahead), are offered too
 STATE_CONFIGS = configs((64, 64, 8, 2), (32, 64, 8, 2), (32, 32, 4, 2), (64, 32, 4, 2),
                         (64, 64, 8, 3), (32, 64, 4, 3))
-# one-chunk tiles (_bwd_dv)
-TILE_CONFIGS = configs((64, 64, 8, 2), (64, 128, 8, 1))
+# one-chunk tiles (_bwd_dv): the first two spill 16-24 bytes, the others do not
+TILE_CONFIGS = configs((64, 64, 8, 2), (64, 128, 8, 1), (64, 64, 8, 1), (32, 128, 8, 1),
+                       (32, 128, 16, 1))
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
