@@ -13,9 +13,10 @@ concatenated channels equals three separate ones).
 
 causal=False (vision): the convs and the scan run once forwards and once over the reversed
 sequence, sharing weights; the two outputs are summed before the output norm. Both directions
-run as one doubled batch [2B,T] (`_bidirectional_scan`): the short conv reads h once and
-writes q, k, v for both directions as separate contiguous tensors, so no flipped copy,
-concatenation or split copy of the activations is ever made.
+run as one doubled batch [2B,T] (`_bidirectional_scan`): the short conv reads the q|k|v
+projection once and writes q, k, v for both directions as separate contiguous tensors, and
+the fused output norm sums the directions, so no flipped copy, concatenation or split copy
+of the activations is made.
 """
 from __future__ import annotations
 
