@@ -187,6 +187,10 @@ def test_custom_ops_opcheck():
     torch.library.opcheck(torch.ops.mixzoo.short_conv_fwd.default, (x, w, b, h0, 1, True),
                           test_utils=("test_schema", "test_faketensor",
                                       "test_autograd_registration"))
+    dy = torch.randn(1, 10, 8)
+    torch.library.opcheck(torch.ops.mixzoo.short_conv_bwd.default,
+                          (dy, x.detach(), w.detach(), b.detach(), h0.detach(), 1, True),
+                          test_utils=("test_schema", "test_faketensor"))
 
 
 # ----------------------------------------------------------------------------- bidirectional
@@ -249,3 +253,7 @@ def test_bidirectional_custom_ops_opcheck():
                           (x, w, None, 1, [16, 16, 16]),
                           test_utils=("test_schema", "test_faketensor",
                                       "test_autograd_registration"))
+    dys = [torch.randn(4, 10, 16, generator=g) for _ in range(3)]
+    torch.library.opcheck(torch.ops.mixzoo.short_conv_bidir_bwd.default,
+                          (dys, x.detach(), w.detach(), None, 1),
+                          test_utils=("test_schema", "test_faketensor"))

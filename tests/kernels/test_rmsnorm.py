@@ -52,3 +52,7 @@ def test_custom_op_opcheck():
     torch.library.opcheck(torch.ops.mixzoo.rms_norm_fwd.default, (x, w, 1e-5, True),
                           test_utils=("test_schema", "test_faketensor",
                                       "test_autograd_registration"))
+    _, rstd = torch.ops.mixzoo.rms_norm_fwd(x.detach(), w.detach(), 1e-5, True)
+    torch.library.opcheck(torch.ops.mixzoo.rms_norm_bwd.default,
+                          (torch.randn(2, 6, 2, 16), x.detach(), w.detach(), rstd, True),
+                          test_utils=("test_schema", "test_faketensor"))

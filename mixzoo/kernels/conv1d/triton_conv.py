@@ -553,7 +553,7 @@ def conv_bwd(dy, x, weight, bias, h0, act: int, causal: bool, bidir: bool = Fals
         n_chunks,
         W=W, LEFT=_left(W, causal), HAS_BIAS=bias is not None, HAS_H0=h0 is not None,
         ACT=_kernel_act(act), BIDIR=bidir, NG=len(groups), CHUNK=chunk, BLOCK_D=bd)
-    dw = dwp.sum((0, 1)).t().to(weight.dtype)  # [W,D] -> [D,W]
+    dw = dwp.sum((0, 1)).t().contiguous().to(weight.dtype)  # [W,D] -> [D,W], as the fake
     db = dbp.sum((0, 1)).to(bias.dtype) if bias is not None else None
     return dx, dw, db
 
