@@ -1,4 +1,5 @@
-"""Depthwise short-convolution kernels (forward, backward, single-token update) and launchers.
+"""Depthwise short-convolution kernels (forward, backward) and launchers; the decoding
+kernel is in triton_update.py.
 
 Notation (README.md has the derivation). With LEFT taps reaching into the past (causal:
 LEFT = W-1, x[u] for u < 0 read from h0; centred: LEFT = (W-1)//2, zeros outside [0,T)) and
@@ -31,8 +32,9 @@ became computable, and emits dx[u - (W-1)]:
 so every dz is computed once (the first tile version recomputed each dz W times from W^2
 shifted loads: 0.69 ms for B256 T196 D1152 and 1.64 ms at B8 T4096 D4096 on an H100, 6x
 over the copy time). Loads are issued two steps ahead (software pipelining by hand), and on
-the GPU SiLU's sigmoid uses the approximate MUFU ex2/rcp without fix-up code (`_sigmoid`). The reversed direction of BIDIR runs in the same walk: its z row is u - LEFT and it
-also emits dx[u - W + 1]. The dw/db partial sums ([B*chunks, W, D] fp32) are summed by the
+the GPU SiLU's sigmoid uses the approximate MUFU ex2/rcp without fix-up code (`_sigmoid`).
+The reversed direction of BIDIR runs in the same walk: its z row is u - LEFT and it also
+emits dx[u - W + 1]. The dw/db partial sums ([B*chunks, W, D] fp32) are summed by the
 launcher.
 """
 from __future__ import annotations
