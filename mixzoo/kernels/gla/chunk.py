@@ -187,17 +187,18 @@ def _fwd_Ao_kernel(
                       other=0.)
         b_o += tl.dot((b_q * tl.exp(b_gi) * scale).to(q.dtype.element_ty),
                       b_h.to(q.dtype.element_ty), input_precision=PREC)
-        if i_i > 0:
-            b_r = tl.load(gc + t0 * (H * K) + o_k, mask=m_k, other=0.)
-            p_c = t_c[:, None] * (H * K) + o_k[None, :]
-            m_ek = m_e[:, None] & m_k[None, :]
-            b_kc = tl.load(k + p_c, mask=m_ek, other=0.).to(tl.float32)
-            b_gc = tl.load(gc + p_c, mask=m_ek, other=0.)
-            # masked rows: k = 0; min() only absorbs rounding on the kept rows
-            b_kd = b_kc * tl.exp(tl.minimum(b_r[None, :] - b_gc, 0.))
-            b_qd = b_q * tl.exp(tl.minimum(b_gi - b_r[None, :], 0.))
-            b_A += tl.dot(b_qd.to(q.dtype.element_ty), tl.trans(b_kd.to(k.dtype.element_ty)),
-                          input_precision=PREC)
+        # earlier sub-chunks (none for i = 0: then every row is masked; no branch, so the
+        # loop pipeliner can prefetch these loads too)
+        b_r = tl.load(gc + t0 * (H * K) + o_k, mask=m_k, other=0.)
+        p_c = t_c[:, None] * (H * K) + o_k[None, :]
+        m_ek = m_e[:, None] & m_k[None, :]
+        b_kc = tl.load(k + p_c, mask=m_ek, other=0.).to(tl.float32)
+        b_gc = tl.load(gc + p_c, mask=m_ek, other=0.)
+        # masked rows: k = 0; min() only absorbs rounding on the kept rows
+        b_kd = b_kc * tl.exp(tl.minimum(b_r[None, :] - b_gc, 0.))
+        b_qd = b_q * tl.exp(tl.minimum(b_gi - b_r[None, :], 0.))
+        b_A += tl.dot(b_qd.to(q.dtype.element_ty), tl.trans(b_kd.to(k.dtype.element_ty)),
+                      input_precision=PREC)
         # diagonal block in halves of BC2 rows, every exponent <= 0: inside each half
         # pairwise e^(b_t - b_s) as a [2, BC2(t), BC2(s), BK] tensor; second half x first
         # half through r8 = b at row t0 + BC2, as a [BC2, BC2, BK] product
@@ -385,33 +386,34 @@ def _bwd_intra_kernel(
     b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
     b_k = tl.load(k + p_i, mask=m_ik, other=0.).to(tl.float32)
     b_g = tl.load(gc + p_i, mask=m_ik, other=0.)
-    b_dq = tl.zeros([BC, BK], dtype=tl.float32)
-    b_dk = tl.zeros([BC, BK], dtype=tl.float32)
-    # dq from the sub-chunks before i
-    if i_i > 0:
-        b_r = tl.load(gc + t0 * (H * K) + o_k, mask=m_k, other=0.)
-        m_e = (o_t < i_i * BC)[:, None] & m_k[None, :]     # rows before t0 (all < T)
-        b_kc = tl.load(k + p_c, mask=m_e, other=0.).to(tl.float32)
-        b_gc = tl.load(gc + p_c, mask=m_e, other=0.)
-        b_kd = tl.where(m_e, b_kc * tl.exp(b_r[None, :] - b_gc), 0.)
-        b_dAr = tl.load(dA + t_i[:, None] * (H * BT) + o_t[None, :],
-                        mask=m_i[:, None] & (o_t < i_i * BC)[None, :], other=0.)
-        b_dq = tl.dot(b_dAr.to(k.dtype.element_ty), b_kd.to(k.dtype.element_ty),
-                      input_precision=PREC)
-        b_dq = b_dq * tl.exp(tl.minimum(b_g - b_r[None, :], 0.))   # padded rows: dot is 0
-    # dk from the sub-chunks after i (then sub-chunk i is full: r2 is a real row)
-    if t0 + BC < tl.minimum(T, i_n * BT + BT):
-        b_r2 = tl.load(gc + (t0 + BC - 1) * (H * K) + o_k, mask=m_k, other=0.)
-        m_l = (o_t >= (i_i + 1) * BC) & (t_c < T)
-        m_lk = m_l[:, None] & m_k[None, :]
-        b_qc = tl.load(q + p_c, mask=m_lk, other=0.).to(tl.float32)
-        b_gl = tl.load(gc + p_c, mask=m_lk, other=0.)
-        b_qd = b_qc * tl.exp(tl.minimum(b_gl - b_r2[None, :], 0.))   # padded rows: q is 0
-        b_dAc = tl.load(dA + t_c[:, None] * (H * BT) + (i_i * BC + o_c)[None, :],
-                        mask=m_l[:, None], other=0.)                   # [BT, BC]
-        b_dk = tl.dot(tl.trans(b_dAc.to(q.dtype.element_ty)), b_qd.to(q.dtype.element_ty),
-                      input_precision=PREC)
-        b_dk = b_dk * tl.exp(b_r2[None, :] - b_g)
+    # No branches on i below: the masks empty the parts a sub-chunk does not have (no
+    # earlier rows for i = 0, no later ones for the last), and one basic block lets every
+    # load of the program be issued up front.
+    # dq from the sub-chunks before i, through r = b at row t0
+    b_r = tl.load(gc + t0 * (H * K) + o_k, mask=m_k, other=0.)
+    m_e = o_t < i_i * BC                                    # rows before t0 (all < T)
+    m_ek = m_e[:, None] & m_k[None, :]
+    b_kc = tl.load(k + p_c, mask=m_ek, other=0.).to(tl.float32)
+    b_gc = tl.load(gc + p_c, mask=m_ek, other=0.)
+    b_kd = b_kc * tl.exp(tl.minimum(b_r[None, :] - b_gc, 0.))    # masked rows: k = 0
+    b_dAr = tl.load(dA + t_i[:, None] * (H * BT) + o_t[None, :],
+                    mask=m_i[:, None] & m_e[None, :], other=0.)
+    b_dq = tl.dot(b_dAr.to(k.dtype.element_ty), b_kd.to(k.dtype.element_ty),
+                  input_precision=PREC)
+    b_dq = b_dq * tl.exp(tl.minimum(b_g - b_r[None, :], 0.))     # padded rows: dot is 0
+    # dk from the sub-chunks after i, through r2 = b at the last row of i (when later
+    # rows exist, i is full and r2 is its real last row; else nothing is kept)
+    b_r2 = tl.load(gc + tl.minimum(t0 + BC - 1, T - 1) * (H * K) + o_k, mask=m_k, other=0.)
+    m_l = (o_t >= (i_i + 1) * BC) & (t_c < T)
+    m_lk = m_l[:, None] & m_k[None, :]
+    b_qc = tl.load(q + p_c, mask=m_lk, other=0.).to(tl.float32)
+    b_gl = tl.load(gc + p_c, mask=m_lk, other=0.)
+    b_qd = b_qc * tl.exp(tl.minimum(b_gl - b_r2[None, :], 0.))   # masked rows: q = 0
+    b_dAc = tl.load(dA + t_c[:, None] * (H * BT) + (i_i * BC + o_c)[None, :],
+                    mask=m_l[:, None], other=0.)                   # [BT, BC]
+    b_dk = tl.dot(tl.trans(b_dAc.to(q.dtype.element_ty)), b_qd.to(q.dtype.element_ty),
+                  input_precision=PREC)
+    b_dk = b_dk * tl.exp(tl.minimum(b_r2[None, :] - b_g, 0.))
     # inside sub-chunk i, in fp32 (the nearest pairs carry most of the weight): halves
     # of BC2 rows, pairwise e^(b_t - b_s) for t > s inside each half, [2, BC2(t), BC2(s), BK]
     o_a = tl.arange(0, 2)[:, None]
