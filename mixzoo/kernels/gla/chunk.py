@@ -125,8 +125,8 @@ def _fwd_h_kernel(
 
 
 # the pairwise [2, BC/2, BC/2, BK] tensor and the [BC, V] output set the registers:
-# ~130-160 with Triton 3.6, so 3-4 programs per SM
-@autotuned(configs((32, 8, 2), (16, 4, 2), names=("BK",)), key=("K", "V"))
+# 107-153 with Triton 3.6 (BK 64 at 16 warps: half the K steps, one program per SM)
+@autotuned(configs((32, 8, 2), (16, 4, 2), (64, 16, 2), names=("BK",)), key=("K", "V"))
 @triton.jit
 def _fwd_Ao_kernel(
     q, k, v, gc, h,     # [B,T,H,K] q, k; [B,T,H,V] v; fp32 cumulative gate; [B,N,H,K,V] states
