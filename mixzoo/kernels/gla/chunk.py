@@ -5,7 +5,8 @@ gc = chunk-local cumulative log gate (b_t = sum of g from the chunk start to t, 
 h[n] = state before chunk n, dh[n] = gradient of the state after chunk n.
 
 Forward : _fwd_gc (gc) -> _fwd_h (h, final state) -> _fwd_Ao (intra-chunk scores A, o).
-Backward: _bwd_dh (dh, dh0) -> _bwd_dv (dA, dv) -> _bwd_dqk (dq, dk, dg).
+Backward: _bwd_dh (dh, dh0) -> _bwd_dv (dA, dv) -> _bwd_intra (intra-chunk dq, dk, fp32)
+          -> _bwd_dqk (dq, dk, dg).
 Every exponent the kernels take is <= 0 up to rounding (see README "stability").
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import triton.language as tl
 from mixzoo.kernels._common import cdiv, pick_configs
 
 BT = 64   # chunk length: the state is materialised once per BT tokens
-BC = 16   # sub-chunk length: the smallest tl.dot tile; pairwise decays only inside one
+BC = 16   # sub-chunk length: the smallest tl.dot tile; pairwise decays only inside its halves
 
 
 def configs(*specs, names=("BK", "BV")) -> list:
@@ -38,7 +39,8 @@ def _fits(configs, nargs, **_):
 
 def autotuned(cfgs: list, key=("K", "V")):
     """@triton.autotune over `cfgs`, keyed on the head dims, pruned by `_fits`."""
-    return triton.autotune(configs=cfgs, key=list(key), prune_configs_by={"early_config_prune": _fits})
+    return triton.autotune(configs=cfgs, key=list(key),
+                           prune_configs_by={"early_config_prune": _fits})
 
 
 # Warps and stages were chosen offline from the sm_90 resource report (cuobjdump
