@@ -163,13 +163,14 @@ def _conv_fwd_kernel(
     # shift s = row offset of the loaded x tile; the forward uses s in [-LEFT, W-1-LEFT]
     # (tap s + LEFT), the reversed conv s in [LEFT-(W-1), LEFT] (tap LEFT - s)
     for s in tl.static_range(1 - W, W):
-        if ((s >= -LEFT) and (s <= W - 1 - LEFT)) or (BIDIR and (s >= LEFT - (W - 1))
-                                                      and (s <= LEFT)):
+        # (only two-operand boolean ops: older Triton rejects chains like `a and b and c`)
+        if ((s >= -LEFT) and (s <= W - 1 - LEFT)) or (BIDIR and ((s >= LEFT - (W - 1))
+                                                                and (s <= LEFT))):
             xs = _load_rows(x_base, h0_base, offs_t[:, None] + s, offs_d[None, :], sxt,
                             T, D, W, HAS_H0, t0 < LEFT)
             if (s >= -LEFT) and (s <= W - 1 - LEFT):
                 acc += xs * _tap(w_ptr, offs_d, dm, s + LEFT, W)[None, :]
-            if BIDIR and (s >= LEFT - (W - 1)) and (s <= LEFT):
+            if BIDIR and ((s >= LEFT - (W - 1)) and (s <= LEFT)):
                 acc_r += xs * _tap(w_ptr, offs_d, dm, LEFT - s, W)[None, :]
     if HAS_BIAS:
         bias = tl.load(b_ptr + offs_d, mask=dm, other=0.0).to(tl.float32)[None, :]
