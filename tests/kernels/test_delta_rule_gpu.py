@@ -135,3 +135,32 @@ def test_torch_compile_triton_path_fullgraph():
     f(*leaves).backward()
     for a, b in zip(got, leaves):
         assert rel_rms(b.grad, a) < 1e-3
+
+
+@needs_cuda
+@pytest.mark.parametrize("inv", [True, False])         # stacked / blocks inversion
+def test_every_prep_config_gives_the_exact_inverse(inv):
+    """Each autotune candidate of the prep kernel, launched directly (the autotuner picks by
+    speed only): Tm against fp64 torch.linalg.inv and W = Tm diag(beta) K, bf16 inputs.
+    A 1-warp config once stored a wrong Tm on the H100 while W was right."""
+    from mixzoo.kernels.delta_rule import chunk
+    B, T, H, K, V = 1, 200, 4, 128, 128
+    (q, k, v, beta), _ = inputs(B, T, H, K, V, init=False)
+    NT = (T + 63) // 64
+    kern = chunk._prep_fwd_kernel
+    for cfg in kern.configs:
+        w, u = torch.empty_like(k), torch.empty_like(v)
+        tinv = torch.empty(B, H, NT, 64, 64, device="cuda")
+        kern.fn[(NT, B * H)](k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=K, BV=V,
+                             USE_L2=False, SAVE_T=True, PREC="tf32", STACKED=inv,
+                             num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        kd, bd = k.double(), beta.double()
+        for h in range(H):
+            for c in range(NT):
+                kc, bc = kd[0, c * 64:(c + 1) * 64, h], bd[0, c * 64:(c + 1) * 64, h]
+                n = kc.shape[0]
+                ref = torch.linalg.inv(torch.eye(n, dtype=torch.float64, device="cuda")
+                                       + torch.tril(bc[:, None] * (kc @ kc.T), -1))
+                e_t = rel_rms(ref, tinv[0, h, c, :n, :n])
+                e_w = rel_rms(ref @ (bc[:, None] * kc), w[0, c * 64:c * 64 + n, h])
+                assert e_t < 1e-3 and e_w < 1e-2, f"{cfg}: Tm {e_t:.2e}, W {e_w:.2e} (c{c} h{h})"
