@@ -303,20 +303,25 @@ def _conv_bwd_kernel(
         xf = _load_rows(x_base, h0_base, c0 - 6, offs_d, sxt, T, D, W, HAS_H0, near)
     if W > 7:
         xg = _load_rows(x_base, h0_base, c0 - 7, offs_d, sxt, T, D, W, HAS_H0, near)
-    fa = zero
-    fb = zero
-    fc = zero
-    fd = zero
-    fe = zero
-    ff = zero
-    fg = zero
-    ra = zero
-    rb = zero
-    rc = zero
-    rd = zero
-    re = zero
-    rf = zero
-    rg = zero
+    # the dz windows start at 0, each from its OWN tl.zeros: Triton's frontend makes a name
+    # loop-carried only if the loop body rebinds it to a different IR value, so with one
+    # shared `zero` the shifts fb = fa, fc = fb, ... of the first body pass looked like
+    # no-ops and fb..fg stayed 0 for the whole loop on the GPU (dx lost taps 2..W-1, rel
+    # error 0.71 at W=4); the interpreter runs the Python literally and never showed it
+    fa = tl.zeros([BLOCK_D], dtype=tl.float32)
+    fb = tl.zeros([BLOCK_D], dtype=tl.float32)
+    fc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    fd = tl.zeros([BLOCK_D], dtype=tl.float32)
+    fe = tl.zeros([BLOCK_D], dtype=tl.float32)
+    ff = tl.zeros([BLOCK_D], dtype=tl.float32)
+    fg = tl.zeros([BLOCK_D], dtype=tl.float32)
+    ra = tl.zeros([BLOCK_D], dtype=tl.float32)
+    rb = tl.zeros([BLOCK_D], dtype=tl.float32)
+    rc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    rd = tl.zeros([BLOCK_D], dtype=tl.float32)
+    re = tl.zeros([BLOCK_D], dtype=tl.float32)
+    rf = tl.zeros([BLOCK_D], dtype=tl.float32)
+    rg = tl.zeros([BLOCK_D], dtype=tl.float32)
     a0 = zero
     a1 = zero
     a2 = zero
