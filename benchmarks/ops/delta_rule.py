@@ -40,21 +40,6 @@ def _ours(x):
     return delta_rule(x["q"], x["k"], x["v"], x["beta"], backend="triton")[0]
 
 
-def _ours_inv_blocks(x):
-    """Ours with the prep kernel's four separate 16x16 inversion chains
-    (MIXZOO_DELTA_INV=blocks, read by the forward launcher) instead of the stacked pass."""
-    import os
-    before = os.environ.get("MIXZOO_DELTA_INV")
-    os.environ["MIXZOO_DELTA_INV"] = "blocks"
-    try:
-        return _ours(x)
-    finally:
-        if before is None:
-            del os.environ["MIXZOO_DELTA_INV"]
-        else:
-            os.environ["MIXZOO_DELTA_INV"] = before
-
-
 def _fla_chunk(x):
     return chunk_delta_rule(x["q"], x["k"], x["v"], x["beta"])[0]
 
@@ -70,7 +55,7 @@ def _sdpa(x):
 
 def implementations(shape: dict) -> dict:
     global _told
-    impls = {"mixzoo": _ours, "mixzoo_inv_blocks": _ours_inv_blocks}
+    impls = {"mixzoo": _ours}
     if chunk_delta_rule is not None:
         impls["fla_chunk"] = _fla_chunk
         if shape["T"] <= 2048:
