@@ -58,14 +58,60 @@ def run_one(idx: int, B: int, T: int, H: int, D: int, l2: bool) -> None:
     print(f"config {idx} {cfg}: {errs}", flush=True)
 
 
+def run_prep(idx: int, stacked: bool, B: int, T: int, H: int, D: int) -> None:
+    """One prep-kernel autotune candidate launched directly: Tm and W against fp64."""
+    from mixzoo.kernels._common import rel_rms
+    from mixzoo.kernels.delta_rule import chunk
+    kern = chunk._prep_fwd_kernel
+    cfg = kern.configs[idx]
+    g = torch.Generator(device=DEV).manual_seed(0)
+    k = F.normalize(torch.randn(B, T, H, D, device=DEV, generator=g), dim=-1).to(LOW)
+    v = torch.randn(B, T, H, D, device=DEV, generator=g).to(LOW)
+    beta = torch.rand(B, T, H, device=DEV, generator=g).to(LOW)
+    NT = (T + 63) // 64
+    w, u = torch.empty_like(k), torch.empty_like(v)
+    tinv = torch.full((B, H, NT, 64, 64), float("nan"), device=DEV)
+    kern.fn[(NT, B * H)](k, v, beta, w, u, tinv, T, H=H, K=D, V=D, BK=D, BV=D, USE_L2=False,
+                         SAVE_T=True, PREC="tf32" if DEV == "cuda" else "ieee", STACKED=stacked,
+                         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    worst_t = worst_w = 0.0
+    kd, bd = k.double(), beta.double()
+    for b in range(B):
+        for h in range(H):
+            for c in range(NT):
+                kc, bc = kd[b, c * 64:(c + 1) * 64, h], bd[b, c * 64:(c + 1) * 64, h]
+                n = kc.shape[0]
+                ref = torch.linalg.inv(torch.eye(n, dtype=torch.float64, device=DEV)
+                                       + torch.tril(bc[:, None] * (kc @ kc.T), -1))
+                worst_t = max(worst_t, rel_rms(ref, tinv[b, h, c, :n, :n]))
+                worst_w = max(worst_w, rel_rms(ref @ (bc[:, None] * kc), w[b, c * 64:c * 64 + n, h]))
+    print(f"config prep {idx} w{cfg.num_warps} stacked={stacked}: worst Tm {worst_t:.1e}, "
+          f"worst W {worst_w:.1e}", flush=True)
+
+
 def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     l2 = "--l2" in sys.argv
     if len(args) >= 2 and args[0] == "child":
         idx, shape = int(args[1]), [int(x) for x in args[2].split(",")]
         return run_one(idx, *shape, l2)
+    if len(args) >= 2 and args[0] == "prep":
+        idx, stacked = int(args[1]), args[2] == "1"
+        return run_prep(idx, stacked, *[int(x) for x in args[3].split(",")])
     shape = args[0] if args else "2,2048,8,128"
     from mixzoo.kernels.delta_rule import chunk
+    small = "1,200,4," + shape.split(",")[3]
+    for idx in range(len(chunk._prep_fwd_kernel.configs)):
+        for st in ("0", "1"):
+            cmd = [sys.executable, __file__, "prep", str(idx), st, small]
+            try:
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+                lines = [ln for ln in (p.stdout + p.stderr).splitlines()
+                         if ln.startswith("config") or "Error" in ln]
+                print("\n".join(lines) if lines else f"prep {idx} stacked={st}: exit "
+                      f"{p.returncode}", flush=True)
+            except subprocess.TimeoutExpired:
+                print(f"prep {idx} stacked={st}: timed out", flush=True)
     for idx in range(len(chunk._fused_bwd_kernel.configs)):
         cmd = [sys.executable, __file__, "child", str(idx), shape] + (["--l2"] if l2 else [])
         try:
