@@ -279,3 +279,12 @@ def test_opcheck_custom_ops():
                                              True))
     short = [t.detach()[:, :3].clone().requires_grad_(True) for t in (q, k, v, beta)]
     torch.library.opcheck(ops.recurrent_fwd_op, (*short, h0.detach(), 0.25, True, True))
+
+
+@pytest.mark.parametrize("bv", [64, 32])
+def test_state_backward_both_w_sources(bv, monkeypatch):
+    """The state backward loads W from _w_kernel when its V block is 64 and rebuilds it from
+    Tm when it is 32 (chunk_bwd); the block follows the head count, so force each here."""
+    from mixzoo.kernels.delta_rule import chunk
+    monkeypatch.setattr(chunk, "_state_bv", lambda BH, BVfull: min(bv, BVfull))
+    check_against_reference("chunk", 1, 130, 2, 32, 64, True, l2=False)

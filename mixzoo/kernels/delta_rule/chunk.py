@@ -333,16 +333,21 @@ def _w_kernel(
 
 @triton.jit
 def _state_bwd_kernel(
-    q, k, w,             # q, k [B,T,H,K]; W [B,T,H,K] (from _w_kernel)
+    q, k, w,             # q, k [B,T,H,K]; W [B,T,H,K] (from _w_kernel; unused if W_FROM_T)
+    beta, tinv,          # beta [B,T,H], Tm [B,H,NT,64,64] fp32 (used if W_FROM_T)
     do,                  # output grad [B,T,H,V]
     dht, dh0,            # final-state grad in, initial-state grad out [B,H,K,V] fp32
     dhbuf,               # dS after each chunk [B,H,NT,K,V] (input dtype), written
     scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_L2: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr,
+    W_FROM_T: tl.constexpr,
 ):
     """Reverse pass over chunks. With dS = dL/dS_{c+1} (the state after chunk c):
-    dU' = (Q K^T * M)^T dO + K dS;   dS_c = dS + Q^T dO - W^T dU'."""
+    dU' = (Q K^T * M)^T dO + K dS;   dS_c = dS + Q^T dO - W^T dU'.
+    W_FROM_T rebuilds W = Tm diag(beta) K per chunk inside the loop instead of loading it:
+    on the H100 (Triton 3.6) the loaded-W form computed a wrong dS (and once faulted) with
+    BV=32 at 4 warps, while the rebuilt form was right there (see chunk_bwd)."""
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     b, h = i_bh // H, i_bh % H
     dt = q.dtype.element_ty
@@ -361,7 +366,12 @@ def _state_bwd_kernel(
         tl.store(ph, dS.to(dhbuf.dtype.element_ty), mask=mh)
         qc = (_l2n(_load_rows(q, b, h, t0, T, H, K, BK, 64, 0), USE_L2) * scale).to(dt)
         kc = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 64, 0), USE_L2).to(dt)
-        wc = _load_rows(w, b, h, t0, T, H, K, BK, 64, 0).to(dt)
+        if W_FROM_T:
+            bk = _load_beta(beta, b, h, t0, T, H, 64)[:, None] * kc.to(tl.float32)
+            tptr = tinv + (i_bh.to(tl.int64) * NT + c) * 4096 + r[:, None] * 64 + r[None, :]
+            wc = tl.dot(tl.load(tptr), bk, input_precision=PREC).to(dt)       # W [64,BK]
+        else:
+            wc = _load_rows(w, b, h, t0, T, H, K, BK, 64, 0).to(dt)
         doc = _load_rows(do, b, h, t0, T, H, V, BV, 64, i_v * BV).to(dt)
         Pt = tl.where(anti, tl.dot(kc, tl.trans(qc), input_precision=PREC), 0.)
         dup = (tl.dot(Pt.to(dt), doc, input_precision=PREC)
@@ -557,15 +567,21 @@ def chunk_bwd(q, k, v, beta, scale: float, initial_state, use_l2: bool, vn, tinv
     dh0 = q.new_empty((B, H, K, V) if has_h0 else (0,), dtype=torch.float32)
     BV = _state_bv(B * H, BVf)
     has_dht = dht is not None
-    # W lives only through the state pass, freed before dq, dk, dv are allocated, so it does
-    # not raise the backward's peak memory
-    w = torch.empty_like(k)
-    _w_kernel[(NT, B * H)](k, beta, tinv, w, T, H=H, K=K, BK=BK, USE_L2=use_l2, PREC=prec,
-                           num_warps=4)
+    # W for the state pass. Measured on the H100 (Triton 3.6): with BV=64 the pass loads W
+    # from _w_kernel (0.20 ms per call at B4 T4096 H16 D128; rebuilding it inside the
+    # sequential loop cost 0.51 ms), and that is right at every shape tried; with BV=32 (few
+    # heads: B*H*V/64 < 128) the loaded form gave wrong gradients, the rebuilt one right ones,
+    # so those shapes rebuild W in the loop. W lives only through the state pass, freed before
+    # dq, dk, dv are allocated, so it does not raise the backward's peak memory.
+    w_from_t = BV < 64
+    w = k.new_empty((0,)) if w_from_t else torch.empty_like(k)
+    if not w_from_t:
+        _w_kernel[(NT, B * H)](k, beta, tinv, w, T, H=H, K=K, BK=BK, USE_L2=use_l2, PREC=prec,
+                               num_warps=4)
     _state_bwd_kernel[(cdiv(V, BV), B * H)](
-        q, k, w, do, dht if has_dht else dh0, dh0, dhbuf, scale, T, H=H, K=K, V=V,
+        q, k, w, beta, tinv, do, dht if has_dht else dh0, dh0, dhbuf, scale, T, H=H, K=K, V=V,
         BK=BK, BV=BV, USE_L2=use_l2, HAS_DHT=has_dht, STORE_DH0=has_h0, PREC=prec,
-        num_warps=4 if BK * BV <= 4096 else 8)
+        W_FROM_T=w_from_t, num_warps=4 if BK * BV <= 4096 else 8)
     del w
     dq, dk, dv, dbeta = (torch.empty_like(x) for x in (q, k, v, beta))
     _fused_bwd_kernel[(NT, B * H)](q, k, v, beta, vn, tinv, hbuf, dhbuf, do, dq, dk, dv, dbeta,
