@@ -95,18 +95,13 @@ def _breakdown(shape: dict) -> None:
 def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
     """Build every autotune config of the gla and retention chunk kernels for sm_90 on
     any host (no GPU needed: Triton's bundled ptxas) and print registers and stack
-    (spill) bytes from cuobjdump. Run with TRITON_INTERPRET unset. Returns #failures."""
-    import os
-    import subprocess
-    import tempfile
-
+    (spill) bytes from cuobjdump (benchmarks/sm90.py). Run with TRITON_INTERPRET unset.
+    Returns #failures."""
     import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    from sm90 import report
 
     import mixzoo.kernels.gla.chunk as G
     import mixzoo.kernels.retention.chunk as RC
-    cuobj = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
     P, F, I = "*" + dtype, "*fp32", "i32"
     base = dict(H=16, K=K, V=V, BT=64, PREC="ieee" if dtype == "fp32" else "tf32")
     io = dict(T=I, scale="fp32")
@@ -133,35 +128,13 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
          dict(base, BK=min(64, max(16, triton.next_power_of_2(K))))),
         ("ret bwd_dv", RC._bwd_dv_kernel, dict(q=P, k=P, gc=F, do=P, dh=P, dv=P, **io), base),
     ]
-    failures = 0
-    for name, kernel, types, consts in kernels:
-        fn = kernel.fn
-        for cfg in kernel.configs:
-            c = {**consts, **cfg.kwargs}
-            sig = {a: ("constexpr" if a in c else types[a]) for a in fn.arg_names}
-            try:
-                ck = triton.compile(
-                    ASTSource(fn=fn, signature=sig, constexprs={
-                        (fn.arg_names.index(n),): x for n, x in c.items() if n in fn.arg_names}),
-                    target=GPUTarget("cuda", 90, 32),
-                    options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
-                with tempfile.NamedTemporaryFile("wb", suffix=".cubin", delete=False) as fh:
-                    fh.write(ck.asm["cubin"])
-                out = subprocess.run([cuobj, "-res-usage", fh.name], capture_output=True,
-                                     text=True).stdout
-                res = " ".join(ln.strip().split(" SHARED")[0] for ln in out.splitlines()
-                               if "REG" in ln)
-                print(f"{name:<12} {cfg.kwargs} w{cfg.num_warps} s{cfg.num_stages}: {res}")
-            except Exception as e:  # noqa: BLE001 - report every config, then count
-                failures += 1
-                print(f"{name:<12} {cfg.kwargs}: FAILED {type(e).__name__}: {str(e)[:300]}")
-    return failures
+    return sum(report(name, kernel, types, consts) for name, kernel, types, consts in kernels)
 
 
 if __name__ == "__main__":
     import pathlib
     import sys
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))   # bench_kernels
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))   # bench_kernels, sm90
     if sys.argv[1:2] == ["--sm90-report"]:
         # e.g. python benchmarks/ops/gla.py --sm90-report bf16 128 128
         a = sys.argv[2:] + ["bf16", "128", "128"][len(sys.argv[2:]):]
