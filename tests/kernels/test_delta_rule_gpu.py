@@ -141,8 +141,7 @@ def test_torch_compile_triton_path_fullgraph():
 @pytest.mark.parametrize("inv", [True, False])         # stacked / blocks inversion
 def test_every_prep_config_gives_the_exact_inverse(inv):
     """Each autotune candidate of the prep kernel, launched directly (the autotuner picks by
-    speed only): Tm against fp64 torch.linalg.inv and W = Tm diag(beta) K, bf16 inputs.
-    A 1-warp config once stored a wrong Tm on the H100 while W was right."""
+    speed only): Tm against fp64 torch.linalg.inv and W = Tm diag(beta) K, bf16 inputs."""
     from mixzoo.kernels.delta_rule import chunk
     B, T, H, K, V = 1, 200, 4, 128, 128
     (q, k, v, beta), _ = inputs(B, T, H, K, V, init=False)

@@ -124,6 +124,41 @@ def _st_tile(tinv, base, x, bi: tl.constexpr, bj: tl.constexpr):
     tl.store(tinv + base + (bi * 16 + r)[:, None] * 64 + (bj * 16 + r)[None, :], x)
 
 
+@triton.jit
+def _tm_base(i_bh, c, NT):
+    """Offset of chunk c's [64,64] Tm tile in the [B*H,NT,64,64] buffer (int64)."""
+    return (i_bh.to(tl.int64) * NT + c) * 4096
+
+
+@triton.jit
+def _tm_ptrs(tinv, i_bh, c, NT):
+    """Pointers of chunk c's whole [64,64] Tm tile."""
+    r = tl.arange(0, 64)
+    return tinv + _tm_base(i_bh, c, NT) + r[:, None] * 64 + r[None, :]
+
+
+@triton.jit
+def _w_from_tm(tinv, beta, kd, b, h, i_bh, c, NT, T, H: tl.constexpr, PREC: tl.constexpr):
+    """W = Tm diag(beta) K [64,BK] fp32 for chunk c, from the saved Tm and K rounded to the
+    input dtype (kd), as the prep kernel computed it (to rounding)."""
+    bk = _load_beta(beta, b, h, c * 64, T, H, 64)[:, None] * kd.to(tl.float32)
+    return tl.dot(tl.load(_tm_ptrs(tinv, i_bh, c, NT)), bk, input_precision=PREC)
+
+
+@triton.jit
+def _tm_times(d0, d1, d2, d3, x10, x20, x21, x30, x31, x32, y0, y1, y2, y3,
+              PREC: tl.constexpr):
+    """Tm Y by 16-row blocks, Tm given by its lower-triangular [16,16] blocks (d: diagonal,
+    x_ij: below it) and Y by its row blocks y0..y3; returns the four row blocks."""
+    z0 = tl.dot(d0, y0, input_precision=PREC)
+    z1 = tl.dot(x10, y0, input_precision=PREC) + tl.dot(d1, y1, input_precision=PREC)
+    z2 = (tl.dot(x20, y0, input_precision=PREC) + tl.dot(x21, y1, input_precision=PREC)
+          + tl.dot(d2, y2, input_precision=PREC))
+    z3 = (tl.dot(x30, y0, input_precision=PREC) + tl.dot(x31, y1, input_precision=PREC)
+          + tl.dot(x32, y2, input_precision=PREC) + tl.dot(d3, y3, input_precision=PREC))
+    return z0, z1, z2, z3
+
+
 # ----------------------------------------------------------------------------- forward
 def _wide_tuning() -> bool:
     """MIXZOO_DELTA_TUNE=narrow (read at import) restores the autotune lists of run 1, in case
@@ -132,10 +167,8 @@ def _wide_tuning() -> bool:
 
 
 def _prep_configs():
-    # small tiles ([16,16] blocks, 16-row operands): few warps per program and many programs
-    # per SM hide the latency of the row-by-row substitution best. No loop: num_stages is moot.
-    # No 1-warp config: on the H100 (Triton 3.6) it wrote a wrong Tm (W and U right; every
-    # gradient but dq wrong) in the GPU test run with MIXZOO_SINGLE_CONFIG=1, 2026-11-23.
+    # [16,16] blocks: few warps and many programs per SM hide the substitution's latency (best
+    # measured: 2 warps; 1 warp spills 2.2 KB on sm_90 and is left out). No loop: no stages.
     nws = (2, 4, 8) if _wide_tuning() else (2, 4)
     return pick_configs([triton.Config({}, num_warps=nw, num_stages=1) for nw in nws])
 
@@ -198,7 +231,7 @@ def _prep_fwd_kernel(
                   + tl.dot(a31, x10, input_precision=PREC)
                   + tl.dot(a32, x20, input_precision=PREC), input_precision=PREC)
     if SAVE_T:
-        base = (i_bh.to(tl.int64) * tl.cdiv(T, 64) + i_c) * 4096
+        base = _tm_base(i_bh, i_c, tl.cdiv(T, 64))
         _st_tile(tinv, base, d0, 0, 0)
         _st_tile(tinv, base, x10, 1, 0)
         _st_tile(tinv, base, d1, 1, 1)
@@ -222,12 +255,8 @@ def _prep_fwd_kernel(
     bk1 = b1[:, None] * k1d.to(tl.float32)
     bk2 = b2[:, None] * k2d.to(tl.float32)
     bk3 = b3[:, None] * k3d.to(tl.float32)
-    w0 = tl.dot(d0, bk0, input_precision=PREC)
-    w1 = tl.dot(x10, bk0, input_precision=PREC) + tl.dot(d1, bk1, input_precision=PREC)
-    w2 = (tl.dot(x20, bk0, input_precision=PREC) + tl.dot(x21, bk1, input_precision=PREC)
-          + tl.dot(d2, bk2, input_precision=PREC))
-    w3 = (tl.dot(x30, bk0, input_precision=PREC) + tl.dot(x31, bk1, input_precision=PREC)
-          + tl.dot(x32, bk2, input_precision=PREC) + tl.dot(d3, bk3, input_precision=PREC))
+    w0, w1, w2, w3 = _tm_times(d0, d1, d2, d3, x10, x20, x21, x30, x31, x32,
+                               bk0, bk1, bk2, bk3, PREC)
     _store_rows(w, w0, b, h, t0, T, H, K, BK, 16, 0)
     _store_rows(w, w1, b, h, t0 + 16, T, H, K, BK, 16, 0)
     _store_rows(w, w2, b, h, t0 + 32, T, H, K, BK, 16, 0)
@@ -237,12 +266,8 @@ def _prep_fwd_kernel(
     bv1 = b1[:, None] * _load_rows(v, b, h, t0 + 16, T, H, V, BV, 16, 0)
     bv2 = b2[:, None] * _load_rows(v, b, h, t0 + 32, T, H, V, BV, 16, 0)
     bv3 = b3[:, None] * _load_rows(v, b, h, t0 + 48, T, H, V, BV, 16, 0)
-    u0 = tl.dot(d0, bv0, input_precision=PREC)
-    u1 = tl.dot(x10, bv0, input_precision=PREC) + tl.dot(d1, bv1, input_precision=PREC)
-    u2 = (tl.dot(x20, bv0, input_precision=PREC) + tl.dot(x21, bv1, input_precision=PREC)
-          + tl.dot(d2, bv2, input_precision=PREC))
-    u3 = (tl.dot(x30, bv0, input_precision=PREC) + tl.dot(x31, bv1, input_precision=PREC)
-          + tl.dot(x32, bv2, input_precision=PREC) + tl.dot(d3, bv3, input_precision=PREC))
+    u0, u1, u2, u3 = _tm_times(d0, d1, d2, d3, x10, x20, x21, x30, x31, x32,
+                               bv0, bv1, bv2, bv3, PREC)
     _store_rows(u, u0, b, h, t0, T, H, V, BV, 16, 0)
     _store_rows(u, u1, b, h, t0 + 16, T, H, V, BV, 16, 0)
     _store_rows(u, u2, b, h, t0 + 32, T, H, V, BV, 16, 0)
@@ -315,20 +340,14 @@ def _w_kernel(
     T, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, USE_L2: tl.constexpr,
     PREC: tl.constexpr,
 ):
-    """W = Tm diag(beta) K for one chunk, as the prep kernel computed it (to rounding). The
-    backward rebuilds W here, in parallel over chunks, rather than saving it (the forward
-    saves U' instead) or rebuilding it inside the sequential _state_bwd_kernel, where the
-    extra load and product sat on every step (0.51 vs 0.20 ms per call on the H100)."""
+    """W = Tm diag(beta) K for one chunk, in parallel over chunks, for the state backward (the
+    forward saves U', not W; rebuilding W inside the sequential pass cost 0.51 vs 0.20 ms)."""
     i_c, i_bh = tl.program_id(0), tl.program_id(1)
     b, h = i_bh // H, i_bh % H
     t0 = i_c * 64
-    r = tl.arange(0, 64)
-    kb = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 64, 0), USE_L2)
-    kb = kb.to(k.dtype.element_ty).to(tl.float32)       # as the prep kernel rounds k
-    bk = _load_beta(beta, b, h, t0, T, H, 64)[:, None] * kb
-    tm = tl.load(tinv + (i_bh.to(tl.int64) * tl.cdiv(T, 64) + i_c) * 4096
-                 + r[:, None] * 64 + r[None, :])
-    _store_rows(w, tl.dot(tm, bk, input_precision=PREC), b, h, t0, T, H, K, BK, 64, 0)
+    kd = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 64, 0), USE_L2).to(k.dtype.element_ty)
+    wc = _w_from_tm(tinv, beta, kd, b, h, i_bh, i_c, tl.cdiv(T, 64), T, H, PREC)
+    _store_rows(w, wc, b, h, t0, T, H, K, BK, 64, 0)
 
 
 @triton.jit
@@ -367,9 +386,7 @@ def _state_bwd_kernel(
         qc = (_l2n(_load_rows(q, b, h, t0, T, H, K, BK, 64, 0), USE_L2) * scale).to(dt)
         kc = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 64, 0), USE_L2).to(dt)
         if W_FROM_T:
-            bk = _load_beta(beta, b, h, t0, T, H, 64)[:, None] * kc.to(tl.float32)
-            tptr = tinv + (i_bh.to(tl.int64) * NT + c) * 4096 + r[:, None] * 64 + r[None, :]
-            wc = tl.dot(tl.load(tptr), bk, input_precision=PREC).to(dt)       # W [64,BK]
+            wc = _w_from_tm(tinv, beta, kc, b, h, i_bh, c, NT, T, H, PREC).to(dt)
         else:
             wc = _load_rows(w, b, h, t0, T, H, K, BK, 64, 0).to(dt)
         doc = _load_rows(do, b, h, t0, T, H, V, BV, 64, i_v * BV).to(dt)
@@ -384,9 +401,7 @@ def _state_bwd_kernel(
 
 
 def _fused_bwd_configs():
-    # 16 warps faulted (illegal address) on the H100 with triton 3.6 during autotuning; keep
-    # to the set that ran clean (best seen: BV=32, 8 warps, 2 stages at B4 T4096 H16 D128)
-    if not _wide_tuning():
+    if not _wide_tuning():          # session 1's list (no 16 warps: faulted on the H100)
         return pick_configs([triton.Config({"BV": bv}, num_warps=nw, num_stages=ns)
                              for bv in (32, 64) for nw in (4, 8) for ns in (1, 2)])
     # sm_90 host builds (Triton 3.9, K=V=128, bf16): BV=16 at 8 warps spills least (296 B),
@@ -433,8 +448,7 @@ def _fused_bwd_kernel(
     qd = (_l2n(_load_rows(q, b, h, t0, T, H, K, BK, 64, 0), USE_L2) * scale).to(dt)
     kd = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 64, 0), USE_L2).to(dt)
     bt = _load_beta(beta, b, h, t0, T, H, 64)
-    tptr = tinv + (i_bh.to(tl.int64) * NT + i_c) * 4096 + r[:, None] * 64 + r[None, :]
-    Tm = tl.where(causal, tl.load(tptr, mask=causal, other=0.), 0.)          # [64,64]
+    Tm = tl.where(causal, tl.load(_tm_ptrs(tinv, i_bh, i_c, NT), mask=causal, other=0.), 0.)
     P = tl.where(causal, tl.dot(qd, tl.trans(kd), input_precision=PREC), 0.).to(dt)
     dP = tl.zeros([64, 64], dtype=tl.float32)
     dT = tl.zeros([64, 64], dtype=tl.float32)
@@ -567,12 +581,9 @@ def chunk_bwd(q, k, v, beta, scale: float, initial_state, use_l2: bool, vn, tinv
     dh0 = q.new_empty((B, H, K, V) if has_h0 else (0,), dtype=torch.float32)
     BV = _state_bv(B * H, BVf)
     has_dht = dht is not None
-    # W for the state pass. Measured on the H100 (Triton 3.6): with BV=64 the pass loads W
-    # from _w_kernel (0.20 ms per call at B4 T4096 H16 D128; rebuilding it inside the
-    # sequential loop cost 0.51 ms), and that is right at every shape tried; with BV=32 (few
-    # heads: B*H*V/64 < 128) the loaded form gave wrong gradients, the rebuilt one right ones,
-    # so those shapes rebuild W in the loop. W lives only through the state pass, freed before
-    # dq, dk, dv are allocated, so it does not raise the backward's peak memory.
+    # W for the state pass: loaded from _w_kernel at BV=64, rebuilt in the loop at BV=32
+    # (README, "Saved for the backward": measured speed and correctness on the H100). W is
+    # freed before dq, dk, dv are allocated, so it does not raise the peak.
     w_from_t = BV < 64
     w = k.new_empty((0,)) if w_from_t else torch.empty_like(k)
     if not w_from_t:
