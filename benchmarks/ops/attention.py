@@ -40,8 +40,26 @@ def _pinned(backend):
     return fn
 
 
+def _variant(fwd: str, bwd: str):
+    """Ours with a named forward/backward kernel variant (see triton_fwd.FWD_VARIANTS,
+    triton_bwd.BWD_VARIANTS); the default one is the "mixzoo" row."""
+    from mixzoo.kernels.attention.ops import attention_triton_lse
+
+    def fn(x):
+        return attention_triton_lse(x["q"], x["k"], x["v"], causal=True, fwd_variant=fwd,
+                                    bwd_variant=bwd)[0]
+    return fn
+
+
+# extra rows of ours: (name, forward variant, backward variant)
+VARIANTS = [("mixzoo_bwd_dqdelta", "base", "dqdelta"), ("mixzoo_bwd_atomic", "base", "atomic"),
+            ("mixzoo_fwd_tune2", "tune2", "split")]
+
+
 def implementations(shape: dict) -> dict:
-    impls = {"mixzoo": _ours, "sdpa_default": _sdpa}
+    impls = {"mixzoo": _ours}
+    impls.update({name: _variant(f, b) for name, f, b in VARIANTS})
+    impls["sdpa_default"] = _sdpa
     try:
         from torch.nn.attention import SDPBackend
         for name, be in (("sdpa_flash", SDPBackend.FLASH_ATTENTION),
@@ -76,8 +94,21 @@ def flops(shape: dict, mode: str) -> float:
     return fwd if mode == "fwd" else 3.5 * fwd
 
 
+def _tuning(name: str, tuner) -> str:
+    """The autotuner's pick and every candidate's time (ms) after it has run."""
+    best = getattr(tuner, "best_config", None)
+    if best is None:
+        return f"{name}: not run"
+    tim = getattr(tuner, "configs_timings", None) or {}
+    cands = ", ".join(f"{c.kwargs}/w{c.num_warps}/s{c.num_stages}="
+                      f"{(t[0] if isinstance(t, (list, tuple)) else t):.3f}"
+                      for c, t in tim.items())
+    return f"{name}: best {best.kwargs}/w{best.num_warps}/s{best.num_stages} | {cands}"
+
+
 def _breakdown(shape: dict, window: int | None = None) -> None:
-    """Per-kernel times of our forward and backward launches and the autotuned configs."""
+    """Per-kernel times of our forward and backward launches, every forward and backward
+    variant, and each autotuner's candidates."""
     from triton.testing import do_bench
 
     from mixzoo.kernels.attention import triton_bwd, triton_fwd
@@ -86,21 +117,104 @@ def _breakdown(shape: dict, window: int | None = None) -> None:
     s, w = shape["D"] ** -0.5, window or 0
     o, lse = triton_fwd.attn_fwd(q, k, v, True, w, s)
     do = torch.randn_like(o)
-    t_fwd = do_bench(lambda: triton_fwd.attn_fwd(q, k, v, True, w, s), return_mode="median")
-    t_bwd = do_bench(lambda: triton_bwd.attn_bwd(do, q, k, v, o, lse, True, w, s),
+    for fv in triton_fwd.FWD_VARIANTS:
+        t = do_bench(lambda: triton_fwd.attn_fwd(q, k, v, True, w, s, variant=fv),
                      return_mode="median")
-    print(f"breakdown {shape} window={window}: fwd={t_fwd:.3f}ms bwd={t_bwd:.3f}ms | configs: "
-          f"fwd {triton_fwd.attn_fwd_tuned.best_config}, "
-          f"dkdv {triton_bwd.dkdv_tuned.best_config}, dq {triton_bwd.dq_tuned.best_config}")
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(3):
-            triton_bwd.attn_bwd(do, q, k, v, o, lse, True, w, s)
-        torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=6))
+        print(f"breakdown {shape} window={window}: fwd[{fv}] {t:.3f} ms", flush=True)
+    for bv in triton_bwd.BWD_VARIANTS:
+        t = do_bench(lambda: triton_bwd.attn_bwd(do, q, k, v, o, lse, True, w, s, variant=bv),
+                     return_mode="median")
+        print(f"breakdown {shape} window={window}: bwd[{bv}] {t:.3f} ms", flush=True)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                triton_bwd.attn_bwd(do, q, k, v, o, lse, True, w, s, variant=bv)
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=6))
+    for name, tuner in (("fwd base", triton_fwd.attn_fwd_tuned),
+                        ("fwd tune2", triton_fwd.attn_fwd_tune2),
+                        ("dkdv", triton_bwd.dkdv_tuned),
+                        ("dkdv atomic", triton_bwd.dkdv_atomic_tuned),
+                        ("dq", triton_bwd.dq_tuned), ("dq dqdelta", triton_bwd.dq_delta_tuned)):
+        print(_tuning(name, tuner), flush=True)
+
+
+def _sm90_report(D: int = 128) -> int:
+    """Registers and spill bytes of every autotune config of the forward and backward
+    kernels (all variants), built for sm_90 on this host without a GPU. Pointer and
+    stride arguments carry the runtime's divisibility-by-16 specialisation (without it
+    the loads are not pipelined and every config looks different). Run with
+    TRITON_INTERPRET unset. Returns the number of failed builds."""
+    import inspect
+    import os
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from mixzoo.kernels.attention import triton_bwd as TB
+    from mixzoo.kernels.attention import triton_fwd as TF
+    cuobj = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
+    bd = max(16, triton.next_power_of_2(D))
+    flags = dict(CAUSAL=True, HAS_WINDOW=False, HEAD_DIM=D, BLOCK_D=bd, DOT_PREC="tf32")
+    jobs = [("fwd base", TF.attn_fwd_tuned, {}), ("fwd tune2", TF.attn_fwd_tune2, {}),
+            ("dkdv", TB.dkdv_tuned, {}), ("dkdv atomic", TB.dkdv_atomic_tuned,
+                                          dict(ATOMIC_DQ=True)),
+            ("dq", TB.dq_tuned, {}), ("dq dqdelta", TB.dq_delta_tuned, dict(FUSE_DELTA=True))]
+    fails = 0
+    for name, kernel, extra in jobs:
+        fn = kernel.fn
+        for cfg in kernel.configs:
+            defaults = {pa.name: pa.default for pa in fn.params
+                        if pa.is_constexpr and pa.default is not inspect.Parameter.empty}
+            consts = {**defaults, **flags, **extra, **cfg.kwargs}
+            sig, attrs = {}, {}
+            for i, a in enumerate(fn.arg_names):
+                if a in consts:
+                    sig[a] = "constexpr"
+                elif a.endswith("_ptr"):
+                    sig[a] = "*fp32" if a in ("lse_ptr", "delta_ptr", "dqa_ptr") else "*bf16"
+                    attrs[(i,)] = [["tt.divisibility", 16]]
+                elif a in ("qk_scale", "sm_scale"):
+                    sig[a] = "fp32"
+                else:
+                    sig[a] = "i32"
+                    if a.startswith("s") and a[-1] in "bth" and a != "split_len":
+                        attrs[(i,)] = [["tt.divisibility", 16]]  # strides: multiples of 16
+            if "FUSE_DELTA" in fn.arg_names and not extra.get("FUSE_DELTA"):
+                # the dq kernel without FUSE_DELTA: o_ptr=None and its strides stay defaults
+                for a in ("o_ptr", "sob", "sot", "soh"):
+                    if a in sig:
+                        sig[a] = "constexpr"
+                        consts[a] = None if a == "o_ptr" else 0
+                        attrs.pop((fn.arg_names.index(a),), None)
+            try:
+                ck = triton.compile(
+                    ASTSource(fn=fn, signature=sig, attrs=attrs, constexprs={
+                        (fn.arg_names.index(n),): x for n, x in consts.items()
+                        if n in fn.arg_names}),
+                    target=GPUTarget("cuda", 90, 32),
+                    options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+                with tempfile.NamedTemporaryFile("wb", suffix=".cubin", delete=False) as fh:
+                    fh.write(ck.asm["cubin"])
+                out = subprocess.run([cuobj, "-res-usage", fh.name], capture_output=True,
+                                     text=True).stdout
+                os.unlink(fh.name)
+                res = " ".join(ln.strip().split(" SHARED")[0] for ln in out.splitlines()
+                               if "REG" in ln)
+                print(f"{name:<12} {cfg.kwargs} w{cfg.num_warps} s{cfg.num_stages}: {res}",
+                      flush=True)
+            except Exception as e:  # noqa: BLE001 - report every config, then count
+                fails += 1
+                print(f"{name:<12} {cfg.kwargs}: FAILED {type(e).__name__}: {str(e)[:300]}")
+    return fails
 
 
 if __name__ == "__main__":
     import sys
+    if sys.argv[1:2] == ["--sm90-report"]:  # e.g. ... --sm90-report 128 (head dim)
+        sys.exit(_sm90_report(*(int(a) for a in sys.argv[2:3])))
     for arg in sys.argv[1:] or ["4,4096,16,128"]:
         vals = [int(a) for a in arg.split(",")]
         _breakdown(dict(zip("BTHD", vals[:4])), vals[4] if len(vals) > 4 else None)

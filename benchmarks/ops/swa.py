@@ -53,8 +53,25 @@ def _flex_impl(shape: dict):
     return fn
 
 
+def _variant(fwd: str, bwd: str):
+    """Ours with a named forward/backward kernel variant (triton_fwd.FWD_VARIANTS,
+    triton_bwd.BWD_VARIANTS); the default one is the "mixzoo" row."""
+    from mixzoo.kernels.attention.ops import attention_triton_lse
+
+    def fn(x):
+        return attention_triton_lse(x["q"], x["k"], x["v"], causal=True, window=x["window"],
+                                    fwd_variant=fwd, bwd_variant=bwd)[0]
+    return fn
+
+
+# extra rows of ours: (name, forward variant, backward variant)
+VARIANTS = [("mixzoo_bwd_dqdelta", "base", "dqdelta"), ("mixzoo_bwd_atomic", "base", "atomic"),
+            ("mixzoo_fwd_tune2", "tune2", "split")]
+
+
 def implementations(shape: dict) -> dict:
     impls = {"mixzoo": _ours}
+    impls.update({name: _variant(f, b) for name, f, b in VARIANTS})
     if _flex is not None:
         impls["flex_attention"] = _flex_impl(shape)
     else:

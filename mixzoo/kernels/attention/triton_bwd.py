@@ -11,6 +11,8 @@ in the forward.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -52,6 +54,8 @@ def _bwd_configs(big, small, opts):
 # 64/32/4w 256, 128/32/8w 328, 128/64/8w 400, 64/64/4w 568 (128-wide at 4 warps: 1.3-2.9 KB,
 # left out); dq 128/32/8w 32, 128/64/8w 48, 64/32/4w 24, 64/64/4w 104
 _DKDV_OPTS = [(64, 32, 8, 3), (128, 32, 8, 2), (128, 64, 8, 2), (64, 32, 4, 3), (64, 64, 4, 3)]
+_ATOMIC_OPTS = [(64, 32, 8, 3), (128, 32, 8, 2), (128, 32, 8, 3), (128, 64, 8, 2),
+                (64, 64, 4, 3)]
 _DQ_OPTS = [(128, 32, 8, 2), (128, 64, 8, 2), (64, 32, 4, 3), (64, 64, 4, 3)]
 
 
@@ -64,9 +68,13 @@ def _wide_configs(big, small):
 @triton.jit
 def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, offs_m, offs_d,
                 pos_k, lo, hi, Tq, offset, window, qk_scale,
+                dqa_base, sdqa, sm_scale,  # ATOMIC_DQ: fp32 dq of this (batch, head), row stride
                 CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASKED: tl.constexpr,
-                BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, DOT_PREC: tl.constexpr):
-    """Query tiles [lo, hi) against this program's key block; transposed scores [BN, BM]."""
+                BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, DOT_PREC: tl.constexpr,
+                ATOMIC_DQ: tl.constexpr):
+    """Query tiles [lo, hi) against this program's key block; transposed scores [BN, BM].
+    ATOMIC_DQ: also add this key block's share of dQ (scale * dS K) into the fp32
+    accumulator with relaxed atomics."""
     dmask = offs_d < HEAD_DIM
     for start_m in range(lo, hi, BLOCK_M):
         rows = start_m + offs_m  # [BLOCK_M] query indices
@@ -94,6 +102,10 @@ def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, o
         delta = tl.load(delta_base + rows, mask=rmask, other=0.0)
         dsT = pT * (dpT - delta[None, :])
         dk = tl.dot(dsT.to(q.dtype), q, dk, input_precision=DOT_PREC)
+        if ATOMIC_DQ:
+            dq = tl.dot(tl.trans(dsT.to(k.dtype)), k, input_precision=DOT_PREC)  # [BM, D]
+            tl.atomic_add(dqa_base + rows[:, None] * sdqa + offs_d[None, :], dq * sm_scale,
+                          mask=ld, sem="relaxed")
     return dk, dv
 
 
@@ -102,12 +114,14 @@ def _attn_bwd_dkdv(
     q_ptr, k_ptr, v_ptr, do_ptr,   # q/do [B,Tq,H,D], k/v [B,Tk,Hkv,D]
     lse_ptr, delta_ptr,            # [B,H,Tq] fp32 each
     dk_ptr, dv_ptr,                # per query head: [B,Tk,H,D] contiguous
+    dqa_ptr,                       # ATOMIC_DQ: fp32 dq accumulator [B,Tq,H,D], zeroed
     sqb, sqt, sqh, skb, skt, skh, svb, svt, svh, sdb, sdt, sdh,
     H, Hkv, Tq, Tk, G,             # heads, kv heads, lengths, H // Hkv
     window, qk_scale, sm_scale,    # window (HAS_WINDOW), scale*log2(e), scale
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr = False,  # also accumulate dq (one launch, 5 matmuls a tile pair)
 ):
     """One program = one block of BLOCK_N keys seen by one (batch, query head); loops over
     the query tiles that see the block. (A loop over the G heads of a group inside the
@@ -154,15 +168,19 @@ def _attn_bwd_dkdv(
     do_base = do_ptr + b.to(tl.int64) * sdb + h * sdh
     lse_base = lse_ptr + (b * H + h).to(tl.int64) * Tq
     delta_base = delta_ptr + (b * H + h).to(tl.int64) * Tq
+    dqa_base = dqa_ptr + b.to(tl.int64) * Tq * H * HEAD_DIM + h * HEAD_DIM
     dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt,
                          offs_m, offs_d, offs_n, t_lo, b1, Tq, offset, window, qk_scale,
-                         CAUSAL, HAS_WINDOW, True, BLOCK_M, HEAD_DIM, DOT_PREC)
+                         dqa_base, H * HEAD_DIM, sm_scale,
+                         CAUSAL, HAS_WINDOW, True, BLOCK_M, HEAD_DIM, DOT_PREC, ATOMIC_DQ)
     dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt,
                          offs_m, offs_d, offs_n, b1, b2, Tq, offset, window, qk_scale,
-                         CAUSAL, HAS_WINDOW, False, BLOCK_M, HEAD_DIM, DOT_PREC)
+                         dqa_base, H * HEAD_DIM, sm_scale,
+                         CAUSAL, HAS_WINDOW, False, BLOCK_M, HEAD_DIM, DOT_PREC, ATOMIC_DQ)
     dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt,
                          offs_m, offs_d, offs_n, b2, t_end, Tq, offset, window, qk_scale,
-                         CAUSAL, HAS_WINDOW, True, BLOCK_M, HEAD_DIM, DOT_PREC)
+                         dqa_base, H * HEAD_DIM, sm_scale,
+                         CAUSAL, HAS_WINDOW, True, BLOCK_M, HEAD_DIM, DOT_PREC, ATOMIC_DQ)
     # dk/dv of this query head: [B,Tk,H,D] (the launcher sums the G heads of a group)
     out = ((b * Tk + offs_n[:, None]).to(tl.int64) * H + h) * HEAD_DIM + offs_d[None, :]
     tl.store(dk_ptr + out, (dk * sm_scale).to(dk_ptr.dtype.element_ty), mask=kvmask)
@@ -208,9 +226,13 @@ def _attn_bwd_dq(
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    o_ptr=None, sob=0, sot=0, soh=0,  # FUSE_DELTA: o [B,Tq,H,D] and its strides
+    FUSE_DELTA: tl.constexpr = False,  # compute delta = rowsum(o * do) here and store it
 ):
     """One program = one block of BLOCK_M queries of one (batch, head); the last query
-    blocks (the most keys under a causal mask) are launched first."""
+    blocks (the most keys under a causal mask) are launched first. With FUSE_DELTA the
+    program computes its rows' delta itself and stores it for the dk/dv kernel, which
+    then runs after this one (no separate delta launch)."""
     pid_bh = tl.program_id(0)
     pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
     b = pid_bh // H
@@ -230,7 +252,13 @@ def _attn_bwd_dq(
                  + offs_d[None, :], mask=ld, other=0.0)
     lse2 = tl.load(lse_ptr + pid_bh.to(tl.int64) * Tq + offs_m, mask=rmask,
                    other=0.0) * 1.4426950408889634
-    delta = tl.load(delta_ptr + pid_bh.to(tl.int64) * Tq + offs_m, mask=rmask, other=0.0)
+    if FUSE_DELTA:
+        o = tl.load(o_ptr + b.to(tl.int64) * sob + h * soh + offs_m[:, None] * sot
+                    + offs_d[None, :], mask=ld, other=0.0)
+        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # [BLOCK_M]
+        tl.store(delta_ptr + pid_bh.to(tl.int64) * Tq + offs_m, delta, mask=rmask)
+    else:
+        delta = tl.load(delta_ptr + pid_bh.to(tl.int64) * Tq + offs_m, mask=rmask, other=0.0)
     k_base = k_ptr + b.to(tl.int64) * skb + hk * skh
     v_base = v_ptr + b.to(tl.int64) * svb + hk * svh
 
@@ -270,7 +298,13 @@ dkdv_tuned = triton.autotune(
     key=_TUNE_KEY)(_attn_bwd_dkdv)
 dkdv_tuned_wide = triton.autotune(configs=_wide_configs("BLOCK_N", "BLOCK_M"),
                                   key=_TUNE_KEY)(_attn_bwd_dkdv)
+dkdv_atomic_tuned = triton.autotune(
+    configs=pick_configs(_bwd_configs("BLOCK_N", "BLOCK_M", _ATOMIC_OPTS)),
+    key=_TUNE_KEY)(_attn_bwd_dkdv)
 dq_tuned = triton.autotune(
+    configs=pick_configs(_bwd_configs("BLOCK_M", "BLOCK_N", _DQ_OPTS)),
+    key=_TUNE_KEY)(_attn_bwd_dq)
+dq_delta_tuned = triton.autotune(  # FUSE_DELTA: its own tuning (same candidates)
     configs=pick_configs(_bwd_configs("BLOCK_M", "BLOCK_N", _DQ_OPTS)),
     key=_TUNE_KEY)(_attn_bwd_dq)
 dq_tuned_wide = triton.autotune(configs=_wide_configs("BLOCK_M", "BLOCK_N"),
@@ -279,8 +313,23 @@ dq_tuned_wide = triton.autotune(configs=_wide_configs("BLOCK_M", "BLOCK_N"),
 
 # ----------------------------------------------------------------------------- launchers
 
-def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float):
+# Backward variants (MIXZOO_ATTN_BWD_VARIANT or `variant=`), all tested equal to the reference:
+#   split    delta launch, then dk/dv (4 matmuls a tile pair), then dq (3 matmuls)
+#   dqdelta  dq first, computing and storing delta itself; then dk/dv (one launch fewer)
+#   atomic   delta launch, then ONE dk/dv launch that also adds dq into a zeroed fp32
+#            buffer with relaxed atomics (5 matmuls a tile pair instead of 7; dq's sum
+#            order is not deterministic); head dim 256 falls back to `split`
+BWD_VARIANTS = ("split", "dqdelta", "atomic")
+BWD_VARIANT = os.environ.get("MIXZOO_ATTN_BWD_VARIANT", "split")
+
+
+def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float,
+             variant: str | None = None):
     """Gradients (dq, dk, dv) in the inputs' dtypes and shapes. window <= 0 means none."""
+    variant = variant or BWD_VARIANT
+    if variant not in BWD_VARIANTS:
+        raise ValueError(f"attention backward variant {variant!r}: expected one of "
+                         f"{BWD_VARIANTS} (MIXZOO_ATTN_BWD_VARIANT)")
     q, k, v, o, do = (_last_dim_contig(t) for t in (q, k, v, o, do))
     B, Tq, H, D = q.shape
     Tk, Hkv = k.shape[1], k.shape[2]
@@ -290,33 +339,51 @@ def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float):
     if Tq == 0 or Tk == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
     BD = block_d(D)
+    wide = BD >= 256
+    if wide and variant == "atomic":
+        variant = "split"
     delta = torch.empty(B, H, Tq, device=q.device, dtype=torch.float32)
-    bm_delta = 64
-    _attn_bwd_delta[(triton.cdiv(Tq, bm_delta), B * H)](
-        o, do, delta, o.stride(0), o.stride(1), o.stride(2),
-        do.stride(0), do.stride(1), do.stride(2), H, Tq,
-        HEAD_DIM=D, BLOCK_D=BD, BLOCK_M=bm_delta)
     lse = lse.contiguous()
     common = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
               v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2))
     flags = dict(CAUSAL=causal, HAS_WINDOW=window > 0, HEAD_DIM=D, BLOCK_D=BD,
                  DOT_PREC=dot_precision(q.dtype))
     G = H // Hkv
+    def launch_dq(fuse_delta: bool):
+        dq_kernel = dq_tuned_wide if wide else dq_delta_tuned if fuse_delta else dq_tuned
+        extra = (dict(o_ptr=o, sob=o.stride(0), sot=o.stride(1), soh=o.stride(2),
+                      FUSE_DELTA=True) if fuse_delta else {})
+        dq_kernel[lambda meta: (B * H, triton.cdiv(Tq, meta["BLOCK_M"]))](
+            q, k, v, do, lse, delta, dq, *common,
+            H, Tq, Tk, G, max(window, 1), scale * LOG2E, scale, **flags, **extra)
+
+    if variant == "dqdelta":
+        launch_dq(True)  # writes delta for the dk/dv launch below
+    else:
+        bm_delta = 64
+        _attn_bwd_delta[(triton.cdiv(Tq, bm_delta), B * H)](
+            o, do, delta, o.stride(0), o.stride(1), o.stride(2),
+            do.stride(0), do.stride(1), do.stride(2), H, Tq,
+            HEAD_DIM=D, BLOCK_D=BD, BLOCK_M=bm_delta)
     if G == 1:
         dk_h, dv_h = dk, dv
     else:  # per-query-head gradients in fp32, summed over each group below
         dk_h = torch.empty(B, Tk, H, D, device=q.device, dtype=torch.float32)
         dv_h = torch.empty(B, Tk, H, D, device=q.device, dtype=torch.float32)
-    wide = BD >= 256
-    dkdv = dkdv_tuned_wide if wide else dkdv_tuned
+    if variant == "atomic":
+        dq_acc = torch.zeros(B, Tq, H, D, device=q.device, dtype=torch.float32)
+        dkdv, extra = dkdv_atomic_tuned, dict(ATOMIC_DQ=True)
+    else:
+        dq_acc = dq  # not touched
+        dkdv, extra = (dkdv_tuned_wide if wide else dkdv_tuned), {}
     dkdv[lambda meta: (B * H, triton.cdiv(Tk, meta["BLOCK_N"]))](
-        q, k, v, do, lse, delta, dk_h, dv_h, *common,
-        H, Hkv, Tq, Tk, G, max(window, 1), scale * LOG2E, scale, **flags)
+        q, k, v, do, lse, delta, dk_h, dv_h, dq_acc, *common,
+        H, Hkv, Tq, Tk, G, max(window, 1), scale * LOG2E, scale, **flags, **extra)
     if G > 1:
         dk = dk_h.view(B, Tk, Hkv, G, D).sum(3).to(k.dtype)  # [B,Tk,Hkv,D]
         dv = dv_h.view(B, Tk, Hkv, G, D).sum(3).to(v.dtype)
-    dq_kernel = dq_tuned_wide if wide else dq_tuned
-    dq_kernel[lambda meta: (B * H, triton.cdiv(Tq, meta["BLOCK_M"]))](
-        q, k, v, do, lse, delta, dq, *common,
-        H, Tq, Tk, G, max(window, 1), scale * LOG2E, scale, **flags)
+    if variant == "split":
+        launch_dq(False)
+    elif variant == "atomic":
+        dq = dq_acc.to(q.dtype)
     return dq, dk, dv

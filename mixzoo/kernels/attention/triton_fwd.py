@@ -20,6 +20,7 @@ programs (flash-decoding); partial results are merged with their logsumexps.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import triton
@@ -171,6 +172,14 @@ def _attn_fwd_kernel(
 
 attn_fwd_tuned = triton.autotune(configs=pick_configs(_fwd_configs()), key=_TUNE_KEY)(
     _attn_fwd_kernel)
+# variant "tune2": more pipeline stages and 128-key tiles at 3 stages (sm_90 host builds
+# without spills, see benchmarks/ops/attention.py --sm90-report)
+_TUNE2_OPTS = [(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 2), (128, 128, 8, 3),
+               (128, 32, 4, 4), (64, 64, 4, 4)]
+attn_fwd_tune2 = triton.autotune(
+    configs=pick_configs([triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w,
+                                        num_stages=st) for bm, bn, w, st in _TUNE2_OPTS]),
+    key=_TUNE_KEY)(_attn_fwd_kernel)
 attn_fwd_tuned_wide = triton.autotune(configs=pick_configs(_wide_fwd_configs()),
                                       key=_TUNE_KEY)(_attn_fwd_kernel)
 
@@ -257,8 +266,18 @@ def _last_dim_contig(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def attn_fwd(q, k, v, causal: bool, window: int, scale: float):
+# Forward variants (MIXZOO_ATTN_FWD_VARIANT or `variant=`): "base" (autotuned over
+# _fwd_configs) and "tune2" (autotuned over _TUNE2_OPTS); one kernel, different tilings.
+FWD_VARIANTS = ("base", "tune2")
+FWD_VARIANT = os.environ.get("MIXZOO_ATTN_FWD_VARIANT", "base")
+
+
+def attn_fwd(q, k, v, causal: bool, window: int, scale: float, variant: str | None = None):
     """Launch the forward kernel. window <= 0 means none. Returns (o, lse [B,H,Tq] fp32)."""
+    variant = variant or FWD_VARIANT
+    if variant not in FWD_VARIANTS:
+        raise ValueError(f"attention forward variant {variant!r}: expected one of "
+                         f"{FWD_VARIANTS} (MIXZOO_ATTN_FWD_VARIANT)")
     q, k, v = (_last_dim_contig(t) for t in (q, k, v))
     B, Tq, H, D = q.shape
     Tk, Hkv = k.shape[1], k.shape[2]
@@ -271,7 +290,8 @@ def attn_fwd(q, k, v, causal: bool, window: int, scale: float):
         return (B * H, triton.cdiv(Tq, meta["BLOCK_M"]))
 
     BD = block_d(D)
-    kernel = attn_fwd_tuned_wide if BD >= 256 else attn_fwd_tuned
+    kernel = (attn_fwd_tuned_wide if BD >= 256 else
+              attn_fwd_tune2 if variant == "tune2" else attn_fwd_tuned)
     kernel[grid](
         q, k, v, o, lse,
         q.stride(0), q.stride(1), q.stride(2),
