@@ -38,6 +38,23 @@ def _ours(x):
     return gla(x["q"], x["k"], x["v"], x["g"], backend="triton")[0]
 
 
+def _variant(name: str):
+    """Ours with the chunk kernel variant `name` (ops.VARIANT, read by the forward; the
+    backward follows the forward's choice), whatever MIXZOO_GLA_VARIANT says."""
+    from mixzoo.kernels.gla import ops
+
+    def run(x):
+        old, ops.VARIANT = ops.VARIANT, name
+        try:
+            return _ours(x)
+        finally:
+            ops.VARIANT = old
+    return run
+
+
+VARIANTS = ("v1", "v2")     # every chunk variant, timed side by side as mixzoo_<variant>
+
+
 def _fla_chunk(x):
     return chunk_gla(x["q"], x["k"], x["v"], x["g"])[0]
 
@@ -49,7 +66,9 @@ def _sdpa(x):
 
 def implementations(shape: dict) -> dict:
     global _told
-    impls = {"mixzoo": _ours}
+    from mixzoo.kernels.gla import ops
+    impls = {"mixzoo": _ours}                          # the default (MIXZOO_GLA_VARIANT or v1)
+    impls.update({f"mixzoo_{v}": _variant(v) for v in VARIANTS if v != ops.VARIANT})
     if chunk_gla is not None:
         impls["fla_chunk_gla"] = _fla_chunk
     elif not _told:
@@ -85,9 +104,12 @@ def flops(shape: dict, mode: str) -> float:
 def _breakdown(shape: dict) -> None:
     """Per-kernel CUDA times of our forward + backward and of fla's (torch.profiler)."""
     from bench_kernels import kernel_table
+    from mixzoo.kernels.gla import ops
     x = make_inputs(shape, torch.bfloat16, "cuda")
     do = torch.randn_like(x["v"])
-    print(f"breakdown {NAME} {shape}, ours, 5 fwd+bwd:\n" + kernel_table(_ours, x, do, iters=5))
+    for v in VARIANTS:
+        print(f"breakdown {NAME} {shape}, ours variant {v}" + (" (default)" if v == ops.VARIANT else "")
+              + ", 5 fwd+bwd:\n" + kernel_table(_variant(v), x, do, iters=5))
     if chunk_gla is not None:
         print("fla chunk_gla, 5 fwd+bwd:\n" + kernel_table(_fla_chunk, x, do, iters=5))
 
@@ -101,6 +123,7 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
     from sm90 import report
 
     import mixzoo.kernels.gla.chunk as G
+    import mixzoo.kernels.gla.chunk_v2 as G2
     import mixzoo.kernels.retention.chunk as RC
     P, F, I = "*" + dtype, "*fp32", "i32"
     base = dict(H=16, K=K, V=V, BT=64, PREC="ieee" if dtype == "fp32" else "tf32")
@@ -117,6 +140,11 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
          dict(k=P, v=P, gc=F, A=F, do=P, dh=P, dA=F, dv=P, T=I), base),
         ("gla bwd_dqk", G._bwd_dqk_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P, dA=F,
                                                 ht=F, dq=P, dk=P, dg=F, **io),
+         dict(base, BC=16)),
+        ("gla v2 fwd_A", G2._fwd_A_v2_kernel, dict(q=P, k=P, gc=F, A=F, **io),
+         dict(H=16, K=K, BT=64, BC=16, PREC=base["PREC"])),
+        ("gla v2 bwd_dqk", G2._bwd_dqk_v2_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P, dA=F,
+                                                      dq=P, dk=P, dg=F, **io),
          dict(base, BC=16)),
         ("ret fwd_h", RC._fwd_h_kernel, dict(k=P, v=P, g=F, sgb=I, sgt=I, sgh=I, gc=F, h=P,
                                              h0=F, ht=F, **io), dict(base, HAS_H0=True)),

@@ -112,6 +112,15 @@ TRITON_CASES = [(1, True), (15, False), (64, True), (65, False), (100, False), (
 TRITON_TOL = dict(o=1e-5, final_state=1e-5, dq=1e-5, dk=1e-5, dv=1e-5, dg=1e-4, dh0=1e-5)
 
 
+@pytest.fixture(params=["v1", "v2"])
+def variant(request, monkeypatch):
+    """Chunk kernel variant (ops.VARIANT, normally from MIXZOO_GLA_VARIANT): every Triton
+    chunk test runs against both."""
+    from mixzoo.kernels.gla import ops
+    monkeypatch.setattr(ops, "VARIANT", request.param)
+    return request.param
+
+
 def _public(fn, backend):
     return lambda q, k, v, g, initial_state, output_final_state: fn(
         q, k, v, g, initial_state=initial_state, output_final_state=output_final_state,
@@ -120,7 +129,7 @@ def _public(fn, backend):
 
 @pytest.mark.parametrize("T, with_h0", TRITON_CASES)
 @pytest.mark.parametrize("strength", ["strong", "weak"])
-def test_triton_chunk_matches_recurrence(T, with_h0, strength):
+def test_triton_chunk_matches_recurrence(T, with_h0, strength, variant):
     args = make_inputs(1, T, 1, 16, 32, strength, with_h0=with_h0, seed=T)
     ref = run_with_grads(gla_recurrent_ref, *args)
     out = run_with_grads(_public(gla, "triton"), *args)
@@ -129,7 +138,7 @@ def test_triton_chunk_matches_recurrence(T, with_h0, strength):
         assert_close(r, x, TRITON_TOL[name], name)
 
 
-def test_triton_chunk_odd_head_dims_and_multiple_blocks():
+def test_triton_chunk_odd_head_dims_and_multiple_blocks(variant):
     """K=80 spans two K blocks with a ragged edge, V=24 is not a power of two."""
     args = make_inputs(1, 70, 1, 80, 24, "strong", with_h0=True, seed=3)
     ref = run_with_grads(gla_recurrent_ref, *args)
@@ -138,7 +147,7 @@ def test_triton_chunk_odd_head_dims_and_multiple_blocks():
         assert_close(r, x, TRITON_TOL[name], name)
 
 
-def test_triton_chunk_extreme_decay_finite_and_exact():
+def test_triton_chunk_extreme_decay_finite_and_exact(variant):
     """Log gates down to -60 per step: every factor the kernels exponentiate (masked
     rows and padding included) stays finite, and the result still matches the recurrence."""
     q, k, v, g, h0 = make_inputs(1, 100, 1, 16, 16, "strong", with_h0=True, seed=5)
@@ -160,7 +169,7 @@ def test_triton_fused_recurrent_matches_recurrence(T, with_h0):
         assert_close(r, x, TRITON_TOL[name], name)
 
 
-def test_triton_without_final_state_and_state_carry():
+def test_triton_without_final_state_and_state_carry(variant):
     """No final state requested: o alone back-propagates; two halves with the state
     carried give the one-pass output."""
     q, k, v, g, h0 = make_inputs(1, 40, 2, 16, 16, "weak", with_h0=True)
@@ -176,7 +185,7 @@ def test_triton_without_final_state_and_state_carry():
     assert_close(o.detach(), torch.cat([o1, o2], dim=1), 1e-5, "carried state")
 
 
-def test_triton_fake_tensor_shapes():
+def test_triton_fake_tensor_shapes(variant):
     """register_fake gives the real op's shapes and dtypes (what torch.compile sees)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from mixzoo.kernels.gla.ops import gla_chunk_fwd_op
@@ -189,7 +198,7 @@ def test_triton_fake_tensor_shapes():
         assert r.shape == f.shape and r.dtype == f.dtype
 
 
-def test_triton_torch_compile_fullgraph():
+def test_triton_torch_compile_fullgraph(variant):
     """The custom op traces under torch.compile without graph breaks, gradients included."""
     q, k, v, g, h0 = make_inputs(1, 20, 2, 16, 16, "weak", with_h0=True)
 

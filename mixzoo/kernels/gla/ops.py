@@ -7,9 +7,15 @@ implementations and autograd, so torch.compile traces them without graph breaks.
 
 The forward ops also return what the backward reuses (chunk-local cumulative gates,
 intra-chunk scores, per-chunk states), so nothing is recomputed.
+
+Kernel variant of the chunk ops: `VARIANT` ("v1" = chunk.py, "v2" = chunk_v2.py's
+whole-chunk intra kernels), from the environment variable MIXZOO_GLA_VARIANT (default
+v1). The forward reads it when called and the backward uses the forward's choice, so a
+benchmark can time both in one process by setting `ops.VARIANT` around its calls.
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -18,7 +24,17 @@ from torch import Tensor
 from mixzoo.kernels._common import cdiv
 
 from .chunk import BT, gla_chunk_bwd, gla_chunk_fwd
+from .chunk_v2 import gla_chunk_bwd_v2, gla_chunk_fwd_v2
 from .recurrent import fused_recurrent_bwd, fused_recurrent_fwd
+
+_CHUNK_VARIANTS = {"v1": (gla_chunk_fwd, gla_chunk_bwd), "v2": (gla_chunk_fwd_v2, gla_chunk_bwd_v2)}
+VARIANT = os.environ.get("MIXZOO_GLA_VARIANT", "v1")
+
+
+def _variant(name: str) -> tuple:
+    if name not in _CHUNK_VARIANTS:
+        raise ValueError(f"MIXZOO_GLA_VARIANT={name!r}: expected one of {sorted(_CHUNK_VARIANTS)}")
+    return _CHUNK_VARIANTS[name]
 
 
 # ----------------------------------------------------------------------------- chunk
@@ -26,7 +42,7 @@ from .recurrent import fused_recurrent_bwd, fused_recurrent_fwd
 def gla_chunk_fwd_op(q: Tensor, k: Tensor, v: Tensor, g: Tensor, h0: Optional[Tensor],
                      scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """-> (o, final state fp32, gc fp32 [B,T,H,K], A fp32 [B,T,H,BT], h [B,N,H,K,V])."""
-    return gla_chunk_fwd(q, k, v, g, h0, scale)
+    return _variant(VARIANT)[0](q, k, v, g, h0, scale)
 
 
 @gla_chunk_fwd_op.register_fake
@@ -41,13 +57,13 @@ def _(q, k, v, g, h0, scale):
 @torch.library.custom_op("mixzoo::gla_chunk_bwd", mutates_args=())
 def gla_chunk_bwd_op(q: Tensor, k: Tensor, v: Tensor, gc: Tensor, A: Tensor, h: Tensor,
                      do: Tensor, dht: Optional[Tensor], ht: Tensor,
-                     scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """-> (dq, dk, dv, dg fp32, dh0 fp32)."""
-    return gla_chunk_bwd(q, k, v, gc, A, h, do, dht, ht, scale, torch.float32)
+                     scale: float, variant: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """-> (dq, dk, dv, dg fp32, dh0 fp32); variant: the forward's kernel variant."""
+    return _variant(variant)[1](q, k, v, gc, A, h, do, dht, ht, scale, torch.float32)
 
 
 @gla_chunk_bwd_op.register_fake
-def _(q, k, v, gc, A, h, do, dht, ht, scale):
+def _(q, k, v, gc, A, h, do, dht, ht, scale, variant):
     return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v),
             torch.empty_like(gc), torch.empty_like(ht))
 
@@ -57,13 +73,14 @@ def _chunk_setup(ctx, inputs, output):
     _, ht, gc, A, h = output
     ctx.save_for_backward(q, k, v, gc, A, h, ht)
     ctx.scale, ctx.has_h0, ctx.g_dtype = scale, h0 is not None, g.dtype
+    ctx.variant = VARIANT                                # the forward just ran with it
 
 
 def _chunk_backward(ctx, do, dht, _dgc, _dA, _dh):
     q, k, v, gc, A, h, ht = ctx.saved_tensors
     dq, dk, dv, dg, dh0 = gla_chunk_bwd_op(q, k, v, gc, A, h, do.contiguous(),
                                            None if dht is None else dht.contiguous(),
-                                           ht, ctx.scale)
+                                           ht, ctx.scale, ctx.variant)
     return dq, dk, dv, dg.to(ctx.g_dtype), (dh0 if ctx.has_h0 else None), None
 
 
