@@ -298,9 +298,9 @@ dkdv_tuned = triton.autotune(
     key=_TUNE_KEY)(_attn_bwd_dkdv)
 dkdv_tuned_wide = triton.autotune(configs=_wide_configs("BLOCK_N", "BLOCK_M"),
                                   key=_TUNE_KEY)(_attn_bwd_dkdv)
-dkdv_atomic_tuned = triton.autotune(
+dkdv_atomic_tuned = triton.autotune(  # timing a candidate adds into dq: zero it before each
     configs=pick_configs(_bwd_configs("BLOCK_N", "BLOCK_M", _ATOMIC_OPTS)),
-    key=_TUNE_KEY)(_attn_bwd_dkdv)
+    key=_TUNE_KEY, reset_to_zero=["dqa_ptr"])(_attn_bwd_dkdv)
 dq_tuned = triton.autotune(
     configs=pick_configs(_bwd_configs("BLOCK_M", "BLOCK_N", _DQ_OPTS)),
     key=_TUNE_KEY)(_attn_bwd_dq)
