@@ -122,8 +122,14 @@ def test_validation_errors(bad, match):
 
 # ----------------------------------------------------------------------------- Triton (interpreter, fp32)
 
+from mixzoo.kernels.conv1d.ops import use_variant  # noqa: E402
 from mixzoo.kernels.conv1d.triton_conv import conv_fwd  # noqa: E402
 from mixzoo.kernels.conv1d.triton_update import conv_update  # noqa: E402
+
+# every kernel variant (ops.VARIANTS; v2 = triton_stream.py) with its rows per program (None:
+# the launcher's choice; v2 at 32 rows, its smallest, so several chunks and the unrolled
+# loop's tail are crossed at these T)
+VARIANTS = [("v1", None), ("v2", 32)]
 
 TRITON_CASES = [  # (B, T, D, W, activation, causal, bias, state)
     (2, 1, 16, 4, "silu", True, True, True),
@@ -140,15 +146,17 @@ TRITON_CASES = [  # (B, T, D, W, activation, causal, bias, state)
 ]
 
 
+@pytest.mark.parametrize("variant,chunk", VARIANTS)
 @pytest.mark.parametrize("B,T,D,W,activation,causal,bias,state", TRITON_CASES)
-def test_triton_matches_reference(B, T, D, W, activation, causal, bias, state):
+def test_triton_matches_reference(B, T, D, W, activation, causal, bias, state, variant, chunk):
     x, w, b, h0 = (t.float().detach().requires_grad_() if t is not None else None
                    for t in _inputs(B, T, D, W, bias, state, seed=T + W))
     dy = torch.randn(B, T, D)
     dh = torch.randn(B, D, W - 1)
     kw = dict(activation=activation, causal=causal, output_final_state=causal)
-    got = _run(lambda *a, **k: short_conv(*a, backend="triton", **k), x, w, b, h0, dy,
-               dh if causal else None, **kw)
+    with use_variant(variant, chunk, chunk):
+        got = _run(lambda *a, **k: short_conv(*a, backend="triton", **k), x, w, b, h0, dy,
+                   dh if causal else None, **kw)
     x64, w64, b64, h064 = (t.double().detach().requires_grad_() if t is not None else None
                            for t in (x, w, b, h0))
     want = _run(short_conv_ref, x64, w64, b64, h064, dy.double(), dh.double() if causal else None,
@@ -182,15 +190,28 @@ def test_update_kernel_equals_full_kernel(W, activation, bias):
     assert s1.dtype == torch.float32 and s1.shape == (2, 24, W - 1)
 
 
-def test_custom_ops_opcheck():
+@pytest.mark.parametrize("variant", ["v1", "v2"])
+def test_custom_ops_opcheck(variant):
     x, w, b, h0 = (t.float().detach().requires_grad_() for t in _inputs(1, 10, 8, 4))
-    torch.library.opcheck(torch.ops.mixzoo.short_conv_fwd.default, (x, w, b, h0, 1, True),
+    torch.library.opcheck(torch.ops.mixzoo.short_conv_fwd.default,
+                          (x, w, b, h0, 1, True, variant),
                           test_utils=("test_schema", "test_faketensor",
                                       "test_autograd_registration"))
     dy = torch.randn(1, 10, 8)
     torch.library.opcheck(torch.ops.mixzoo.short_conv_bwd.default,
-                          (dy, x.detach(), w.detach(), b.detach(), h0.detach(), 1, True),
+                          (dy, x.detach(), w.detach(), b.detach(), h0.detach(), 1, True, variant),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+def test_variant_validation_and_env_default():
+    from mixzoo.kernels.conv1d import ops
+    with pytest.raises(ValueError, match="MIXZOO_CONV1D_VARIANT"):
+        with use_variant("v3"):
+            pass
+    assert ops.current_variant() == os.environ.get("MIXZOO_CONV1D_VARIANT", "v1")
+    with use_variant("v2"):
+        assert ops.current_variant() == "v2"
+    assert ops.current_variant() == os.environ.get("MIXZOO_CONV1D_VARIANT", "v1")
 
 
 # ----------------------------------------------------------------------------- bidirectional
@@ -218,8 +239,10 @@ BIDIR_CASES = [  # (B, T, D, W, activation, bias, splits, row padding of x)
 ]
 
 
+@pytest.mark.parametrize("variant,chunk", VARIANTS)
 @pytest.mark.parametrize("B,T,D,W,activation,bias,splits,pad", BIDIR_CASES)
-def test_triton_bidirectional_matches_reference(B, T, D, W, activation, bias, splits, pad):
+def test_triton_bidirectional_matches_reference(B, T, D, W, activation, bias, splits, pad,
+                                                variant, chunk):
     """Outputs (contiguous, per split) and the grads of x, weight and bias, vs fp64."""
     g = torch.Generator().manual_seed(T * 10 + W)
     x = torch.randn(B, T, D + pad, generator=g)[..., :D].requires_grad_()  # row stride D+pad
@@ -227,10 +250,11 @@ def test_triton_bidirectional_matches_reference(B, T, D, W, activation, bias, sp
     b = torch.randn(D, generator=g).requires_grad_() if bias else None
     dys = [torch.randn(2 * B, T, s, generator=g) for s in (splits or [D])]
     leaves = [t for t in (x, w, b) if t is not None]
-    got = short_conv_bidirectional(x, w, b, activation=activation, splits=splits,
-                                   backend="triton")
+    with use_variant(variant, chunk, chunk):
+        got = short_conv_bidirectional(x, w, b, activation=activation, splits=splits,
+                                       backend="triton")
+        gg = torch.autograd.grad(sum((y * d).sum() for y, d in zip(got, dys)), leaves)
     assert all(t.is_contiguous() for t in got)
-    gg = torch.autograd.grad(sum((y * d).sum() for y, d in zip(got, dys)), leaves)
     l64 = [t.detach().double().requires_grad_() for t in leaves]
     want = short_conv_bidirectional_ref(l64[0], l64[1], l64[2] if bias else None,
                                         activation=activation, splits=splits)
@@ -245,15 +269,16 @@ def test_bidirectional_split_validation():
         short_conv_bidirectional(x, w, splits=[4, 3])
 
 
-def test_bidirectional_custom_ops_opcheck():
+@pytest.mark.parametrize("variant", ["v1", "v2"])
+def test_bidirectional_custom_ops_opcheck(variant):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 10, 48, generator=g).requires_grad_()
     w = torch.randn(48, 4, generator=g).requires_grad_()
     torch.library.opcheck(torch.ops.mixzoo.short_conv_bidir_fwd.default,
-                          (x, w, None, 1, [16, 16, 16]),
+                          (x, w, None, 1, [16, 16, 16], variant),
                           test_utils=("test_schema", "test_faketensor",
                                       "test_autograd_registration"))
     dys = [torch.randn(4, 10, 16, generator=g) for _ in range(3)]
     torch.library.opcheck(torch.ops.mixzoo.short_conv_bidir_bwd.default,
-                          (dys, x.detach(), w.detach(), None, 1),
+                          (dys, x.detach(), w.detach(), None, 1, variant),
                           test_utils=("test_schema", "test_faketensor"))

@@ -22,25 +22,27 @@ _SCRIPT = textwrap.dedent("""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     import mixzoo.kernels.conv1d.triton_conv as C
+    import mixzoo.kernels.conv1d.triton_stream as S
     W, BIDIR = int(sys.argv[1]), sys.argv[2] == "1"
-    fn = C._conv_bwd_kernel.fn
+    fn = {"v1": C._conv_bwd_kernel, "v2": S._conv_bwd_stream_kernel,
+          "v2fwd": S._conv_fwd_stream_kernel}[sys.argv[3]].fn
     P, F, I = "*bf16", "*fp32", "i32"
     types = dict(x_ptr=P, w_ptr=P, b_ptr=P, h0_ptr=P, dy0_ptr=P, dy1_ptr=P, dy2_ptr=P,
                  dx_ptr=P, dwp_ptr=F, dbp_ptr=F, sxb=I, sxt=I, B=I, T=I, D=I, S1=I, S2=I,
-                 n_chunks=I)
+                 n_chunks=I, y0_ptr=P, y1_ptr=P, y2_ptr=P)
     c = dict(W=W, LEFT=W - 1, HAS_BIAS=True, HAS_H0=False, ACT=2, BIDIR=BIDIR,
-             NG=3 if BIDIR else 1, CHUNK=32, BLOCK_D=128)
+             NG=3 if BIDIR else 1, CHUNK=32, BLOCK_D=128, FIRST=0, LAST=W - 1 if BIDIR else 0)
     sig = {a: ("constexpr" if a in c else types[a]) for a in fn.arg_names}
     ck = triton.compile(ASTSource(fn=fn, signature=sig, constexprs={
-        (fn.arg_names.index(n),): v for n, v in c.items()}),
+        (fn.arg_names.index(n),): v for n, v in c.items() if n in fn.arg_names}),
         target=GPUTarget("cuda", 90, 32), options={"num_warps": 1})
     print(ck.asm["ttir"])
 """)
 
 
-def _compiled_loop_args(W: int, bidir: bool) -> str:
+def _compiled_loop_args(W: int, bidir: bool, variant: str) -> str:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    res = subprocess.run([sys.executable, "-c", _SCRIPT, str(W), "1" if bidir else "0"],
+    res = subprocess.run([sys.executable, "-c", _SCRIPT, str(W), "1" if bidir else "0", variant],
                          capture_output=True, text=True, env=env, timeout=300)
     if res.returncode != 0:
         if "ptxas" in res.stderr or "No module named 'triton.backends.nvidia'" in res.stderr:
@@ -51,12 +53,17 @@ def _compiled_loop_args(W: int, bidir: bool) -> str:
     return loops[0].split("iter_args(")[1].split(")")[0]
 
 
-@pytest.mark.parametrize("W,bidir", [(4, False), (4, True), (3, True)])
-def test_bwd_dz_windows_are_loop_carried(W, bidir):
-    args = _compiled_loop_args(W, bidir)
+@pytest.mark.parametrize("W,bidir,variant", [(4, False, "v1"), (4, True, "v1"), (3, True, "v1"),
+                                             (4, False, "v2"), (3, True, "v2"),
+                                             (4, True, "v2fwd")])
+def test_bwd_dz_windows_are_loop_carried(W, bidir, variant):
+    """(v2fwd: the streaming forward's x window.)"""
+    args = _compiled_loop_args(W, bidir, variant)
     carried = set(re.findall(r"%([a-z]+\d?)(?:_\d+)?\s*=", args))
     letters = "abcdefg"[:W - 1]
-    need = {f"f{c}" for c in letters} | {f"x{c}" for c in letters}
-    if bidir:
+    need = {f"x{c}" for c in letters}
+    if variant != "v2fwd":
+        need |= {f"f{c}" for c in letters}
+    if bidir and variant != "v2fwd":
         need |= {f"r{c}" for c in letters}
     assert need <= carried, f"not loop-carried: {sorted(need - carried)} (iter_args: {args})"

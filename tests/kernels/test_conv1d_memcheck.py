@@ -68,7 +68,14 @@ def test_checker_catches_an_overrun(memcheck):
         _overrun[(1,)](torch.randn(8), torch.empty(8), 8, BLOCK=16)
 
 
-def test_conv_bidirectional_and_causal_stay_in_bounds(memcheck):
+@pytest.mark.parametrize("variant", ["v1", "v2"])
+def test_conv_bidirectional_and_causal_stay_in_bounds(memcheck, variant):
+    from mixzoo.kernels.conv1d.ops import use_variant
+    with use_variant(variant, 32, 32):
+        _conv_bidirectional_and_causal()
+
+
+def _conv_bidirectional_and_causal():
     g = torch.Generator().manual_seed(0)
     B, T, D = 2, 70, 384                      # 3 row chunks of 32; q|k|v groups of 128
     x = torch.randn(B, T, D + 8, generator=g)[..., :D].requires_grad_()   # row stride D+8

@@ -31,7 +31,7 @@ from .reference import (noncausal_left_pad, short_conv_bidirectional_ref, short_
 
 _HAS_TRITON = triton_available()
 if _HAS_TRITON:
-    from .ops import short_conv_bidir_fwd_op, short_conv_triton
+    from .ops import current_variant, short_conv_bidir_fwd_op, short_conv_triton
     from .triton_conv import ACT_CODES, group_block_d
 
 ACTIVATIONS = (None, "silu")
@@ -102,7 +102,8 @@ def short_conv_bidirectional(x: torch.Tensor, weight: torch.Tensor,
     if which == "triton" and x.shape[1] > 0 and x.dtype != torch.float64:
         if group_block_d(splits, D):
             return tuple(short_conv_bidir_fwd_op(x, weight, bias, ACT_CODES[activation],
-                                                 splits))
-        (y,) = short_conv_bidir_fwd_op(x, weight, bias, ACT_CODES[activation], [D])
+                                                 splits, current_variant()))
+        (y,) = short_conv_bidir_fwd_op(x, weight, bias, ACT_CODES[activation], [D],
+                                       current_variant())
         return tuple(t.contiguous() for t in y.split(splits, dim=-1))
     return short_conv_bidirectional_ref(x, weight, bias, activation=activation, splits=splits)

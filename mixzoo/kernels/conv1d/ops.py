@@ -1,11 +1,18 @@
 """Autograd layer for the short-convolution kernels, registered with torch.library so that
 torch.compile traces through it without graph breaks.
 
-    mixzoo::short_conv_fwd(x, weight, bias, h0, act, causal) -> y
-    mixzoo::short_conv_bwd(dy, x, weight, bias, h0, act, causal) -> (dx, dw, db, dh0)
+    mixzoo::short_conv_fwd(x, weight, bias, h0, act, causal, variant) -> y
+    mixzoo::short_conv_bwd(dy, x, weight, bias, h0, act, causal, variant) -> (dx, dw, db, dh0)
     mixzoo::short_conv_update(x_t, state, weight, bias, act) -> (y_t, new_state)
-    mixzoo::short_conv_bidir_fwd(x, weight, bias, act, splits) -> [y_0, y_1, ...]
-    mixzoo::short_conv_bidir_bwd(dys, x, weight, bias, act) -> (dx, dw, db)
+    mixzoo::short_conv_bidir_fwd(x, weight, bias, act, splits, variant) -> [y_0, y_1, ...]
+    mixzoo::short_conv_bidir_bwd(dys, x, weight, bias, act, variant) -> (dx, dw, db)
+
+`variant` picks the kernels: "v1" (triton_conv.py: tiled forward, streaming backward; the
+default), "v2" (triton_stream.py: streaming forward, backward unrolled by 4 rows), or
+"v2fwd" / "v2bwd" (v2 for one pass only, to time the passes apart). The default comes from
+the environment variable MIXZOO_CONV1D_VARIANT; `use_variant` switches it for a block of
+code (benchmarks time the variants side by side). The forward's choice is saved for its
+backward.
 
 The final state (the last W-1 inputs of [h0, x]) is a slice taken with ordinary torch
 ops outside the op, so its gradient reaches x and h0 through autograd. Missing optional
@@ -13,36 +20,79 @@ gradients come back as empty tensors (custom ops return tensors only).
 """
 from __future__ import annotations
 
+import contextlib
+import os
+
 import torch
 
+from . import triton_stream
 from .triton_conv import ACT_CODES, conv_bwd, conv_fwd, head_state_grad
+from .triton_stream import conv_bwd_stream, conv_fwd_stream
 from .triton_update import conv_update
+
+VARIANTS = ("v1", "v2", "v2fwd", "v2bwd")
+
+
+def _check_variant(name: str) -> str:
+    if name not in VARIANTS:
+        raise ValueError(f"MIXZOO_CONV1D_VARIANT / variant: expected one of {VARIANTS}, "
+                         f"got {name!r}")
+    return name
+
+
+_VARIANT = [_check_variant(os.environ.get("MIXZOO_CONV1D_VARIANT", "v1"))]
+
+
+def current_variant() -> str:
+    return _VARIANT[0]
+
+
+@contextlib.contextmanager
+def use_variant(name: str, fwd_chunk: int | None = None, bwd_chunk: int | None = None):
+    """Run the block with kernel variant `name` (and, for v2, fixed rows per program)."""
+    old = (_VARIANT[0], dict(triton_stream.CHUNK_OVERRIDE))
+    _VARIANT[0] = _check_variant(name)
+    triton_stream.CHUNK_OVERRIDE.update(fwd=fwd_chunk, bwd=bwd_chunk)
+    try:
+        yield
+    finally:
+        _VARIANT[0] = old[0]
+        triton_stream.CHUNK_OVERRIDE.update(old[1])
+
+
+def _fwd_impl(variant: str):
+    return conv_fwd_stream if variant in ("v2", "v2fwd") else conv_fwd
+
+
+def _bwd_impl(variant: str):
+    return conv_bwd_stream if variant in ("v2", "v2bwd") else conv_bwd
 
 
 @torch.library.custom_op("mixzoo::short_conv_fwd", mutates_args=())
 def short_conv_fwd_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                      h0: torch.Tensor | None, act: int, causal: bool) -> torch.Tensor:
-    return conv_fwd(x, weight, bias, h0, act, causal)
+                      h0: torch.Tensor | None, act: int, causal: bool,
+                      variant: str) -> torch.Tensor:
+    return _fwd_impl(variant)(x, weight, bias, h0, act, causal)
 
 
 @short_conv_fwd_op.register_fake
-def _(x, weight, bias, h0, act, causal):
+def _(x, weight, bias, h0, act, causal, variant):
     return torch.empty(x.shape, dtype=x.dtype, device=x.device)
 
 
 @torch.library.custom_op("mixzoo::short_conv_bwd", mutates_args=())
 def short_conv_bwd_op(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                       bias: torch.Tensor | None, h0: torch.Tensor | None, act: int,
-                      causal: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                             torch.Tensor]:
-    dx, dw, db = conv_bwd(dy, x, weight, bias, h0, act, causal)
+                      causal: bool, variant: str) -> tuple[torch.Tensor, torch.Tensor,
+                                                           torch.Tensor, torch.Tensor]:
+    dx, dw, db = _bwd_impl(variant)(dy, x, weight, bias, h0, act, causal)
     dh0 = (head_state_grad(dy, x, weight, bias, h0, act) if h0 is not None
            else x.new_empty(0))
     return dx, dw, db if db is not None else x.new_empty(0), dh0
 
 
 @short_conv_bwd_op.register_fake
-def _(dy, x, weight, bias, h0, act, causal):
+def _(dy, x, weight, bias, h0, act, causal, variant):
     return (torch.empty(x.shape, dtype=x.dtype, device=x.device),
             torch.empty(weight.shape, dtype=weight.dtype, device=x.device),
             (torch.empty(bias.shape, dtype=bias.dtype, device=x.device) if bias is not None
@@ -52,16 +102,17 @@ def _(dy, x, weight, bias, h0, act, causal):
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, h0, act, causal = inputs
+    x, weight, bias, h0, act, causal, variant = inputs
     ctx.save_for_backward(x, weight, bias, h0)
-    ctx.act, ctx.causal = act, causal
+    ctx.act, ctx.causal, ctx.variant = act, causal, variant
 
 
 def _backward(ctx, dy):
     x, weight, bias, h0 = ctx.saved_tensors
-    dx, dw, db, dh0 = short_conv_bwd_op(dy, x, weight, bias, h0, ctx.act, ctx.causal)
+    dx, dw, db, dh0 = short_conv_bwd_op(dy, x, weight, bias, h0, ctx.act, ctx.causal,
+                                        ctx.variant)
     return (dx, dw, db if bias is not None else None, dh0 if h0 is not None else None,
-            None, None)
+            None, None, None)
 
 
 short_conv_fwd_op.register_autograd(_backward, setup_context=_setup_context)
@@ -82,26 +133,26 @@ def _(x_t, state, weight, bias, act):
 
 @torch.library.custom_op("mixzoo::short_conv_bidir_fwd", mutates_args=())
 def short_conv_bidir_fwd_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                            act: int, splits: list[int]) -> list[torch.Tensor]:
-    return conv_fwd(x, weight, bias, None, act, True, bidir=True, splits=splits)
+                            act: int, splits: list[int], variant: str) -> list[torch.Tensor]:
+    return _fwd_impl(variant)(x, weight, bias, None, act, True, bidir=True, splits=splits)
 
 
 @short_conv_bidir_fwd_op.register_fake
-def _(x, weight, bias, act, splits):
+def _(x, weight, bias, act, splits, variant):
     B, T, _ = x.shape
     return [torch.empty(2 * B, T, s, dtype=x.dtype, device=x.device) for s in splits]
 
 
 @torch.library.custom_op("mixzoo::short_conv_bidir_bwd", mutates_args=())
 def short_conv_bidir_bwd_op(dys: list[torch.Tensor], x: torch.Tensor, weight: torch.Tensor,
-                            bias: torch.Tensor | None, act: int
+                            bias: torch.Tensor | None, act: int, variant: str
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dx, dw, db = conv_bwd(dys, x, weight, bias, None, act, True, bidir=True)
+    dx, dw, db = _bwd_impl(variant)(dys, x, weight, bias, None, act, True, bidir=True)
     return dx, dw, db if db is not None else x.new_empty(0)
 
 
 @short_conv_bidir_bwd_op.register_fake
-def _(dys, x, weight, bias, act):
+def _(dys, x, weight, bias, act, variant):
     return (torch.empty(x.shape, dtype=x.dtype, device=x.device),
             torch.empty(weight.shape, dtype=weight.dtype, device=x.device),
             (torch.empty(bias.shape, dtype=bias.dtype, device=x.device) if bias is not None
@@ -109,15 +160,15 @@ def _(dys, x, weight, bias, act):
 
 
 def _bidir_setup_context(ctx, inputs, output):
-    x, weight, bias, act, splits = inputs
+    x, weight, bias, act, splits, variant = inputs
     ctx.save_for_backward(x, weight, bias)
-    ctx.act = act
+    ctx.act, ctx.variant = act, variant
 
 
 def _bidir_backward(ctx, dys):
     x, weight, bias = ctx.saved_tensors
-    dx, dw, db = short_conv_bidir_bwd_op(list(dys), x, weight, bias, ctx.act)
-    return dx, dw, db if bias is not None else None, None, None
+    dx, dw, db = short_conv_bidir_bwd_op(list(dys), x, weight, bias, ctx.act, ctx.variant)
+    return dx, dw, db if bias is not None else None, None, None, None
 
 
 short_conv_bidir_fwd_op.register_autograd(_bidir_backward, setup_context=_bidir_setup_context)
@@ -141,7 +192,7 @@ def short_conv_triton(x, weight, bias=None, *, activation=None, causal=True,
                  else x.new_zeros(B, D, W - 1, dtype=torch.float32))
         y, new_state = short_conv_update_op(x[:, 0], state, weight, bias, act)
         return y[:, None], (new_state if output_final_state else None)
-    y = short_conv_fwd_op(x, weight, bias, initial_state, act, causal)
+    y = short_conv_fwd_op(x, weight, bias, initial_state, act, causal, current_variant())
     final = None
     if output_final_state:
         xt = x.transpose(1, 2).float()  # [B,D,T]
