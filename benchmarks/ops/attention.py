@@ -159,6 +159,7 @@ def _sm90_report(D: int = 128) -> int:
     bd = max(16, triton.next_power_of_2(D))
     flags = dict(CAUSAL=True, HAS_WINDOW=False, HEAD_DIM=D, BLOCK_D=bd, DOT_PREC="tf32")
     jobs = [("fwd base", TF.attn_fwd_tuned, {}), ("fwd tune2", TF.attn_fwd_tune2, {}),
+            ("fwd tma", TF.attn_fwd_tma, dict(USE_TMA=True)),
             ("dkdv", TB.dkdv_tuned, {}), ("dkdv atomic", TB.dkdv_atomic_tuned,
                                           dict(ATOMIC_DQ=True)),
             ("dq", TB.dq_tuned, {}), ("dq dqdelta", TB.dq_delta_tuned, dict(FUSE_DELTA=True))]
@@ -173,6 +174,12 @@ def _sm90_report(D: int = 128) -> int:
             for i, a in enumerate(fn.arg_names):
                 if a in consts:
                     sig[a] = "constexpr"
+                elif a.endswith("_desc"):
+                    if not extra.get("USE_TMA"):
+                        sig[a], consts[a] = "constexpr", None
+                        continue
+                    rows = consts["BLOCK_N" if a in ("k_desc", "v_desc") else "BLOCK_M"]
+                    sig[a] = f"tensordesc<bf16[1,{rows},1,{bd}]>"
                 elif a.endswith("_ptr"):
                     sig[a] = "*fp32" if a in ("lse_ptr", "delta_ptr", "dqa_ptr") else "*bf16"
                     attrs[(i,)] = [["tt.divisibility", 16]]

@@ -26,7 +26,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .._common import cdiv, pick_configs
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from .._common import cdiv, is_interpreting, pick_configs
 
 LOG2E = 1.4426950408889634
 # Running max of rows that have seen no visible key yet. Finite so that 2^(m - m') never
@@ -54,14 +56,48 @@ def _wide_fwd_configs():
 _TUNE_KEY = ["Tq", "Tk", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "G", "DOT_PREC"]
 
 
+def tma_ok(*ts: torch.Tensor) -> bool:
+    """TMA needs 16-byte aligned bases and 16-byte multiples as outer strides."""
+    return all(t.is_cuda or is_interpreting() for t in ts) and all(
+        t.data_ptr() % 16 == 0 and t.stride(-1) == 1
+        and all(st * t.element_size() % 16 == 0 for st in t.stride()[:-1]) for t in ts)
+
+
+def tma_descs(names, ts, BD: int) -> dict:
+    """Host tensor descriptors of [B,T,H,D] tensors, one [1, rows, 1, BD] tile per load; the
+    rows are set per autotune config by `set_tma_rows` (the config's pre_hook). Empty
+    when the tensors do not meet TMA's alignment rules."""
+    if not tma_ok(*ts):
+        return {}
+    return {n: TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 16, 1, BD])
+            for n, t in zip(names, ts)}
+
+
+def tma_kv(k, v, BD: int) -> dict:
+    d = tma_descs(("k_desc", "v_desc"), (k, v), BD)
+    return dict(d, USE_TMA=True) if d else {}
+
+
+def set_tma_rows(rows_key: str, *names: str):
+    """A config pre_hook that gives the named descriptors tiles of the config's rows."""
+    def hook(nargs):
+        for n in names:
+            if nargs.get(n) is not None:
+                nargs[n].block_shape = [1, nargs[rows_key], 1, nargs["BLOCK_D"]]
+    return hook
+
+
 @triton.jit
 def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kt, offs_n, offs_d, pos_q,
                lo, hi, Tk, window, qk_scale,
+               k_desc, v_desc, b, hk,  # USE_TMA: [B,Tk,Hkv,D] descriptors, tile [1,BN,1,BD]
                CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASKED: tl.constexpr,
                BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-               DOT_PREC: tl.constexpr):
+               DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr):
     """Visit key tiles [lo, hi) in steps of BLOCK_N, updating (acc, l_i, m_i).
-    MASKED=False means every query of the block sees every key of these tiles."""
+    MASKED=False means every query of the block sees every key of these tiles. USE_TMA
+    loads k/v tiles through tensor descriptors (rows past Tk and columns past D read 0,
+    as the masked pointer loads do)."""
     dmask = offs_d < HEAD_DIM  # [BLOCK_D] folds to all-true when HEAD_DIM == BLOCK_D
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n  # [BLOCK_N] key indices
@@ -70,7 +106,10 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kt, offs_n, offs_d, pos_
             ld_mask = (cols[:, None] < Tk) & dmask[None, :]
         else:
             ld_mask = dmask[None, :]
-        k = tl.load(k_base + kv_off, mask=ld_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
+        if USE_TMA:
+            k = k_desc.load([b, start_n, hk, 0]).reshape(BLOCK_N, BLOCK_D)
+        else:
+            k = tl.load(k_base + kv_off, mask=ld_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale  # [BLOCK_M, BLOCK_N]
         if MASKED:
             vis = cols[None, :] < Tk
@@ -83,7 +122,10 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kt, offs_n, offs_d, pos_
         alpha = tl.math.exp2(m_i - m_new)
         p = tl.math.exp2(s - m_new[:, None])  # [BLOCK_M, BLOCK_N]
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + kv_off, mask=ld_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
+        if USE_TMA:
+            v = v_desc.load([b, start_n, hk, 0]).reshape(BLOCK_N, BLOCK_D)
+        else:
+            v = tl.load(v_base + kv_off, mask=ld_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
         acc = acc * alpha[:, None]
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
         m_i = m_new
@@ -107,6 +149,8 @@ def _attn_fwd_kernel(
     BLOCK_D: tl.constexpr,    # next power of two >= max(D, 16)
     DOT_PREC: tl.constexpr,   # "ieee" for fp32 inputs, "tf32" (ignored) for bf16/fp16
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    k_desc=None, v_desc=None,  # USE_TMA: host tensor descriptors of k and v [B,Tk,Hkv,D]
+    USE_TMA: tl.constexpr = False,
 ):
     """One program = one block of BLOCK_M queries of one (batch, head). The grid is
     (B*H, query blocks) with the LAST query blocks (the most keys under a causal mask)
@@ -152,14 +196,17 @@ def _attn_fwd_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, skt, offs_n, offs_d, pos_q,
-                               t_lo, b1, Tk, window, qk_scale, CAUSAL, HAS_WINDOW, True,
-                               BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC)
+                               t_lo, b1, Tk, window, qk_scale, k_desc, v_desc, b, hk,
+                               CAUSAL, HAS_WINDOW, True, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC,
+                               USE_TMA)
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, skt, offs_n, offs_d, pos_q,
-                               b1, b2, Tk, window, qk_scale, CAUSAL, HAS_WINDOW, False,
-                               BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC)
+                               b1, b2, Tk, window, qk_scale, k_desc, v_desc, b, hk,
+                               CAUSAL, HAS_WINDOW, False, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC,
+                               USE_TMA)
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, skt, offs_n, offs_d, pos_q,
-                               b2, t_end, Tk, window, qk_scale, CAUSAL, HAS_WINDOW, True,
-                               BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC)
+                               b2, t_end, Tk, window, qk_scale, k_desc, v_desc, b, hk,
+                               CAUSAL, HAS_WINDOW, True, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC,
+                               USE_TMA)
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     o = acc / l_safe[:, None]
     o_base = o_ptr + b.to(tl.int64) * sob + h * soh
@@ -179,6 +226,12 @@ _TUNE2_OPTS = [(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 2), (128, 128, 8,
 attn_fwd_tune2 = triton.autotune(
     configs=pick_configs([triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w,
                                         num_stages=st) for bm, bn, w, st in _TUNE2_OPTS]),
+    key=_TUNE_KEY)(_attn_fwd_kernel)
+attn_fwd_tma = triton.autotune(
+    configs=pick_configs([triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w,
+                                        num_stages=st,
+                                        pre_hook=set_tma_rows("BLOCK_N", "k_desc", "v_desc"))
+                          for bm, bn, w, st in _TUNE2_OPTS]),
     key=_TUNE_KEY)(_attn_fwd_kernel)
 attn_fwd_tuned_wide = triton.autotune(configs=pick_configs(_wide_fwd_configs()),
                                       key=_TUNE_KEY)(_attn_fwd_kernel)
@@ -267,8 +320,10 @@ def _last_dim_contig(t: torch.Tensor) -> torch.Tensor:
 
 
 # Forward variants (MIXZOO_ATTN_FWD_VARIANT or `variant=`): "base" (autotuned over
-# _fwd_configs) and "tune2" (autotuned over _TUNE2_OPTS); one kernel, different tilings.
-FWD_VARIANTS = ("base", "tune2")
+# _fwd_configs), "tune2" (autotuned over _TUNE2_OPTS) and "tma" (k/v tiles through
+# host tensor descriptors, TMA on Hopper, over _TUNE2_OPTS; falls back to "tune2" when
+# k/v do not meet TMA's 16-byte alignment, and to "base" for head dim 256).
+FWD_VARIANTS = ("base", "tune2", "tma")
 FWD_VARIANT = os.environ.get("MIXZOO_ATTN_FWD_VARIANT", "base")
 
 
@@ -290,8 +345,12 @@ def attn_fwd(q, k, v, causal: bool, window: int, scale: float, variant: str | No
         return (B * H, triton.cdiv(Tq, meta["BLOCK_M"]))
 
     BD = block_d(D)
-    kernel = (attn_fwd_tuned_wide if BD >= 256 else
-              attn_fwd_tune2 if variant == "tune2" else attn_fwd_tuned)
+    tma = {}
+    if variant == "tma" and BD < 256:
+        tma = tma_kv(k, v, BD)
+        variant = "tma" if tma else "tune2"
+    kernel = (attn_fwd_tuned_wide if BD >= 256 else attn_fwd_tma if tma else
+              attn_fwd_tune2 if variant in ("tune2", "tma") else attn_fwd_tuned)
     kernel[grid](
         q, k, v, o, lse,
         q.stride(0), q.stride(1), q.stride(2),
@@ -300,7 +359,7 @@ def attn_fwd(q, k, v, causal: bool, window: int, scale: float, variant: str | No
         o.stride(0), o.stride(1), o.stride(2),
         H, Tq, Tk, H // Hkv, max(window, 1), scale * LOG2E,
         CAUSAL=causal, HAS_WINDOW=window > 0, HEAD_DIM=D, BLOCK_D=BD,
-        DOT_PREC=dot_precision(q.dtype),
+        DOT_PREC=dot_precision(q.dtype), **tma,
     )
     return o, lse
 
