@@ -104,14 +104,19 @@ def _fwd_h_v2_kernel(
 @autotuned(configs((32, 4, 2), (64, 8, 2), (32, 8, 1), names=("BK",)), key=("K",))
 @triton.jit
 def _fwd_A_v2_kernel(
-    q, k, gc,           # [B,T,H,K] q, k and the chunk-local cumulative gate (fp32)
+    q, k, g,            # [B,T,H,K] q, k, and the log gate g (read only if MAKE_GC)
+    gc,                 # [B,T,H,K] fp32 chunk-local cumulative gate (written here if MAKE_GC)
     A,                  # [B,T,H,BT] fp32 out: A[t, s] = scale sum_k q_tk k_sk e^(b_tk - b_sk), s<=t
     scale, T, H: tl.constexpr, K: tl.constexpr,
     BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
+    MAKE_GC: tl.constexpr,
 ):
     """All intra scores of one chunk. Off-diagonal sub-chunk blocks (i > j), with r_i = b
     at the first row of sub-chunk i:  A_ij = (q_i e^(b_i - r_i)) (k_j e^(r_i - b_j))^T.
-    Diagonal blocks: A[t, start(t) + j] = sum_k q_t k_s e^(b_t - b_s), looped over j."""
+    Diagonal blocks: A[t, start(t) + j] = sum_k q_t k_s e^(b_t - b_s), looped over j.
+    MAKE_GC (variant v3): the program first forms its chunk's gc from g and stores it (it
+    owns every row and K block of the chunk); a CTA barrier makes those stores visible to
+    the gathers of other rows below, so no separate cumsum kernel runs."""
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NS: tl.constexpr = BT // BC
@@ -119,6 +124,7 @@ def _fwd_A_v2_kernel(
     # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
     q += base * K
     k += base * K
+    g += base * K
     gc += base * K
     A += base * BT
     o_t = tl.arange(0, BT)
@@ -137,7 +143,12 @@ def _fwd_A_v2_kernel(
         p_tk = t[:, None] * (H * K) + o_k[None, :]
         b_q = tl.load(q + p_tk, mask=m_tk, other=0.).to(tl.float32)
         b_k = tl.load(k + p_tk, mask=m_tk, other=0.).to(tl.float32)
-        b_g = tl.load(gc + p_tk, mask=m_tk, other=0.)
+        if MAKE_GC:
+            b_g = tl.cumsum(tl.load(g + p_tk, mask=m_tk, other=0.).to(tl.float32), axis=0)
+            tl.store(gc + p_tk, b_g, mask=m_tk)
+            tl.debug_barrier()
+        else:
+            b_g = tl.load(gc + p_tk, mask=m_tk, other=0.)
         b_R = tl.load(gc + t_ref[:, None] * (H * K) + o_k[None, :], mask=m_tk, other=0.)
         b_qd = b_q * tl.exp(tl.minimum(b_g - b_R, 0.)) * scale
         for i in range(1, NS):
@@ -307,7 +318,28 @@ def gla_chunk_fwd_v2(q, k, v, g, h0, scale: float):
     _fwd_h_v2_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
         k, v, gc, h, h0, ht, T, H, K, V, BT=BT, HAS_H0=h0 is not None, PREC=prec)
     A = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
-    _fwd_A_v2_kernel[(N, B * H)](q, k, gc, A, scale, T, H, K, BT=BT, BC=BC, PREC=prec)
+    _fwd_A_v2_kernel[(N, B * H)](q, k, gc, gc, A, scale, T, H, K, BT=BT, BC=BC, PREC=prec,
+                                 MAKE_GC=False)
+    o = torch.empty_like(v)
+    _fwd_o_kernel[lambda m: (cdiv(V, m["BV"]), N, B * H)](
+        q, v, gc, A, h, o, scale, T, H, K, V, BT=BT, PREC=prec)
+    return o, ht, gc, A, h
+
+
+def gla_chunk_fwd_v3(q, k, v, g, h0, scale: float):
+    """v2 with gc formed inside _fwd_A (MAKE_GC), which then runs before the state pass."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    N = cdiv(T, BT)
+    prec = _dot_precision(q.dtype)
+    gc = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
+    A = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
+    _fwd_A_v2_kernel[(N, B * H)](q, k, g, gc, A, scale, T, H, K, BT=BT, BC=BC, PREC=prec,
+                                 MAKE_GC=True)
+    h = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)
+    ht = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
+    _fwd_h_v2_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
+        k, v, gc, h, h0, ht, T, H, K, V, BT=BT, HAS_H0=h0 is not None, PREC=prec)
     o = torch.empty_like(v)
     _fwd_o_kernel[lambda m: (cdiv(V, m["BV"]), N, B * H)](
         q, v, gc, A, h, o, scale, T, H, K, V, BT=BT, PREC=prec)
