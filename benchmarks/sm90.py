@@ -15,10 +15,13 @@ import subprocess
 import tempfile
 
 
-def report(name: str, kernel, types: dict, consts: dict) -> int:
+def report(name: str, kernel, types: dict, consts: dict, div16=None) -> int:
     """Build every autotune config of `kernel` (an @triton.autotune'd or plain @triton.jit
     function) with the given argument types ("*bf16", "*fp32", "i32", "fp32") and constexpr
-    values; print one line per config. Returns the number of configs that failed to build."""
+    values; print one line per config. Returns the number of configs that failed to build.
+    div16 (optional): names of integer arguments that are multiples of 16 at run time; when
+    given, every pointer is also marked 16-byte aligned -- the specialization Triton's JIT
+    applies at launch, without which loads and stores are not vectorized."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -33,10 +36,15 @@ def report(name: str, kernel, types: dict, consts: dict) -> int:
     for cfg in configs:
         c = {**consts, **cfg.kwargs}
         sig = {a: ("constexpr" if a in c else types[a]) for a in fn.arg_names}
+        attrs = None
+        if div16 is not None:
+            attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names)
+                     if sig[a] != "constexpr" and (sig[a].startswith("*") or a in div16)}
         try:
             ck = triton.compile(
                 ASTSource(fn=fn, signature=sig, constexprs={
-                    (fn.arg_names.index(n),): x for n, x in c.items() if n in fn.arg_names}),
+                    (fn.arg_names.index(n),): x for n, x in c.items() if n in fn.arg_names},
+                    attrs=attrs),
                 target=GPUTarget("cuda", 90, 32),
                 options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
             with tempfile.NamedTemporaryFile("wb", suffix=".cubin", delete=False) as fh:

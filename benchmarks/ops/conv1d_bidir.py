@@ -6,6 +6,7 @@ Shapes are B,T,H,D with C = H*D channels (vision DeltaNet ViT-S at 224 px: B128 
 q|k|v = 3 x 384 channels -> H=3, D=384). Implementations:
     mixzoo            short_conv_bidirectional: reads x once, writes [2B,T,C]; the backward
                       returns one dx with both directions summed
+    mixzoo_v2         the same with kernel variant v2 (triton_stream.py; see ops/conv1d.py)
     mixzoo_cat_flip   the previous vision path: short_conv(cat([x, flip(x)])) (flip, cat and
                       autograd's flip-back and add included)
     fla_cat_flip      fla's causal_conv1d (Triton) on the same doubled batch, where importable
@@ -17,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from mixzoo.kernels.conv1d import short_conv, short_conv_bidirectional, short_conv_bidirectional_ref
+from mixzoo.kernels.conv1d import ops as conv_ops
 
 NAME = "conv1d_bidir"
 DEFAULT_SHAPES = [dict(B=128, T=196, H=3, D=384), dict(B=8, T=4096, H=3, D=384)]
@@ -47,6 +49,11 @@ def _ours(inp):
                                     backend="triton")[0]
 
 
+def _ours_v2(inp):
+    with conv_ops.use_variant("v2"):
+        return _ours(inp)
+
+
 def _cat_flip(inp):
     return short_conv(_doubled(inp["x"]), inp["weight"], activation="silu", backend="triton")[0]
 
@@ -58,7 +65,7 @@ def _fla(inp):
 
 def implementations(shape: dict) -> dict:
     global _told
-    impls = {"mixzoo": _ours, "mixzoo_cat_flip": _cat_flip}
+    impls = {"mixzoo": _ours, "mixzoo_v2": _ours_v2, "mixzoo_cat_flip": _cat_flip}
     if fla_causal_conv1d is not None:
         impls["fla_cat_flip"] = _fla
     elif not _told:
