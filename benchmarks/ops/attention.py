@@ -51,9 +51,11 @@ def _variant(fwd: str, bwd: str):
     return fn
 
 
-# extra rows of ours: (name, forward variant, backward variant)
-VARIANTS = [("mixzoo_bwd_dqdelta", "base", "dqdelta"), ("mixzoo_bwd_atomic", "base", "atomic"),
-            ("mixzoo_fwd_tune2", "tune2", "split")]
+# extra rows of ours: (name, forward variant, backward variant); "mixzoo" is base/split
+VARIANTS = [("mixzoo_fwd_tune2", "tune2", "split"), ("mixzoo_fwd_tma", "tma", "split"),
+            ("mixzoo_bwd_dqdelta", "base", "dqdelta"), ("mixzoo_bwd_atomic", "base", "atomic"),
+            ("mixzoo_tma_split", "tma", "split_tma"), ("mixzoo_tma_dqdelta", "tma", "dqdelta_tma"),
+            ("mixzoo_tma_atomic", "tma", "atomic_tma")]
 
 
 def implementations(shape: dict) -> dict:
@@ -130,11 +132,10 @@ def _breakdown(shape: dict, window: int | None = None) -> None:
                 triton_bwd.attn_bwd(do, q, k, v, o, lse, True, w, s, variant=bv)
             torch.cuda.synchronize()
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=6))
-    for name, tuner in (("fwd base", triton_fwd.attn_fwd_tuned),
-                        ("fwd tune2", triton_fwd.attn_fwd_tune2),
-                        ("dkdv", triton_bwd.dkdv_tuned),
-                        ("dkdv atomic", triton_bwd.dkdv_atomic_tuned),
-                        ("dq", triton_bwd.dq_tuned), ("dq dqdelta", triton_bwd.dq_delta_tuned)):
+    tuners = [(n, getattr(triton_fwd, n)) for n in ("attn_fwd_tuned", "attn_fwd_tune2",
+                                                      "attn_fwd_tma")]
+    tuners += [(n, t) for n, t in vars(triton_bwd).items() if n.endswith("_tuned")]
+    for name, tuner in tuners:
         print(_tuning(name, tuner), flush=True)
 
 
@@ -162,7 +163,10 @@ def _sm90_report(D: int = 128) -> int:
             ("fwd tma", TF.attn_fwd_tma, dict(USE_TMA=True)),
             ("dkdv", TB.dkdv_tuned, {}), ("dkdv atomic", TB.dkdv_atomic_tuned,
                                           dict(ATOMIC_DQ=True)),
-            ("dq", TB.dq_tuned, {}), ("dq dqdelta", TB.dq_delta_tuned, dict(FUSE_DELTA=True))]
+            ("dq", TB.dq_tuned, {}), ("dq dqdelta", TB.dq_delta_tuned, dict(FUSE_DELTA=True)),
+            ("dkdv tma", TB.dkdv_tma_tuned, dict(USE_TMA=True)),
+            ("dkdv atom tma", TB.dkdv_atomic_tma_tuned, dict(ATOMIC_DQ=True, USE_TMA=True)),
+            ("dq tma", TB.dq_tma_tuned, dict(USE_TMA=True))]
     fails = 0
     for name, kernel, extra in jobs:
         fn = kernel.fn
@@ -210,7 +214,7 @@ def _sm90_report(D: int = 128) -> int:
                 os.unlink(fh.name)
                 res = " ".join(ln.strip().split(" SHARED")[0] for ln in out.splitlines()
                                if "REG" in ln)
-                print(f"{name:<12} {cfg.kwargs} w{cfg.num_warps} s{cfg.num_stages}: {res}",
+                print(f"{name:<13} {cfg.kwargs} w{cfg.num_warps} s{cfg.num_stages}: {res}",
                       flush=True)
             except Exception as e:  # noqa: BLE001 - report every config, then count
                 fails += 1

@@ -64,9 +64,11 @@ def _variant(fwd: str, bwd: str):
     return fn
 
 
-# extra rows of ours: (name, forward variant, backward variant)
-VARIANTS = [("mixzoo_bwd_dqdelta", "base", "dqdelta"), ("mixzoo_bwd_atomic", "base", "atomic"),
-            ("mixzoo_fwd_tune2", "tune2", "split")]
+# extra rows of ours: (name, forward variant, backward variant); "mixzoo" is base/split
+VARIANTS = [("mixzoo_fwd_tune2", "tune2", "split"), ("mixzoo_fwd_tma", "tma", "split"),
+            ("mixzoo_bwd_dqdelta", "base", "dqdelta"), ("mixzoo_bwd_atomic", "base", "atomic"),
+            ("mixzoo_tma_split", "tma", "split_tma"), ("mixzoo_tma_dqdelta", "tma", "dqdelta_tma"),
+            ("mixzoo_tma_atomic", "tma", "atomic_tma")]
 
 
 def implementations(shape: dict) -> dict:

@@ -225,8 +225,9 @@ VARIANT_CASES = [  # (B, Tq, Tk, H, Hkv, D, causal, window): masked/full runs, G
 ]
 
 
-@pytest.mark.parametrize("fwd_variant,bwd_variant", [("tune2", "dqdelta"), ("base", "atomic"),
-                                                     ("tma", "split")])
+@pytest.mark.parametrize("fwd_variant,bwd_variant", [
+    ("tune2", "dqdelta"), ("base", "atomic"), ("tma", "split_tma"), ("tma", "dqdelta_tma"),
+    ("base", "atomic_tma")])
 @pytest.mark.parametrize("B,Tq,Tk,H,Hkv,D,causal,window", VARIANT_CASES)
 def test_triton_variants_match_reference(B, Tq, Tk, H, Hkv, D, causal, window, fwd_variant,
                                          bwd_variant):

@@ -18,7 +18,8 @@ import triton
 import triton.language as tl
 
 from .._common import pick_configs
-from .triton_fwd import _TUNE_KEY, LOG2E, _last_dim_contig, block_d, dot_precision
+from .triton_fwd import (_TUNE_KEY, LOG2E, _last_dim_contig, block_d, dot_precision,
+                         set_tma_rows, tma_descs)
 
 
 @triton.jit
@@ -41,15 +42,6 @@ def _attn_bwd_delta(o_ptr, do_ptr, delta_ptr,   # o/do [B,Tq,H,D], delta [B,H,Tq
     tl.store(delta_ptr + pid_bh.to(tl.int64) * Tq + offs_m, tl.sum(o * do, 1), mask=offs_m < Tq)
 
 
-def _bwd_configs(big, small, opts):
-    """Tiles for the two kernels: `big` is the block a program owns, `small` the one it
-    loops over (chosen from sm_90 compiles without register spills). The first config is
-    also the interpreter's single config."""
-    cfgs = [triton.Config({big: b, small: s}, num_warps=w, num_stages=st)
-            for b, s, w, st in opts]
-    return cfgs
-
-
 # sm_90 host builds (Triton 3.9, D=128 bf16), stack bytes per thread: dkdv 64/32/8w 88,
 # 64/32/4w 256, 128/32/8w 328, 128/64/8w 400, 64/64/4w 568 (128-wide at 4 warps: 1.3-2.9 KB,
 # left out); dq 128/32/8w 32, 128/64/8w 48, 64/32/4w 24, 64/64/4w 104
@@ -69,12 +61,14 @@ def _wide_configs(big, small):
 def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, offs_m, offs_d,
                 pos_k, lo, hi, Tq, offset, window, qk_scale,
                 dqa_base, sdqa, sm_scale,  # ATOMIC_DQ: fp32 dq of this (batch, head), row stride
+                q_desc, do_desc, b, h,     # USE_TMA: [B,Tq,H,D] descriptors, tile [1,BM,1,BD]
                 CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASKED: tl.constexpr,
-                BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, DOT_PREC: tl.constexpr,
-                ATOMIC_DQ: tl.constexpr):
+                BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+                DOT_PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr, USE_TMA: tl.constexpr):
     """Query tiles [lo, hi) against this program's key block; transposed scores [BN, BM].
     ATOMIC_DQ: also add this key block's share of dQ (scale * dS K) into the fp32
-    accumulator with relaxed atomics."""
+    accumulator with relaxed atomics. USE_TMA: q/do tiles through tensor descriptors
+    (rows past Tq read 0, like the masked loads)."""
     dmask = offs_d < HEAD_DIM
     for start_m in range(lo, hi, BLOCK_M):
         rows = start_m + offs_m  # [BLOCK_M] query indices
@@ -84,7 +78,10 @@ def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, o
         else:
             rmask = rows >= 0
             ld = dmask[None, :]
-        q = tl.load(q_base + rows[:, None] * sqt + offs_d[None, :], mask=ld, other=0.0)
+        if USE_TMA:
+            q = q_desc.load([b, start_m, h, 0]).reshape(BLOCK_M, BLOCK_D)
+        else:
+            q = tl.load(q_base + rows[:, None] * sqt + offs_d[None, :], mask=ld, other=0.0)
         lse2 = tl.load(lse_base + rows, mask=rmask, other=0.0) * 1.4426950408889634
         sT = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale  # [BN, BM]
         pT = tl.math.exp2(sT - lse2[None, :])
@@ -96,7 +93,10 @@ def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, o
             if HAS_WINDOW:
                 vis = vis & (pos_k[:, None] > pos_q[None, :] - window)
             pT = tl.where(vis, pT, 0.0)
-        do = tl.load(do_base + rows[:, None] * sdt + offs_d[None, :], mask=ld, other=0.0)
+        if USE_TMA:
+            do = do_desc.load([b, start_m, h, 0]).reshape(BLOCK_M, BLOCK_D)
+        else:
+            do = tl.load(do_base + rows[:, None] * sdt + offs_d[None, :], mask=ld, other=0.0)
         dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=DOT_PREC)
         dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)  # [BN, BM]
         delta = tl.load(delta_base + rows, mask=rmask, other=0.0)
@@ -122,6 +122,8 @@ def _attn_bwd_dkdv(
     BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     ATOMIC_DQ: tl.constexpr = False,  # also accumulate dq (one launch, 5 matmuls a tile pair)
+    q_desc=None, do_desc=None,     # USE_TMA: host tensor descriptors of q and do [B,Tq,H,D]
+    USE_TMA: tl.constexpr = False,
 ):
     """One program = one block of BLOCK_N keys seen by one (batch, query head); loops over
     the query tiles that see the block. (A loop over the G heads of a group inside the
@@ -171,16 +173,19 @@ def _attn_bwd_dkdv(
     dqa_base = dqa_ptr + b.to(tl.int64) * Tq * H * HEAD_DIM + h * HEAD_DIM
     dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt,
                          offs_m, offs_d, offs_n, t_lo, b1, Tq, offset, window, qk_scale,
-                         dqa_base, H * HEAD_DIM, sm_scale,
-                         CAUSAL, HAS_WINDOW, True, BLOCK_M, HEAD_DIM, DOT_PREC, ATOMIC_DQ)
+                         dqa_base, H * HEAD_DIM, sm_scale, q_desc, do_desc, b, h,
+                         CAUSAL, HAS_WINDOW, True, BLOCK_M, HEAD_DIM, BLOCK_D, DOT_PREC,
+                         ATOMIC_DQ, USE_TMA)
     dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt,
                          offs_m, offs_d, offs_n, b1, b2, Tq, offset, window, qk_scale,
-                         dqa_base, H * HEAD_DIM, sm_scale,
-                         CAUSAL, HAS_WINDOW, False, BLOCK_M, HEAD_DIM, DOT_PREC, ATOMIC_DQ)
+                         dqa_base, H * HEAD_DIM, sm_scale, q_desc, do_desc, b, h,
+                         CAUSAL, HAS_WINDOW, False, BLOCK_M, HEAD_DIM, BLOCK_D, DOT_PREC,
+                         ATOMIC_DQ, USE_TMA)
     dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt,
                          offs_m, offs_d, offs_n, b2, t_end, Tq, offset, window, qk_scale,
-                         dqa_base, H * HEAD_DIM, sm_scale,
-                         CAUSAL, HAS_WINDOW, True, BLOCK_M, HEAD_DIM, DOT_PREC, ATOMIC_DQ)
+                         dqa_base, H * HEAD_DIM, sm_scale, q_desc, do_desc, b, h,
+                         CAUSAL, HAS_WINDOW, True, BLOCK_M, HEAD_DIM, BLOCK_D, DOT_PREC,
+                         ATOMIC_DQ, USE_TMA)
     # dk/dv of this query head: [B,Tk,H,D] (the launcher sums the G heads of a group)
     out = ((b * Tk + offs_n[:, None]).to(tl.int64) * H + h) * HEAD_DIM + offs_d[None, :]
     tl.store(dk_ptr + out, (dk * sm_scale).to(dk_ptr.dtype.element_ty), mask=kvmask)
@@ -190,8 +195,10 @@ def _attn_bwd_dkdv(
 @triton.jit
 def _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, skt, svt, offs_n, offs_d, pos_q,
               lo, hi, Tk, window, qk_scale,
+              k_desc, v_desc, b, hk,  # USE_TMA: [B,Tk,Hkv,D] descriptors, tile [1,BN,1,BD]
               CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASKED: tl.constexpr,
-              BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, DOT_PREC: tl.constexpr):
+              BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+              DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr):
     """Key tiles [lo, hi) for this program's query block."""
     dmask = offs_d < HEAD_DIM
     for start_n in range(lo, hi, BLOCK_N):
@@ -200,8 +207,12 @@ def _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, skt, svt, offs_n, offs_d, 
             ld = (cols[:, None] < Tk) & dmask[None, :]
         else:
             ld = dmask[None, :]
-        k = tl.load(k_base + cols[:, None] * skt + offs_d[None, :], mask=ld, other=0.0)
-        v = tl.load(v_base + cols[:, None] * svt + offs_d[None, :], mask=ld, other=0.0)
+        if USE_TMA:
+            k = k_desc.load([b, start_n, hk, 0]).reshape(BLOCK_N, BLOCK_D)
+            v = v_desc.load([b, start_n, hk, 0]).reshape(BLOCK_N, BLOCK_D)
+        else:
+            k = tl.load(k_base + cols[:, None] * skt + offs_d[None, :], mask=ld, other=0.0)
+            v = tl.load(v_base + cols[:, None] * svt + offs_d[None, :], mask=ld, other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale  # [BM, BN]
         p = tl.math.exp2(s - lse2[:, None])
         if MASKED:
@@ -228,6 +239,8 @@ def _attn_bwd_dq(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     o_ptr=None, sob=0, sot=0, soh=0,  # FUSE_DELTA: o [B,Tq,H,D] and its strides
     FUSE_DELTA: tl.constexpr = False,  # compute delta = rowsum(o * do) here and store it
+    k_desc=None, v_desc=None,      # USE_TMA: host tensor descriptors of k and v [B,Tk,Hkv,D]
+    USE_TMA: tl.constexpr = False,
 ):
     """One program = one block of BLOCK_M queries of one (batch, head); the last query
     blocks (the most keys under a causal mask) are launched first. With FUSE_DELTA the
@@ -281,32 +294,46 @@ def _attn_bwd_dq(
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, skt, svt, offs_n, offs_d, pos_q,
-                   t_lo, b1, Tk, window, qk_scale, CAUSAL, HAS_WINDOW, True,
-                   BLOCK_N, HEAD_DIM, DOT_PREC)
+                   t_lo, b1, Tk, window, qk_scale, k_desc, v_desc, b, hk,
+                   CAUSAL, HAS_WINDOW, True, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA)
     dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, skt, svt, offs_n, offs_d, pos_q,
-                   b1, b2, Tk, window, qk_scale, CAUSAL, HAS_WINDOW, False,
-                   BLOCK_N, HEAD_DIM, DOT_PREC)
+                   b1, b2, Tk, window, qk_scale, k_desc, v_desc, b, hk,
+                   CAUSAL, HAS_WINDOW, False, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA)
     dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, skt, svt, offs_n, offs_d, pos_q,
-                   b2, t_end, Tk, window, qk_scale, CAUSAL, HAS_WINDOW, True,
-                   BLOCK_N, HEAD_DIM, DOT_PREC)
+                   b2, t_end, Tk, window, qk_scale, k_desc, v_desc, b, hk,
+                   CAUSAL, HAS_WINDOW, True, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC, USE_TMA)
     out = ((b * Tq + offs_m[:, None]).to(tl.int64) * H + h) * HEAD_DIM + offs_d[None, :]
     tl.store(dq_ptr + out, (dq * sm_scale).to(dq_ptr.dtype.element_ty), mask=ld)
 
 
-dkdv_tuned = triton.autotune(
-    configs=pick_configs(_bwd_configs("BLOCK_N", "BLOCK_M", _DKDV_OPTS)),
-    key=_TUNE_KEY)(_attn_bwd_dkdv)
+def _tuner(big: str, small: str, opts, descs=(), **kw):
+    """An autotuner over `opts` = (big, small, warps, stages): `big` is the block a program
+    owns, `small` the one it loops over (candidates chosen from sm_90 compiles without
+    register spills; the first is also the interpreter's single config). With `descs`
+    (TMA variants) each config's pre_hook gives those tensor descriptors tiles of the
+    config's `small` rows."""
+    hook = set_tma_rows(small, *descs) if descs else None
+    return triton.autotune(
+        configs=pick_configs([triton.Config({big: b, small: sm}, num_warps=w, num_stages=st,
+                                            pre_hook=hook) for b, sm, w, st in opts]),
+        key=_TUNE_KEY, **kw)
+
+
+_QDO, _KV = ("q_desc", "do_desc"), ("k_desc", "v_desc")
+dkdv_tuned = _tuner("BLOCK_N", "BLOCK_M", _DKDV_OPTS)(_attn_bwd_dkdv)
+dkdv_tma_tuned = _tuner("BLOCK_N", "BLOCK_M", _DKDV_OPTS, _QDO)(_attn_bwd_dkdv)
+# timing an atomic candidate adds into dq: the autotuner zeroes it before each run
+dkdv_atomic_tuned = _tuner("BLOCK_N", "BLOCK_M", _ATOMIC_OPTS,
+                           reset_to_zero=["dqa_ptr"])(_attn_bwd_dkdv)
+dkdv_atomic_tma_tuned = _tuner("BLOCK_N", "BLOCK_M", _ATOMIC_OPTS, _QDO,
+                               reset_to_zero=["dqa_ptr"])(_attn_bwd_dkdv)
+dq_tuned = _tuner("BLOCK_M", "BLOCK_N", _DQ_OPTS)(_attn_bwd_dq)
+dq_tma_tuned = _tuner("BLOCK_M", "BLOCK_N", _DQ_OPTS, _KV)(_attn_bwd_dq)
+# FUSE_DELTA: tuned on its own (same candidates)
+dq_delta_tuned = _tuner("BLOCK_M", "BLOCK_N", _DQ_OPTS)(_attn_bwd_dq)
+dq_delta_tma_tuned = _tuner("BLOCK_M", "BLOCK_N", _DQ_OPTS, _KV)(_attn_bwd_dq)
 dkdv_tuned_wide = triton.autotune(configs=_wide_configs("BLOCK_N", "BLOCK_M"),
                                   key=_TUNE_KEY)(_attn_bwd_dkdv)
-dkdv_atomic_tuned = triton.autotune(  # timing a candidate adds into dq: zero it before each
-    configs=pick_configs(_bwd_configs("BLOCK_N", "BLOCK_M", _ATOMIC_OPTS)),
-    key=_TUNE_KEY, reset_to_zero=["dqa_ptr"])(_attn_bwd_dkdv)
-dq_tuned = triton.autotune(
-    configs=pick_configs(_bwd_configs("BLOCK_M", "BLOCK_N", _DQ_OPTS)),
-    key=_TUNE_KEY)(_attn_bwd_dq)
-dq_delta_tuned = triton.autotune(  # FUSE_DELTA: its own tuning (same candidates)
-    configs=pick_configs(_bwd_configs("BLOCK_M", "BLOCK_N", _DQ_OPTS)),
-    key=_TUNE_KEY)(_attn_bwd_dq)
 dq_tuned_wide = triton.autotune(configs=_wide_configs("BLOCK_M", "BLOCK_N"),
                                 key=_TUNE_KEY)(_attn_bwd_dq)
 
@@ -318,8 +345,11 @@ dq_tuned_wide = triton.autotune(configs=_wide_configs("BLOCK_M", "BLOCK_N"),
 #   dqdelta  dq first, computing and storing delta itself; then dk/dv (one launch fewer)
 #   atomic   delta launch, then ONE dk/dv launch that also adds dq into a zeroed fp32
 #            buffer with relaxed atomics (5 matmuls a tile pair instead of 7; dq's sum
-#            order is not deterministic); head dim 256 falls back to `split`
-BWD_VARIANTS = ("split", "dqdelta", "atomic")
+#            order is not deterministic)
+# and each with "_tma": the looped-over tiles (q/do in dk/dv, k/v in dq) come through
+# host tensor descriptors (TMA on Hopper), where the tensors meet TMA's alignment rules.
+# Head dim 256 runs `split` without TMA (its own small tiles).
+BWD_VARIANTS = ("split", "dqdelta", "atomic", "split_tma", "dqdelta_tma", "atomic_tma")
 BWD_VARIANT = os.environ.get("MIXZOO_ATTN_BWD_VARIANT", "split")
 
 
@@ -340,8 +370,9 @@ def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float,
         return dq.zero_(), dk.zero_(), dv.zero_()
     BD = block_d(D)
     wide = BD >= 256
-    if wide and variant == "atomic":
-        variant = "split"
+    kind, tma = variant.removesuffix("_tma"), variant.endswith("_tma")
+    if wide:
+        kind, tma = "split", False
     delta = torch.empty(B, H, Tq, device=q.device, dtype=torch.float32)
     lse = lse.contiguous()
     common = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
@@ -349,15 +380,25 @@ def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float,
     flags = dict(CAUSAL=causal, HAS_WINDOW=window > 0, HEAD_DIM=D, BLOCK_D=BD,
                  DOT_PREC=dot_precision(q.dtype))
     G = H // Hkv
+    kv_desc = tma_descs(_KV, (k, v), BD) if tma else {}
+    qdo_desc = tma_descs(_QDO, (q, do), BD) if tma else {}
+
     def launch_dq(fuse_delta: bool):
-        dq_kernel = dq_tuned_wide if wide else dq_delta_tuned if fuse_delta else dq_tuned
-        extra = (dict(o_ptr=o, sob=o.stride(0), sot=o.stride(1), soh=o.stride(2),
-                      FUSE_DELTA=True) if fuse_delta else {})
+        if wide:
+            dq_kernel = dq_tuned_wide
+        elif fuse_delta:
+            dq_kernel = dq_delta_tma_tuned if kv_desc else dq_delta_tuned
+        else:
+            dq_kernel = dq_tma_tuned if kv_desc else dq_tuned
+        extra = dict(o_ptr=o, sob=o.stride(0), sot=o.stride(1), soh=o.stride(2),
+                     FUSE_DELTA=True) if fuse_delta else {}
+        if kv_desc:
+            extra.update(kv_desc, USE_TMA=True)
         dq_kernel[lambda meta: (B * H, triton.cdiv(Tq, meta["BLOCK_M"]))](
             q, k, v, do, lse, delta, dq, *common,
             H, Tq, Tk, G, max(window, 1), scale * LOG2E, scale, **flags, **extra)
 
-    if variant == "dqdelta":
+    if kind == "dqdelta":
         launch_dq(True)  # writes delta for the dk/dv launch below
     else:
         bm_delta = 64
@@ -370,20 +411,22 @@ def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float,
     else:  # per-query-head gradients in fp32, summed over each group below
         dk_h = torch.empty(B, Tk, H, D, device=q.device, dtype=torch.float32)
         dv_h = torch.empty(B, Tk, H, D, device=q.device, dtype=torch.float32)
-    if variant == "atomic":
+    extra = dict(qdo_desc, USE_TMA=True) if qdo_desc else {}
+    if kind == "atomic":
         dq_acc = torch.zeros(B, Tq, H, D, device=q.device, dtype=torch.float32)
-        dkdv, extra = dkdv_atomic_tuned, dict(ATOMIC_DQ=True)
+        dkdv = dkdv_atomic_tma_tuned if qdo_desc else dkdv_atomic_tuned
+        extra["ATOMIC_DQ"] = True
     else:
         dq_acc = dq  # not touched
-        dkdv, extra = (dkdv_tuned_wide if wide else dkdv_tuned), {}
+        dkdv = dkdv_tuned_wide if wide else dkdv_tma_tuned if qdo_desc else dkdv_tuned
     dkdv[lambda meta: (B * H, triton.cdiv(Tk, meta["BLOCK_N"]))](
         q, k, v, do, lse, delta, dk_h, dv_h, dq_acc, *common,
         H, Hkv, Tq, Tk, G, max(window, 1), scale * LOG2E, scale, **flags, **extra)
     if G > 1:
         dk = dk_h.view(B, Tk, Hkv, G, D).sum(3).to(k.dtype)  # [B,Tk,Hkv,D]
         dv = dv_h.view(B, Tk, Hkv, G, D).sum(3).to(v.dtype)
-    if variant == "split":
+    if kind == "split":
         launch_dq(False)
-    elif variant == "atomic":
+    elif kind == "atomic":
         dq = dq_acc.to(q.dtype)
     return dq, dk, dv
