@@ -168,6 +168,27 @@ def test_triton_matches_reference(B, T, D, W, activation, causal, bias, state, v
             assert_close(r, g, 1e-5, f"item {i}")
 
 
+def test_v2_launcher_chunks_match_reference():
+    """v2 at the launcher's own rows per program: T=100 splits into 4 chunks of 28 rows (not
+    a power of two; the last chunk 16 rows), causal with state, and centred."""
+    from mixzoo.kernels.conv1d.triton_stream import chunk_for
+    assert chunk_for(1, 100, 64, 128, "fwd") == 28 == chunk_for(1, 100, 64, 128, "bwd")
+    for causal in (True, False):
+        x, w, b, h0 = (t.float().detach().requires_grad_() if t is not None else None
+                       for t in _inputs(1, 100, 64, 4, True, causal, seed=3))
+        dy, dh = torch.randn(1, 100, 64), torch.randn(1, 64, 3)
+        kw = dict(activation="silu", causal=causal, output_final_state=causal)
+        with use_variant("v2"):
+            got = _run(lambda *a, **k: short_conv(*a, backend="triton", **k), x, w, b, h0, dy,
+                       dh if causal else None, **kw)
+        want = _run(short_conv_ref, *(t.double().detach().requires_grad_() if t is not None
+                                      else None for t in (x, w, b, h0)),
+                    dy.double(), dh.double() if causal else None, **kw)
+        for i, (r, g) in enumerate(zip(want, got)):
+            if r is not None:
+                assert_close(r, g, 1e-5, f"causal={causal} item {i}")
+
+
 @pytest.mark.parametrize("W,activation,bias", [(4, "silu", True), (2, None, False),
                                                (8, "silu", False)])
 def test_update_kernel_equals_full_kernel(W, activation, bias):

@@ -48,7 +48,8 @@ def _pick4(k: tl.constexpr, v0, v1, v2, v3):
 
 
 def _fwd_configs():
-    return [triton.Config({}, num_warps=w) for w in (1, 2)]
+    # 1, 2 or 4 warps over the BLOCK_D channels (8, 4 or 2 bf16 per thread at BLOCK_D=256)
+    return [triton.Config({}, num_warps=w) for w in (1, 2, 4)]
 
 
 @triton.autotune(configs=pick_configs(_fwd_configs()),
@@ -179,7 +180,9 @@ def _conv_fwd_stream_kernel(
 
 
 def _bwd_configs():
-    return [triton.Config({}, num_warps=w) for w in (1, 2)]
+    # sm_90 builds at W=4, BLOCK_D=256: 245 registers with 1 warp (8 warps per SM), 128 with
+    # 2 (16 per SM); 4 warps trade 16-byte loads for more warps
+    return [triton.Config({}, num_warps=w) for w in (1, 2, 4)]
 
 
 @triton.autotune(configs=pick_configs(_bwd_configs()),
@@ -447,13 +450,15 @@ def _stream_block_d(groups, D: int) -> int:
 
 def chunk_for(B: int, T: int, D: int, bd: int, pass_: str) -> int:
     """Rows per program: long chunks (a W-1 row halo and, backward, one dw/db partial row
-    per chunk) while at least ~16 programs per SM of an H100 remain."""
+    per chunk) while at least ~16 programs per SM of an H100 remain, then evened out over
+    the sequence in multiples of U (T=196: two chunks of 100 and 96, not 128 and 68)."""
     if CHUNK_OVERRIDE[pass_]:
         return CHUNK_OVERRIDE[pass_]
     chunk = 256
     while chunk > 32 and B * triton.cdiv(D, bd) * triton.cdiv(T, chunk) < 16 * 132:
         chunk //= 2
-    return chunk
+    n = triton.cdiv(T, chunk)
+    return U * triton.cdiv(triton.cdiv(T, n), U)
 
 
 def conv_fwd_stream(x, weight, bias, h0, act: int, causal: bool, bidir: bool = False,
