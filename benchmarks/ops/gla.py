@@ -52,7 +52,7 @@ def _variant(name: str):
     return run
 
 
-VARIANTS = ("v1", "v2", "v3")     # every chunk variant, timed side by side as mixzoo_<variant>
+VARIANTS = ("v1", "v2", "v3", "v4")     # every chunk variant, timed side by side as mixzoo_<variant>
 
 
 def _fla_chunk(x):
@@ -144,10 +144,15 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
         ("gla v2 fwd_gc", G2._fwd_gc_kernel, dict(g=P, gc=F, T=I), dict(H=16, K=K, BT=64)),
         ("gla v2 fwd_h", G2._fwd_h_v2_kernel, dict(k=P, v=P, gc=F, h=P, h0=F, ht=F, T=I),
          dict(base, HAS_H0=True)),
-        ("gla v2 fwd_A", G2._fwd_A_v2_kernel, dict(q=P, k=P, g=F, gc=F, A=F, **io),
-         dict(H=16, K=K, BT=64, BC=16, PREC=base["PREC"], MAKE_GC=False)),
-        ("gla v3 fwd_A", G2._fwd_A_v2_kernel, dict(q=P, k=P, g=P, gc=F, A=F, **io),
-         dict(H=16, K=K, BT=64, BC=16, PREC=base["PREC"], MAKE_GC=True)),
+        ("gla v2 fwd_A", G2._fwd_A_v2_kernel, dict(q=P, k=P, g=F, gc=F, A=F, v=P, h=P, o=P, **io),
+         dict(H=16, K=K, V=K, BT=64, BC=16, BV=16, PREC=base["PREC"], MAKE_GC=False,
+              WITH_O=False)),
+        ("gla v3 fwd_A", G2._fwd_A_v2_kernel, dict(q=P, k=P, g=P, gc=F, A=F, v=P, h=P, o=P, **io),
+         dict(H=16, K=K, V=K, BT=64, BC=16, BV=16, PREC=base["PREC"], MAKE_GC=True,
+              WITH_O=False)),
+        ("gla v4 fwd_Ao", G2._fwd_A_v2_kernel, dict(q=P, k=P, g=F, gc=F, A=F, v=P, h=P, o=P, **io),
+         dict(H=16, K=K, V=V, BT=64, BC=16, BV=min(128, V), PREC=base["PREC"], MAKE_GC=False,
+              WITH_O=True)),
         ("gla v2 bwd_dqk", G2._bwd_dqk_v2_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P, dA=F,
                                                       dq=P, dk=P, dg=F, **io),
          dict(base, BC=16)),

@@ -101,22 +101,26 @@ def _fwd_h_v2_kernel(
 
 
 # [64,64] fp32 score tile + [64,BK] q/k/gc tiles; sm_90 report in the README
-@autotuned(configs((32, 4, 2), (64, 8, 2), (32, 8, 1), names=("BK",)), key=("K",))
+@autotuned(configs((32, 4, 2), (64, 8, 2), (32, 8, 1), names=("BK",)),
+           key=("K", "V", "MAKE_GC", "WITH_O"))          # v2, v3, v4 tune apart
 @triton.jit
 def _fwd_A_v2_kernel(
     q, k, g,            # [B,T,H,K] q, k, and the log gate g (read only if MAKE_GC)
     gc,                 # [B,T,H,K] fp32 chunk-local cumulative gate (written here if MAKE_GC)
     A,                  # [B,T,H,BT] fp32 out: A[t, s] = scale sum_k q_tk k_sk e^(b_tk - b_sk), s<=t
-    scale, T, H: tl.constexpr, K: tl.constexpr,
-    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
-    MAKE_GC: tl.constexpr,
+    v, h, o,            # WITH_O only: [B,T,H,V] v, [B,N,H,K,V] states, [B,T,H,V] output
+    scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    PREC: tl.constexpr, MAKE_GC: tl.constexpr, WITH_O: tl.constexpr,
 ):
     """All intra scores of one chunk. Off-diagonal sub-chunk blocks (i > j), with r_i = b
     at the first row of sub-chunk i:  A_ij = (q_i e^(b_i - r_i)) (k_j e^(r_i - b_j))^T.
     Diagonal blocks: A[t, start(t) + j] = sum_k q_t k_s e^(b_t - b_s), looped over j.
     MAKE_GC (variant v3): the program first forms its chunk's gc from g and stores it (it
     owns every row and K block of the chunk); a CTA barrier makes those stores visible to
-    the gathers of other rows below, so no separate cumsum kernel runs."""
+    the gathers of other rows below, so no separate cumsum kernel runs.
+    WITH_O (variant v4): then o = (scale q e^b) h[n] + A v as in chunk._fwd_o, with A
+    read back from the rows this program just stored (after a CTA barrier)."""
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NS: tl.constexpr = BT // BC
@@ -173,6 +177,32 @@ def _fwd_A_v2_kernel(
     tl.store(A + t[:, None] * (H * BT) + o_t[None, :], b_A, mask=m_off)
     tl.store(A + t[:, None] * (H * BT) + (o_blk * BC)[:, None] + o_c[None, :], b_D,
              mask=m_t[:, None])
+    if WITH_O:
+        tl.debug_barrier()          # every thread's A stores before any thread's reload
+        v += base * V
+        o += base * V
+        N = tl.cdiv(T, BT)
+        p_hc = h + ((i_b * N + i_n) * H + i_h).to(tl.int64) * K * V
+        b_Af = tl.load(A + t[:, None] * (H * BT) + o_t[None, :], mask=m_t[:, None], other=0.)
+        for i_v in range(0, tl.cdiv(V, BV)):
+            o_v = i_v * BV + tl.arange(0, BV)
+            m_v = o_v < V
+            b_o = tl.zeros([BT, BV], dtype=tl.float32)
+            for i_k in range(0, tl.cdiv(K, BK)):
+                o_k = i_k * BK + tl.arange(0, BK)
+                m_tk = m_t[:, None] & (o_k[None, :] < K)
+                p_tk = t[:, None] * (H * K) + o_k[None, :]
+                b_q = tl.load(q + p_tk, mask=m_tk, other=0.).to(tl.float32)
+                b_g = tl.load(gc + p_tk, mask=m_tk, other=0.)
+                b_qd = (b_q * tl.exp(b_g) * scale).to(q.dtype.element_ty)
+                b_h = tl.load(p_hc + o_k[:, None] * V + o_v[None, :],
+                              mask=(o_k[:, None] < K) & m_v[None, :], other=0.)
+                b_o += tl.dot(b_qd, b_h.to(q.dtype.element_ty), input_precision=PREC)
+            p_v = t[:, None] * (H * V) + o_v[None, :]
+            m_tv = m_t[:, None] & m_v[None, :]
+            b_v = tl.load(v + p_v, mask=m_tv, other=0.)
+            b_o += tl.dot(b_Af.to(v.dtype.element_ty), b_v, input_precision=PREC)
+            tl.store(o + p_v, b_o.to(o.dtype.element_ty), mask=m_tv)
 
 
 # ----------------------------------------------------------------------------- backward
@@ -305,7 +335,7 @@ def _bwd_dqk_v2_kernel(
 
 
 # ----------------------------------------------------------------------------- launchers
-def gla_chunk_fwd_v2(q, k, v, g, h0, scale: float):
+def gla_chunk_fwd_v2(q, k, v, g, h0, scale: float, fuse_o: bool = False):
     """As chunk.gla_chunk_fwd: (o, final_state fp32, gc fp32, A fp32, h)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -318,12 +348,25 @@ def gla_chunk_fwd_v2(q, k, v, g, h0, scale: float):
     _fwd_h_v2_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
         k, v, gc, h, h0, ht, T, H, K, V, BT=BT, HAS_H0=h0 is not None, PREC=prec)
     A = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
-    _fwd_A_v2_kernel[(N, B * H)](q, k, gc, gc, A, scale, T, H, K, BT=BT, BC=BC, PREC=prec,
-                                 MAKE_GC=False)
     o = torch.empty_like(v)
+    if fuse_o:
+        _fwd_A_v2_kernel[(N, B * H)](q, k, gc, gc, A, v, h, o, scale, T, H, K, V, BT=BT, BC=BC,
+                                     BV=min(128, _pow2(V)), PREC=prec, MAKE_GC=False, WITH_O=True)
+        return o, ht, gc, A, h
+    _fwd_A_v2_kernel[(N, B * H)](q, k, gc, gc, A, q, h, q, scale, T, H, K, K, BT=BT, BC=BC,
+                                 BV=16, PREC=prec, MAKE_GC=False, WITH_O=False)
     _fwd_o_kernel[lambda m: (cdiv(V, m["BV"]), N, B * H)](
         q, v, gc, A, h, o, scale, T, H, K, V, BT=BT, PREC=prec)
     return o, ht, gc, A, h
+
+
+def gla_chunk_fwd_v4(q, k, v, g, h0, scale: float):
+    """v2 with the output computed by the score kernel (WITH_O): no A read-back pass."""
+    return gla_chunk_fwd_v2(q, k, v, g, h0, scale, fuse_o=True)
+
+
+def _pow2(n: int) -> int:
+    return max(16, triton.next_power_of_2(n))
 
 
 def gla_chunk_fwd_v3(q, k, v, g, h0, scale: float):
@@ -334,8 +377,8 @@ def gla_chunk_fwd_v3(q, k, v, g, h0, scale: float):
     prec = _dot_precision(q.dtype)
     gc = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
     A = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
-    _fwd_A_v2_kernel[(N, B * H)](q, k, g, gc, A, scale, T, H, K, BT=BT, BC=BC, PREC=prec,
-                                 MAKE_GC=True)
+    _fwd_A_v2_kernel[(N, B * H)](q, k, g, gc, A, q, q, q, scale, T, H, K, K, BT=BT, BC=BC,
+                                 BV=16, PREC=prec, MAKE_GC=True, WITH_O=False)
     h = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)
     ht = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
     _fwd_h_v2_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
