@@ -5,6 +5,7 @@ import torch
 
 from mixzoo.kernels._common import rel_rms
 from mixzoo.kernels.conv1d import short_conv, short_conv_vec_ref
+from mixzoo.kernels.conv1d.ops import use_variant
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -20,6 +21,7 @@ def _run(fn, x, w, b, h0, dy, dh, **kw):
     return [y, hT] + [t.grad if t is not None else None for t in leaves]
 
 
+@pytest.mark.parametrize("variant", ["v1", "v2"])
 @pytest.mark.parametrize("B,T,D,W,act,causal,bias,state", [
     (4, 2048, 1024, 4, "silu", True, True, True),
     (2, 4097, 768, 3, None, True, False, False),
@@ -27,7 +29,7 @@ def _run(fn, x, w, b, h0, dy, dh, **kw):
     (2, 2048, 1024, 4, "silu", False, True, False),
     (1, 3, 256, 6, "silu", True, True, True),
 ])
-def test_bf16_vs_fp32_reference(B, T, D, W, act, causal, bias, state):
+def test_bf16_vs_fp32_reference(B, T, D, W, act, causal, bias, state, variant):
     g = torch.Generator(device="cuda").manual_seed(T)
     x = torch.randn(B, T, D, device="cuda", generator=g).bfloat16()
     w = (torch.randn(D, W, device="cuda", generator=g) / W ** 0.5).bfloat16()
@@ -38,10 +40,12 @@ def test_bf16_vs_fp32_reference(B, T, D, W, act, causal, bias, state):
     kw = dict(activation=act, causal=causal, output_final_state=causal)
     ref = _run(short_conv_vec_ref, x.float(), w.float(), b.float() if bias else None, h0,
                dy, dh, **kw)
-    ours = _run(lambda *a, **k: short_conv(*a, backend="triton", **k), x, w, b, h0, dy, dh, **kw)
+    with use_variant(variant):
+        ours = _run(lambda *a, **k: short_conv(*a, backend="triton", **k), x, w, b, h0, dy, dh,
+                    **kw)
     names = ("y", "final", "dx", "dw", "db", "dh0")
     errs = {n: rel_rms(r, o) for n, r, o in zip(names, ref, ours) if r is not None}
-    print(f"\n{(B, T, D, W, act, causal, bias, state)} "
+    print(f"\n{variant} {(B, T, D, W, act, causal, bias, state)} "
           + " ".join(f"{n}={e:.1e}" for n, e in errs.items()))
     for n, e in errs.items():
         assert e < BF16_TOL, f"{n}: {e:.2e}"
@@ -62,12 +66,13 @@ def test_update_kernel_decoding():
     assert rel_rms(full.float(), torch.cat(ys, 1).float()) < 1e-2
 
 
+@pytest.mark.parametrize("variant", ["v1", "v2"])
 @pytest.mark.parametrize("B,T,D,splits", [
     (32, 197, 1152, [384, 384, 384]),   # vision DeltaNet q|k|v, ViT-S 224 px
     (2, 1024, 1152, [384, 384, 384]),   # 1024 tokens: many row chunks per sequence
     (4, 300, 512, None),                # one group (BLOCK_D 256), chunk boundaries mid-sequence
 ])
-def test_bidirectional_bf16_vs_fp32_reference(B, T, D, splits):
+def test_bidirectional_bf16_vs_fp32_reference(B, T, D, splits, variant):
     from mixzoo.kernels.conv1d import short_conv_bidirectional, short_conv_bidirectional_ref
     g = torch.Generator(device="cuda").manual_seed(T)
     x = torch.randn(B, T, D, device="cuda", generator=g).bfloat16()
@@ -81,8 +86,9 @@ def test_bidirectional_bf16_vs_fp32_reference(B, T, D, splits):
         return torch.cat([y.float() for y in ys], -1), xx.grad, ww.grad
 
     ref = run(short_conv_bidirectional_ref, x.float(), w)
-    ours = run(lambda *a, **k: short_conv_bidirectional(*a, backend="triton", **k), x, w)
+    with use_variant(variant):
+        ours = run(lambda *a, **k: short_conv_bidirectional(*a, backend="triton", **k), x, w)
     errs = {n: rel_rms(r, o) for n, r, o in zip(("y", "dx", "dw"), ref, ours)}
-    print(f"\nbidir {(B, T, D, splits)} " + " ".join(f"{n}={e:.1e}" for n, e in errs.items()))
+    print(f"\nbidir {variant} {(B, T, D, splits)} " + " ".join(f"{n}={e:.1e}" for n, e in errs.items()))
     for n, e in errs.items():
         assert e < BF16_TOL, f"{n}: {e:.2e}"
