@@ -5,12 +5,20 @@
         [--batch 224=128 512=32 1024=8] [--dtype bf16] [--amp | --pure]
         [--warmup 5] [--iters 20] [--compile] [--profile] [--json vision.json]
 
+A model entry may carry options after '@', comma-separated, so one process times variants
+side by side: `NAME@compile` (torch.compile that model only), `NAME@KEY=VALUE` (environment
+variable KEY=VALUE while that row is built, warmed up, timed and profiled; e.g.
+`mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_VARIANT=v2`). The ratio column is
+always against the first anchor entry (the first entry whose name does not start with
+"mixzoo_"), options included.
+
 For every image size and model: build the model at that resolution (`img_size=`, 1000
 classes, patch 16, so 196 / 1024 / 4096 tokens at 224 / 512 / 1024 px), then time one
 training step = forward + cross-entropy + backward (no optimizer step) on fresh random
 images with CUDA events: `--warmup` untimed steps, then the median of `--iters` timed steps.
-Reports training images/s = batch / median step time, the median ms, the peak memory of a
-step (torch.cuda.max_memory_allocated, parameters and gradients included), and for every
+Reports training images/s = batch / median step time, the median ms, the median host ms
+(time until the step's last kernel is queued: close to the step ms means the step is bound
+by Python/launch overhead, not by the GPU), the peak memory of a step (torch.cuda.max_memory_allocated, parameters and gradients included), and for every
 model the speed ratio against the first anchor (the first non-mixzoo model, default timm
 `vit_small_patch16_224`, which runs softmax attention through
 F.scaled_dot_product_attention). All ratios come from this one process.
@@ -57,6 +65,41 @@ def parse_batch(items: list[str]) -> dict[int, int]:
     return out
 
 
+def parse_entry(entry: str) -> tuple[str, bool, dict[str, str]]:
+    """'NAME[@opt,opt...]' -> (timm model name, compile?, environment overrides)."""
+    name, _, opts = entry.partition("@")
+    compile_, env = False, {}
+    for opt in filter(None, opts.split(",")):
+        if opt == "compile":
+            compile_ = True
+        elif "=" in opt:
+            key, _, value = opt.partition("=")
+            env[key] = value
+        else:
+            raise SystemExit(f"--models {entry!r}: option {opt!r} is neither 'compile' nor "
+                             f"KEY=VALUE")
+    return name, compile_, env
+
+
+class _Env:
+    """Set environment variables for one row, restore them afterwards."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env, self.old = env, {}
+
+    def __enter__(self):
+        for k, v in self.env.items():
+            self.old[k] = os.environ.get(k)
+            os.environ[k] = v
+
+    def __exit__(self, *exc):
+        for k, v in self.old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def versions() -> dict[str, str]:
     import timm
     v = {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version()}
@@ -86,10 +129,16 @@ def step(model, x, y, dtype, amp: bool):
     return loss
 
 
-def measure(name: str, size: int, batch: int, args) -> dict:
+def measure(entry: str, size: int, batch: int, args) -> dict:
+    name, compile_, env = parse_entry(entry)
+    with _Env(env):
+        return _measure(entry, name, size, batch, args, compile_ or args.compile)
+
+
+def _measure(entry: str, name: str, size: int, batch: int, args, compile_: bool) -> dict:
     dtype, dev = DTYPES[args.dtype], args.device
     cuda = dev == "cuda"
-    model = build(name, size, dtype, args.pure, args.compile, dev)
+    model = build(name, size, dtype, args.pure, compile_, dev)
     params = sum(p.numel() for p in model.parameters())
     x_dtype = dtype if args.pure else torch.float32
     gen = torch.Generator(device=dev).manual_seed(0)
@@ -112,15 +161,18 @@ def measure(name: str, size: int, batch: int, args) -> dict:
     sync()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, host = [], []
     for _ in range(args.iters):
         x, y = batch_data()
         if cuda:
             start, end = (torch.cuda.Event(enable_timing=True),
                           torch.cuda.Event(enable_timing=True))
+            sync()
+            t0 = time.perf_counter()
             start.record()
             step(model, x, y, dtype, not args.pure)
             end.record()
+            host.append((time.perf_counter() - t0) * 1e3)   # until the last kernel is queued
             sync()
             times.append(start.elapsed_time(end))
         else:                                   # --device cpu: a smoke run, not a benchmark
@@ -129,8 +181,9 @@ def measure(name: str, size: int, batch: int, args) -> dict:
             times.append((time.perf_counter() - t0) * 1e3)
         model.zero_grad(set_to_none=False)     # keep grads allocated, as in real training
     ms = statistics.median(times)
-    row = {"model": name, "img": size, "tokens": (size // 16) ** 2, "batch": batch,
+    row = {"model": entry, "img": size, "tokens": (size // 16) ** 2, "batch": batch,
            "ms": ms, "img_s": batch / (ms / 1e3),
+           "host_ms": statistics.median(host) if host else float("nan"),
            "peak_mib": torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else float("nan"),
            "params_m": params / 1e6, "status": "ok"}
     if args.profile and cuda:
@@ -140,34 +193,56 @@ def measure(name: str, size: int, batch: int, args) -> dict:
 
 
 def profile(model, batch_data, dtype, amp: bool) -> list[str]:
-    """The 8 most expensive CUDA kernels of one step (where a mixzoo model's time goes)."""
+    """Where one step's GPU time goes: total kernel time against the step's wall time (a
+    large gap = the GPU waits for the host), the 20 most expensive kernels, and the 20 aten
+    ops (with input shapes) whose own kernels cost the most, so each elementwise/copy kernel
+    can be traced to the op and tensor that launched it."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as prof
     x, y = batch_data()
-    with prof(activities=[ProfilerActivity.CUDA]) as p:
+    torch.cuda.synchronize()
+    with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as p:
+        t0 = time.perf_counter()
         step(model, x, y, dtype, amp)
         torch.cuda.synchronize()
+        wall = (time.perf_counter() - t0) * 1e3
     model.zero_grad(set_to_none=False)
-    events = sorted(p.key_averages(), key=lambda e: getattr(e, "device_time_total", 0),
-                    reverse=True)[:8]
-    return [f"{e.key[:60]} {getattr(e, 'device_time_total', 0) / 1e3:.2f}ms x{e.count}"
-            for e in events]
+
+    def dev(e, own: bool) -> float:
+        name = "self_device_time_total" if own else "device_time_total"
+        return getattr(e, name, getattr(e, name.replace("device", "cuda"), 0)) / 1e3
+
+    kernels = [e for e in p.key_averages() if e.device_type == DeviceType.CUDA]
+    total = sum(dev(e, False) for e in kernels)
+    out = [f"step under the profiler: {wall:.1f} ms wall, {total:.1f} ms of kernels "
+           f"({sum(e.count for e in kernels)} launches)", "top kernels:"]
+    for e in sorted(kernels, key=lambda e: dev(e, False), reverse=True)[:20]:
+        out.append(f"  {e.key[:70]} {dev(e, False):.2f}ms x{e.count}")
+    ops = [e for e in p.key_averages(group_by_input_shape=True)
+           if e.device_type == DeviceType.CPU and dev(e, True) > 0]
+    out.append("top aten ops by their own kernels' time (input shapes):")
+    for e in sorted(ops, key=lambda e: dev(e, True), reverse=True)[:20]:
+        shapes = str(getattr(e, "input_shapes", ""))[:90]
+        out.append(f"  {e.key[:40]} {dev(e, True):.2f}ms x{e.count} {shapes}")
+    return out
 
 
 def table(rows: list[dict], anchor: str | None) -> str:
-    lines = ["| model | img px | tokens | batch | step ms | images/s | vs anchor | "
+    lines = ["| model | img px | tokens | batch | step ms | host ms | images/s | vs anchor | "
              "peak MiB | params M |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     base = {r["img"]: r for r in rows if r["model"] == anchor and r["status"] == "ok"}
     for r in rows:
         if r["status"] != "ok":
             lines.append(f"| {r['model']} | {r['img']} | {r.get('tokens', '')} | "
-                         f"{r['batch']} | {r['status']} | | | | |")
+                         f"{r['batch']} | {r['status']} | | | | | |")
             continue
         ref = base.get(r["img"])
         ratio = f"{r['img_s'] / ref['img_s']:.2f}x" if ref else "n/a"
         lines.append(f"| {r['model']} | {r['img']} | {r['tokens']} | {r['batch']} | "
-                     f"{r['ms']:.1f} | {r['img_s']:.1f} | {ratio} | {r['peak_mib']:.0f} | "
+                     f"{r['ms']:.1f} | {r.get('host_ms', float('nan')):.1f} | "
+                     f"{r['img_s']:.1f} | {ratio} | {r['peak_mib']:.0f} | "
                      f"{r['params_m']:.1f} |")
     return "\n".join(lines)
 
@@ -176,12 +251,14 @@ def verdict(rows: list[dict], anchor: str | None) -> list[str]:
     out = []
     ok = {(r["model"], r["img"]): r for r in rows if r["status"] == "ok"}
     for size, target in TARGETS.items():
-        dn = ok.get(("mixzoo_deltanet_vit_small_patch16_224", size))
         ref = ok.get((anchor, size))
-        if dn and ref:
-            ratio = dn["img_s"] / ref["img_s"]
-            out.append(f"- {size} px: DeltaNet ViT-S / {anchor} = {ratio:.2f}x "
-                       f"(target >= {target}x): {'MET' if ratio >= target else 'NOT MET'}")
+        for (entry, img), dn in ok.items():
+            if img != size or parse_entry(entry)[0] != "mixzoo_deltanet_vit_small_patch16_224":
+                continue
+            if ref:
+                ratio = dn["img_s"] / ref["img_s"]
+                out.append(f"- {size} px: {entry} / {anchor} = {ratio:.2f}x "
+                           f"(target >= {target}x): {'MET' if ratio >= target else 'NOT MET'}")
     return out
 
 
@@ -191,7 +268,7 @@ def write(path: pathlib.Path | None, header: str, rows: list[dict], anchor: str 
     body += verdict(rows, anchor)
     for r in rows:
         if r.get("top_kernels"):
-            body += ["", f"Top CUDA kernels, {r['model']} @ {r['img']} px:"]
+            body += ["", f"Profile of one step, {r['model']} @ {r['img']} px:"]
             body += [f"    {k}" for k in r["top_kernels"]]
     for r in rows:
         if r["status"] != "ok" and r.get("error"):
@@ -231,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     import mixzoo  # noqa: F401  (registers the mixzoo_* timm models when timm loads)
     from mixzoo.models.vision import import_timm
     timm = import_timm()
-    for name in args.models:
+    for entry in args.models:
+        name = parse_entry(entry)[0]
         if not timm.is_model(name):
             raise SystemExit(f"--models: unknown timm model {name!r}")
     anchor = next((m for m in args.models if not m.startswith("mixzoo_")), None)
