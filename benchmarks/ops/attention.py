@@ -55,7 +55,7 @@ def _variant(fwd: str, bwd: str):
 VARIANTS = [("mixzoo_fwd_tune2", "tune2", "split"), ("mixzoo_fwd_tma", "tma", "split"),
             ("mixzoo_bwd_dqdelta", "base", "dqdelta"), ("mixzoo_bwd_atomic", "base", "atomic"),
             ("mixzoo_tma_split", "tma", "split_tma"), ("mixzoo_tma_dqdelta", "tma", "dqdelta_tma"),
-            ("mixzoo_tma_atomic", "tma", "atomic_tma")]
+            ("mixzoo_tma_atomic", "tma", "atomic_tma"), ("mixzoo_fwd_tma_fold", "tma_fold", "split")]
 
 
 def implementations(shape: dict) -> dict:
@@ -161,6 +161,7 @@ def _sm90_report(D: int = 128) -> int:
     flags = dict(CAUSAL=True, HAS_WINDOW=False, HEAD_DIM=D, BLOCK_D=bd, DOT_PREC="tf32")
     jobs = [("fwd base", TF.attn_fwd_tuned, {}), ("fwd tune2", TF.attn_fwd_tune2, {}),
             ("fwd tma", TF.attn_fwd_tma, dict(USE_TMA=True)),
+            ("fwd tma fold", TF.attn_fwd_tma, dict(USE_TMA=True, FOLD=True)),
             ("dkdv", TB.dkdv_tuned, {}), ("dkdv atomic", TB.dkdv_atomic_tuned,
                                           dict(ATOMIC_DQ=True)),
             ("dq", TB.dq_tuned, {}), ("dq dqdelta", TB.dq_delta_tuned, dict(FUSE_DELTA=True)),

@@ -226,8 +226,8 @@ VARIANT_CASES = [  # (B, Tq, Tk, H, Hkv, D, causal, window): masked/full runs, G
 
 
 @pytest.mark.parametrize("fwd_variant,bwd_variant", [
-    ("tune2", "dqdelta"), ("base", "atomic"), ("tma", "split_tma"), ("tma", "dqdelta_tma"),
-    ("base", "atomic_tma")])
+    ("tune2", "dqdelta"), ("base_fold", "atomic"), ("tma", "split_tma"),
+    ("tma_fold", "dqdelta_tma"), ("tune2_fold", "atomic_tma")])
 @pytest.mark.parametrize("B,Tq,Tk,H,Hkv,D,causal,window", VARIANT_CASES)
 def test_triton_variants_match_reference(B, Tq, Tk, H, Hkv, D, causal, window, fwd_variant,
                                          bwd_variant):
@@ -243,6 +243,13 @@ def test_triton_variants_match_reference(B, Tq, Tk, H, Hkv, D, causal, window, f
     assert_close(rlse, lse, 1e-5, "lse")
     for name, r, g in zip(("dq", "dk", "dv"), rgrads, grads):
         assert_close(r, g, 1e-5, name)
+
+
+def test_fold_variant_with_negative_scale():
+    q, k, v = _inputs(1, 40, 40, 2, 1, 16)
+    ref = attention_ref(q, k, v, window=9, scale=-0.3)
+    out = attention_triton_lse(q, k, v, window=9, scale=-0.3, fwd_variant="tma_fold")[0]
+    assert_close(ref, out, 1e-5)
 
 
 def test_unknown_variant_raises():

@@ -93,11 +93,12 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kt, offs_n, offs_d, pos_
                k_desc, v_desc, b, hk,  # USE_TMA: [B,Tk,Hkv,D] descriptors, tile [1,BN,1,BD]
                CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASKED: tl.constexpr,
                BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-               DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr):
+               DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr, FOLD: tl.constexpr):
     """Visit key tiles [lo, hi) in steps of BLOCK_N, updating (acc, l_i, m_i).
     MASKED=False means every query of the block sees every key of these tiles. USE_TMA
     loads k/v tiles through tensor descriptors (rows past Tk and columns past D read 0,
-    as the masked pointer loads do)."""
+    as the masked pointer loads do). FOLD (needs qk_scale > 0) applies the scale inside
+    the exponent's FMA instead of a separate multiply of every score."""
     dmask = offs_d < HEAD_DIM  # [BLOCK_D] folds to all-true when HEAD_DIM == BLOCK_D
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n  # [BLOCK_N] key indices
@@ -110,7 +111,9 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kt, offs_n, offs_d, pos_
             k = k_desc.load([b, start_n, hk, 0]).reshape(BLOCK_N, BLOCK_D)
         else:
             k = tl.load(k_base + kv_off, mask=ld_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale  # [BLOCK_M, BLOCK_N]
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N] unscaled
+        if not FOLD:
+            s = s * qk_scale
         if MASKED:
             vis = cols[None, :] < Tk
             if CAUSAL:
@@ -118,9 +121,13 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kt, offs_n, offs_d, pos_
             if HAS_WINDOW:
                 vis = vis & (cols[None, :] > pos_q[:, None] - window)
             s = tl.where(vis, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))  # [BLOCK_M]
+        if FOLD:  # qk_scale > 0: max(scale * s) = scale * max(s); one FMA per score below
+            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)  # [BLOCK_M]
+            p = tl.math.exp2(s * qk_scale - m_new[:, None])  # [BLOCK_M, BLOCK_N]
+        else:
+            m_new = tl.maximum(m_i, tl.max(s, 1))  # [BLOCK_M]
+            p = tl.math.exp2(s - m_new[:, None])  # [BLOCK_M, BLOCK_N]
         alpha = tl.math.exp2(m_i - m_new)
-        p = tl.math.exp2(s - m_new[:, None])  # [BLOCK_M, BLOCK_N]
         l_i = l_i * alpha + tl.sum(p, 1)
         if USE_TMA:
             v = v_desc.load([b, start_n, hk, 0]).reshape(BLOCK_N, BLOCK_D)
@@ -151,6 +158,7 @@ def _attn_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     k_desc=None, v_desc=None,  # USE_TMA: host tensor descriptors of k and v [B,Tk,Hkv,D]
     USE_TMA: tl.constexpr = False,
+    FOLD: tl.constexpr = False,  # scale folded into the exponent's FMA (qk_scale > 0 only)
 ):
     """One program = one block of BLOCK_M queries of one (batch, head). The grid is
     (B*H, query blocks) with the LAST query blocks (the most keys under a causal mask)
@@ -198,15 +206,15 @@ def _attn_fwd_kernel(
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, skt, offs_n, offs_d, pos_q,
                                t_lo, b1, Tk, window, qk_scale, k_desc, v_desc, b, hk,
                                CAUSAL, HAS_WINDOW, True, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC,
-                               USE_TMA)
+                               USE_TMA, FOLD)
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, skt, offs_n, offs_d, pos_q,
                                b1, b2, Tk, window, qk_scale, k_desc, v_desc, b, hk,
                                CAUSAL, HAS_WINDOW, False, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC,
-                               USE_TMA)
+                               USE_TMA, FOLD)
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, skt, offs_n, offs_d, pos_q,
                                b2, t_end, Tk, window, qk_scale, k_desc, v_desc, b, hk,
                                CAUSAL, HAS_WINDOW, True, BLOCK_N, HEAD_DIM, BLOCK_D, DOT_PREC,
-                               USE_TMA)
+                               USE_TMA, FOLD)
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     o = acc / l_safe[:, None]
     o_base = o_ptr + b.to(tl.int64) * sob + h * soh
@@ -323,7 +331,9 @@ def _last_dim_contig(t: torch.Tensor) -> torch.Tensor:
 # _fwd_configs), "tune2" (autotuned over _TUNE2_OPTS) and "tma" (k/v tiles through
 # host tensor descriptors, TMA on Hopper, over _TUNE2_OPTS; falls back to "tune2" when
 # k/v do not meet TMA's 16-byte alignment, and to "base" for head dim 256).
-FWD_VARIANTS = ("base", "tune2", "tma")
+# Each also as "<name>_fold": the softmax scale folded into the exponent's FMA (used when
+# scale > 0; a negative scale runs unfolded).
+FWD_VARIANTS = ("base", "tune2", "tma", "base_fold", "tune2_fold", "tma_fold")
 FWD_VARIANT = os.environ.get("MIXZOO_ATTN_FWD_VARIANT", "base")
 
 
@@ -345,12 +355,12 @@ def attn_fwd(q, k, v, causal: bool, window: int, scale: float, variant: str | No
         return (B * H, triton.cdiv(Tq, meta["BLOCK_M"]))
 
     BD = block_d(D)
-    tma = {}
-    if variant == "tma" and BD < 256:
-        tma = tma_kv(k, v, BD)
-        variant = "tma" if tma else "tune2"
+    tiles, fold = variant.removesuffix("_fold"), variant.endswith("_fold") and scale > 0
+    extra = dict(FOLD=True) if fold else {}
+    tma = tma_kv(k, v, BD) if tiles == "tma" and BD < 256 else {}
+    extra.update(tma)
     kernel = (attn_fwd_tuned_wide if BD >= 256 else attn_fwd_tma if tma else
-              attn_fwd_tune2 if variant in ("tune2", "tma") else attn_fwd_tuned)
+              attn_fwd_tune2 if tiles in ("tune2", "tma") else attn_fwd_tuned)
     kernel[grid](
         q, k, v, o, lse,
         q.stride(0), q.stride(1), q.stride(2),
@@ -359,7 +369,7 @@ def attn_fwd(q, k, v, causal: bool, window: int, scale: float, variant: str | No
         o.stride(0), o.stride(1), o.stride(2),
         H, Tq, Tk, H // Hkv, max(window, 1), scale * LOG2E,
         CAUSAL=causal, HAS_WINDOW=window > 0, HEAD_DIM=D, BLOCK_D=BD,
-        DOT_PREC=dot_precision(q.dtype), **tma,
+        DOT_PREC=dot_precision(q.dtype), **extra,
     )
     return o, lse
 
