@@ -55,7 +55,8 @@ def _variant(fwd: str, bwd: str):
 VARIANTS = [("mixzoo_fwd_tune2", "tune2", "split"), ("mixzoo_fwd_tma", "tma", "split"),
             ("mixzoo_bwd_dqdelta", "base", "dqdelta"), ("mixzoo_bwd_atomic", "base", "atomic"),
             ("mixzoo_tma_split", "tma", "split_tma"), ("mixzoo_tma_dqdelta", "tma", "dqdelta_tma"),
-            ("mixzoo_tma_atomic", "tma", "atomic_tma"), ("mixzoo_fwd_tma_fold", "tma_fold", "split")]
+            ("mixzoo_tma_atomic", "tma", "atomic_tma"),
+            ("mixzoo_fwd_tma_fold", "tma_fold", "split")]
 
 
 def implementations(shape: dict) -> dict:

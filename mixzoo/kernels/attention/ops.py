@@ -1,14 +1,17 @@
 """Autograd layer for the attention kernels, registered with torch.library so that
 torch.compile traces through it without graph breaks.
 
-    mixzoo::attention_fwd(q, k, v, causal, window, scale) -> (o, lse)
-    mixzoo::attention_bwd(do, q, k, v, o, lse, causal, window, scale) -> (dq, dk, dv)
+    mixzoo::attention_fwd(q, k, v, causal, window, scale, fwd_variant="", bwd_variant="")
+        -> (o, lse)
+    mixzoo::attention_bwd(do, q, k, v, o, lse, causal, window, scale, variant="")
+        -> (dq, dk, dv)
 
 window <= 0 means no window. fwd_variant / bwd_variant pick a kernel variant by name
 ("" = the module default, set by MIXZOO_ATTN_FWD_VARIANT / MIXZOO_ATTN_BWD_VARIANT; the
 names are listed in triton_fwd.FWD_VARIANTS and triton_bwd.BWD_VARIANTS). The forward
-picks the decode kernel for few queries against a longer KV cache (`use_decode`, tested equal to the tiled forward); the backward always
-recomputes the probabilities from the saved lse (nothing [T,T] is stored).
+picks the decode kernel for few queries against a longer KV cache (`use_decode`, tested
+equal to the tiled forward); the backward always recomputes the probabilities from the
+saved lse (nothing [T,T] is stored).
 """
 from __future__ import annotations
 
