@@ -26,7 +26,10 @@ import torch
 import triton
 import triton.language as tl
 
-from triton.tools.tensor_descriptor import TensorDescriptor
+try:  # host tensor descriptors (TMA variants): Triton >= 3.4
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - older Triton: the TMA variants fall back
+    TensorDescriptor = None
 
 from .._common import cdiv, is_interpreting, pick_configs
 
@@ -58,7 +61,7 @@ _TUNE_KEY = ["Tq", "Tk", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "G", "DOT_PREC"]
 
 def tma_ok(*ts: torch.Tensor) -> bool:
     """TMA needs 16-byte aligned bases and 16-byte multiples as outer strides."""
-    return all(t.is_cuda or is_interpreting() for t in ts) and all(
+    return TensorDescriptor is not None and all(t.is_cuda or is_interpreting() for t in ts) and all(
         t.data_ptr() % 16 == 0 and t.stride(-1) == 1
         and all(st * t.element_size() % 16 == 0 for st in t.stride()[:-1]) for t in ts)
 
