@@ -144,6 +144,8 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
         ("gla v2 fwd_gc", G2._fwd_gc_kernel, dict(g=P, gc=F, T=I), dict(H=16, K=K, BT=64)),
         ("gla v2 fwd_h", G2._fwd_h_v2_kernel, dict(k=P, v=P, gc=F, h=P, h0=F, ht=F, T=I),
          dict(base, HAS_H0=True)),
+        ("gla v2 bwd_dh", G2._bwd_dh_v2_kernel, dict(q=P, do=P, gc=F, dht=F, dh=P, dh0=F, **io),
+         dict(base, HAS_DHT=True)),
         ("gla v2 fwd_A", G2._fwd_A_v2_kernel, dict(q=P, k=P, g=F, gc=F, A=F, v=P, h=P, o=P, **io),
          dict(H=16, K=K, V=K, BT=64, BC=16, BV=16, PREC=base["PREC"], MAKE_GC=False,
               WITH_O=False)),

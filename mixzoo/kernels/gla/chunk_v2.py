@@ -51,10 +51,17 @@ def _fwd_gc_kernel(
     tl.store(gc + p, tl.cumsum(b_g, axis=0), mask=m_tk)
 
 
+# state passes: v1's two 8-warp configs plus 32x32 at 4 warps (4x the programs: 1024 at
+# B4 H16 D128, several per SM) and 3 stages; none spills on sm_90
+V2_STATE_CONFIGS = configs((64, 64, 8, 2), (32, 64, 8, 2), (32, 32, 4, 2), (64, 64, 8, 3))
+# v1's reverse state pass, offered the same configs
+_bwd_dh_v2_kernel = autotuned(V2_STATE_CONFIGS)(_bwd_dh_kernel.fn)
+
+
 # The state pass reads gc made by _fwd_gc (v1 makes it inside the pass: a [BK, BT]
 # cumsum on every sequential step). Measured in session 2 (call 5): 0.172 ms + 0.072 ms
 # for _fwd_gc, against 0.416 ms for v1's pass, B4 T4096 H16 D128.
-@autotuned(configs((64, 64, 8, 2), (32, 64, 8, 2), (32, 32, 4, 2), (64, 64, 8, 3)))
+@autotuned(V2_STATE_CONFIGS)
 @triton.jit
 def _fwd_h_v2_kernel(
     k, v, gc,           # [B,T,H,K], [B,T,H,V] inputs, [B,T,H,K] fp32 chunk-local cumulative gate
@@ -398,7 +405,7 @@ def gla_chunk_bwd_v2(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torc
     prec = _dot_precision(q.dtype)
     dh = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)
     dh0 = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
-    _bwd_dh_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
+    _bwd_dh_v2_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
         q, do, gc, dht, dh, dh0, scale, T, H, K, V, BT=BT, HAS_DHT=dht is not None, PREC=prec)
     dA = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
     dv = torch.empty_like(v)
