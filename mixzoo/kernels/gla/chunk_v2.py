@@ -17,7 +17,7 @@ program owns all BT=64 rows of a chunk (and one K block):
 
 The forward state pass reads gc from a separate parallel cumsum kernel (_fwd_gc) instead
 of forming it on every sequential step. Selected with MIXZOO_GLA_VARIANT=v2 (ops.py);
-_fwd_o, _bwd_dh and _bwd_dv are shared with v1.
+_fwd_o, _bwd_dh and _bwd_dv are v1's kernels (the first two offered more autotune configs).
 """
 from __future__ import annotations
 
@@ -56,6 +56,9 @@ def _fwd_gc_kernel(
 V2_STATE_CONFIGS = configs((64, 64, 8, 2), (32, 64, 8, 2), (32, 32, 4, 2), (64, 64, 8, 3))
 # v1's reverse state pass, offered the same configs
 _bwd_dh_v2_kernel = autotuned(V2_STATE_CONFIGS)(_bwd_dh_kernel.fn)
+# v1's output pass (memory-bound), also offered two smaller spill-free tiles
+_fwd_o_v2_kernel = autotuned(configs((64, 64, 8, 2), (64, 128, 8, 1), (32, 64, 4, 2),
+                                     (32, 128, 8, 2)))(_fwd_o_kernel.fn)
 
 
 # The state pass reads gc made by _fwd_gc (v1 makes it inside the pass: a [BK, BT]
@@ -363,7 +366,7 @@ def gla_chunk_fwd_v2(q, k, v, g, h0, scale: float, fuse_o: bool = False):
         return o, ht, gc, A, h
     _fwd_A_v2_kernel[(N, B * H)](q, k, gc, gc, A, q, h, q, scale, T, H, K, K, BT=BT, BC=BC,
                                  BV=16, PREC=prec, MAKE_GC=False, WITH_O=False)
-    _fwd_o_kernel[lambda m: (cdiv(V, m["BV"]), N, B * H)](
+    _fwd_o_v2_kernel[lambda m: (cdiv(V, m["BV"]), N, B * H)](
         q, v, gc, A, h, o, scale, T, H, K, V, BT=BT, PREC=prec)
     return o, ht, gc, A, h
 
@@ -392,7 +395,7 @@ def gla_chunk_fwd_v3(q, k, v, g, h0, scale: float):
     _fwd_h_v2_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
         k, v, gc, h, h0, ht, T, H, K, V, BT=BT, HAS_H0=h0 is not None, PREC=prec)
     o = torch.empty_like(v)
-    _fwd_o_kernel[lambda m: (cdiv(V, m["BV"]), N, B * H)](
+    _fwd_o_v2_kernel[lambda m: (cdiv(V, m["BV"]), N, B * H)](
         q, v, gc, A, h, o, scale, T, H, K, V, BT=BT, PREC=prec)
     return o, ht, gc, A, h
 
