@@ -1,11 +1,13 @@
 """Short convolution: the two reference forms agree (outputs, grads, final state),
 input checks, and (under TRITON_INTERPRET=1, fp32) the Triton kernels match."""
+import contextlib
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton/mixzoo are imported
 
 import pytest
 import torch
+import triton
 
 from mixzoo.kernels._common import assert_close
 from mixzoo.kernels.conv1d import short_conv, short_conv_ref, short_conv_vec_ref
@@ -128,8 +130,26 @@ from mixzoo.kernels.conv1d.triton_update import conv_update  # noqa: E402
 
 # every kernel variant (ops.VARIANTS; v2 = triton_stream.py) with its rows per program (None:
 # the launcher's choice; v2 at 32 rows, its smallest, so several chunks and the unrolled
-# loop's tail are crossed at these T)
-VARIANTS = [("v1", None), ("v2", 32)]
+# loop's tail are crossed at these T) and, for v2, the prefetch depth (the interpreter runs
+# only the first autotune config, so each depth is forced through kernel_configs)
+VARIANTS = [("v1", None, None), ("v2", 32, 1), ("v2", 32, 2)]
+
+
+@contextlib.contextmanager
+def kernel_variant(variant, chunk, depth):
+    """use_variant, plus v2's autotune candidates replaced by one with this DEPTH."""
+    from mixzoo.kernels.conv1d import triton_stream as S
+    kernels = (S._conv_fwd_stream_kernel, S._conv_bwd_stream_kernel)
+    old = [k.configs for k in kernels]
+    try:
+        if depth is not None:
+            for k in kernels:
+                k.configs = [triton.Config({"DEPTH": depth}, num_warps=1)]
+        with use_variant(variant, chunk, chunk):
+            yield
+    finally:
+        for k, c in zip(kernels, old):
+            k.configs = c
 
 TRITON_CASES = [  # (B, T, D, W, activation, causal, bias, state)
     (2, 1, 16, 4, "silu", True, True, True),
@@ -146,15 +166,16 @@ TRITON_CASES = [  # (B, T, D, W, activation, causal, bias, state)
 ]
 
 
-@pytest.mark.parametrize("variant,chunk", VARIANTS)
+@pytest.mark.parametrize("variant,chunk,depth", VARIANTS)
 @pytest.mark.parametrize("B,T,D,W,activation,causal,bias,state", TRITON_CASES)
-def test_triton_matches_reference(B, T, D, W, activation, causal, bias, state, variant, chunk):
+def test_triton_matches_reference(B, T, D, W, activation, causal, bias, state, variant, chunk,
+                                  depth):
     x, w, b, h0 = (t.float().detach().requires_grad_() if t is not None else None
                    for t in _inputs(B, T, D, W, bias, state, seed=T + W))
     dy = torch.randn(B, T, D)
     dh = torch.randn(B, D, W - 1)
     kw = dict(activation=activation, causal=causal, output_final_state=causal)
-    with use_variant(variant, chunk, chunk):
+    with kernel_variant(variant, chunk, depth):
         got = _run(lambda *a, **k: short_conv(*a, backend="triton", **k), x, w, b, h0, dy,
                    dh if causal else None, **kw)
     x64, w64, b64, h064 = (t.double().detach().requires_grad_() if t is not None else None
@@ -260,10 +281,10 @@ BIDIR_CASES = [  # (B, T, D, W, activation, bias, splits, row padding of x)
 ]
 
 
-@pytest.mark.parametrize("variant,chunk", VARIANTS)
+@pytest.mark.parametrize("variant,chunk,depth", [VARIANTS[0], VARIANTS[2]])   # (CPU time)
 @pytest.mark.parametrize("B,T,D,W,activation,bias,splits,pad", BIDIR_CASES)
 def test_triton_bidirectional_matches_reference(B, T, D, W, activation, bias, splits, pad,
-                                                variant, chunk):
+                                                variant, chunk, depth):
     """Outputs (contiguous, per split) and the grads of x, weight and bias, vs fp64."""
     g = torch.Generator().manual_seed(T * 10 + W)
     x = torch.randn(B, T, D + pad, generator=g)[..., :D].requires_grad_()  # row stride D+pad
@@ -271,7 +292,7 @@ def test_triton_bidirectional_matches_reference(B, T, D, W, activation, bias, sp
     b = torch.randn(D, generator=g).requires_grad_() if bias else None
     dys = [torch.randn(2 * B, T, s, generator=g) for s in (splits or [D])]
     leaves = [t for t in (x, w, b) if t is not None]
-    with use_variant(variant, chunk, chunk):
+    with kernel_variant(variant, chunk, depth):
         got = short_conv_bidirectional(x, w, b, activation=activation, splits=splits,
                                        backend="triton")
         gg = torch.autograd.grad(sum((y * d).sum() for y, d in zip(got, dys)), leaves)

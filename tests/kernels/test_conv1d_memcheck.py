@@ -70,9 +70,20 @@ def test_checker_catches_an_overrun(memcheck):
 
 @pytest.mark.parametrize("variant", ["v1", "v2"])
 def test_conv_bidirectional_and_causal_stay_in_bounds(memcheck, variant):
+    """v2 with its deeper prefetch (loads 8 rows ahead: DEPTH 2 forced, as the interpreter
+    runs only the first autotune config)."""
+    from mixzoo.kernels.conv1d import triton_stream as S
     from mixzoo.kernels.conv1d.ops import use_variant
-    with use_variant(variant, 32, 32):
-        _conv_bidirectional_and_causal()
+    kernels = (S._conv_fwd_stream_kernel, S._conv_bwd_stream_kernel)
+    old = [k.configs for k in kernels]
+    try:
+        for k in kernels:
+            k.configs = [triton.Config({"DEPTH": 2}, num_warps=1)]
+        with use_variant(variant, 32, 32):
+            _conv_bidirectional_and_causal()
+    finally:
+        for k, c in zip(kernels, old):
+            k.configs = c
 
 
 def _conv_bidirectional_and_causal():

@@ -47,9 +47,19 @@ def _pick4(k: tl.constexpr, v0, v1, v2, v3):
     return r
 
 
+@triton.jit
+def _load4(base, stride, row, dm, SHIFT: tl.constexpr, T, c_end, REV: tl.constexpr):
+    """Raw rows row .. row+3 of a stream (triton_conv._stream_load)."""
+    return (_stream_load(base, stride, row, dm, SHIFT, T, c_end, REV),
+            _stream_load(base, stride, row + 1, dm, SHIFT, T, c_end, REV),
+            _stream_load(base, stride, row + 2, dm, SHIFT, T, c_end, REV),
+            _stream_load(base, stride, row + 3, dm, SHIFT, T, c_end, REV))
+
+
 def _fwd_configs():
-    # 1, 2 or 4 warps over the BLOCK_D channels (8, 4 or 2 bf16 per thread at BLOCK_D=256)
-    return [triton.Config({}, num_warps=w) for w in (1, 2, 4)]
+    # 1, 2 or 4 warps over the BLOCK_D channels (8, 4 or 2 bf16 per thread at BLOCK_D=256);
+    # DEPTH groups of U rows in flight (loads issued DEPTH iterations ahead)
+    return [triton.Config({"DEPTH": d}, num_warps=w) for d in (1, 2) for w in (1, 2, 4)]
 
 
 @triton.autotune(configs=pick_configs(_fwd_configs()),
@@ -74,6 +84,7 @@ def _conv_fwd_stream_kernel(
     NG: tl.constexpr,         # number of output groups (1..3)
     CHUNK: tl.constexpr,      # output rows per program
     BLOCK_D: tl.constexpr,    # channels per program
+    DEPTH: tl.constexpr,      # groups of 4 rows whose loads are in flight (1 or 2)
 ):
     """y rows [c0, c1) of one channel block by one walk over the input rows (module
     docstring). Window: xa..xg = x[u-1..u-7]; q0..q3 = the raw rows of this group, n0..n3
@@ -131,16 +142,12 @@ def _conv_fwd_stream_kernel(
     u_end = tl.minimum(pid_c * CHUNK + CHUNK, T) + LAST     # exclusive
     c_end = c1 + LAST
     xd_base = x_base + offs_d
-    q0 = _stream_load(xd_base, sxt, us, dm, 0, T, c_end, 0)
-    q1 = _stream_load(xd_base, sxt, us + 1, dm, 0, T, c_end, 0)
-    q2 = _stream_load(xd_base, sxt, us + 2, dm, 0, T, c_end, 0)
-    q3 = _stream_load(xd_base, sxt, us + 3, dm, 0, T, c_end, 0)
+    q0, q1, q2, q3 = _load4(xd_base, sxt, us, dm, 0, T, c_end, 0)
+    if DEPTH == 2:
+        p0, p1, p2, p3 = _load4(xd_base, sxt, us + 4, dm, 0, T, c_end, 0)
     for g0 in range(u_beg, u_end, 4):
         g = g0 + zi
-        n0 = _stream_load(xd_base, sxt, g + 4, dm, 0, T, c_end, 0)
-        n1 = _stream_load(xd_base, sxt, g + 5, dm, 0, T, c_end, 0)
-        n2 = _stream_load(xd_base, sxt, g + 6, dm, 0, T, c_end, 0)
-        n3 = _stream_load(xd_base, sxt, g + 7, dm, 0, T, c_end, 0)
+        n0, n1, n2, n3 = _load4(xd_base, sxt, g + 4 * DEPTH, dm, 0, T, c_end, 0)
         for k in tl.static_range(4):
             u = g + k
             x0 = _pick4(k, q0, q1, q2, q3).to(tl.float32)
@@ -173,16 +180,26 @@ def _conv_fwd_stream_kernel(
             if W > 2:
                 xb = xa
             xa = x0
-        q0 = n0
-        q1 = n1
-        q2 = n2
-        q3 = n3
+        if DEPTH == 2:
+            q0 = p0
+            q1 = p1
+            q2 = p2
+            q3 = p3
+            p0 = n0
+            p1 = n1
+            p2 = n2
+            p3 = n3
+        else:
+            q0 = n0
+            q1 = n1
+            q2 = n2
+            q3 = n3
 
 
 def _bwd_configs():
-    # sm_90 builds at W=4, BLOCK_D=256: 245 registers with 1 warp (8 warps per SM), 128 with
-    # 2 (16 per SM); 4 warps trade 16-byte loads for more warps
-    return [triton.Config({}, num_warps=w) for w in (1, 2, 4)]
+    # sm_90 builds at W=4, BLOCK_D=256, DEPTH=1: 245 registers with 1 warp (8 warps per SM),
+    # 128 with 2 (16 per SM); 4 warps trade 16-byte loads for more warps. DEPTH as forward.
+    return [triton.Config({"DEPTH": d}, num_warps=w) for d in (1, 2) for w in (1, 2, 4)]
 
 
 @triton.autotune(configs=pick_configs(_bwd_configs()),
@@ -200,6 +217,7 @@ def _conv_bwd_stream_kernel(
     W: tl.constexpr, LEFT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
     ACT: tl.constexpr, BIDIR: tl.constexpr, NG: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
+    DEPTH: tl.constexpr,           # groups of 4 rows whose loads are in flight (1 or 2)
 ):
     """The v1 streaming backward (triton_conv._conv_bwd_kernel) with U = 4 rows per loop
     iteration: qx/qf/qg = raw x, dy, reversed-dy rows of this group, nx/nf/ng the next's.
@@ -279,42 +297,28 @@ def _conv_bwd_stream_kernel(
     u_end = tl.minimum(pid_c * CHUNK + CHUNK, T) + W - 1
     c_end = c1 + W - 1
     xd_base = x_base + offs_d
-    qx0 = _stream_load(xd_base, sxt, c0, dm, 0, T, c_end, 0)
-    qx1 = _stream_load(xd_base, sxt, c0 + 1, dm, 0, T, c_end, 0)
-    qx2 = _stream_load(xd_base, sxt, c0 + 2, dm, 0, T, c_end, 0)
-    qx3 = _stream_load(xd_base, sxt, c0 + 3, dm, 0, T, c_end, 0)
-    qf0 = _stream_load(dyf_base, width, c0 - RIGHT, dm, RIGHT, T, c_end, 0)
-    qf1 = _stream_load(dyf_base, width, c0 + 1 - RIGHT, dm, RIGHT, T, c_end, 0)
-    qf2 = _stream_load(dyf_base, width, c0 + 2 - RIGHT, dm, RIGHT, T, c_end, 0)
-    qf3 = _stream_load(dyf_base, width, c0 + 3 - RIGHT, dm, RIGHT, T, c_end, 0)
-    qg0 = qf0
-    qg1 = qf1
-    qg2 = qf2
-    qg3 = qf3
+    # raw rows: q* this group, p* the next (DEPTH 2), n* the one being loaded; the reversed
+    # dy stream (g) aliases the forward one when not BIDIR
+    qx0, qx1, qx2, qx3 = _load4(xd_base, sxt, c0, dm, 0, T, c_end, 0)
+    qf0, qf1, qf2, qf3 = _load4(dyf_base, width, c0 - RIGHT, dm, RIGHT, T, c_end, 0)
+    qg0, qg1, qg2, qg3 = qf0, qf1, qf2, qf3
     if BIDIR:
-        qg0 = _stream_load(dyr_base, width, c0 - LEFT, dm, LEFT, T, c_end, 1)
-        qg1 = _stream_load(dyr_base, width, c0 + 1 - LEFT, dm, LEFT, T, c_end, 1)
-        qg2 = _stream_load(dyr_base, width, c0 + 2 - LEFT, dm, LEFT, T, c_end, 1)
-        qg3 = _stream_load(dyr_base, width, c0 + 3 - LEFT, dm, LEFT, T, c_end, 1)
+        qg0, qg1, qg2, qg3 = _load4(dyr_base, width, c0 - LEFT, dm, LEFT, T, c_end, 1)
+    if DEPTH == 2:
+        px0, px1, px2, px3 = _load4(xd_base, sxt, c0 + 4, dm, 0, T, c_end, 0)
+        pf0, pf1, pf2, pf3 = _load4(dyf_base, width, c0 + 4 - RIGHT, dm, RIGHT, T, c_end, 0)
+        pg0, pg1, pg2, pg3 = pf0, pf1, pf2, pf3
+        if BIDIR:
+            pg0, pg1, pg2, pg3 = _load4(dyr_base, width, c0 + 4 - LEFT, dm, LEFT, T, c_end, 1)
     for g0 in range(pid_c * CHUNK, u_end, 4):
         g = g0 + zi
-        nx0 = _stream_load(xd_base, sxt, g + 4, dm, 0, T, c_end, 0)
-        nx1 = _stream_load(xd_base, sxt, g + 5, dm, 0, T, c_end, 0)
-        nx2 = _stream_load(xd_base, sxt, g + 6, dm, 0, T, c_end, 0)
-        nx3 = _stream_load(xd_base, sxt, g + 7, dm, 0, T, c_end, 0)
-        nf0 = _stream_load(dyf_base, width, g + 4 - RIGHT, dm, RIGHT, T, c_end, 0)
-        nf1 = _stream_load(dyf_base, width, g + 5 - RIGHT, dm, RIGHT, T, c_end, 0)
-        nf2 = _stream_load(dyf_base, width, g + 6 - RIGHT, dm, RIGHT, T, c_end, 0)
-        nf3 = _stream_load(dyf_base, width, g + 7 - RIGHT, dm, RIGHT, T, c_end, 0)
-        ng0 = nf0
-        ng1 = nf1
-        ng2 = nf2
-        ng3 = nf3
+        nx0, nx1, nx2, nx3 = _load4(xd_base, sxt, g + 4 * DEPTH, dm, 0, T, c_end, 0)
+        nf0, nf1, nf2, nf3 = _load4(dyf_base, width, g + 4 * DEPTH - RIGHT, dm, RIGHT, T,
+                                    c_end, 0)
+        ng0, ng1, ng2, ng3 = nf0, nf1, nf2, nf3
         if BIDIR:
-            ng0 = _stream_load(dyr_base, width, g + 4 - LEFT, dm, LEFT, T, c_end, 1)
-            ng1 = _stream_load(dyr_base, width, g + 5 - LEFT, dm, LEFT, T, c_end, 1)
-            ng2 = _stream_load(dyr_base, width, g + 6 - LEFT, dm, LEFT, T, c_end, 1)
-            ng3 = _stream_load(dyr_base, width, g + 7 - LEFT, dm, LEFT, T, c_end, 1)
+            ng0, ng1, ng2, ng3 = _load4(dyr_base, width, g + 4 * DEPTH - LEFT, dm, LEFT, T,
+                                        c_end, 1)
         for k in tl.static_range(4):
             u = g + k
             x0 = _pick4(k, qx0, qx1, qx2, qx3).to(tl.float32)
@@ -413,18 +417,17 @@ def _conv_bwd_stream_kernel(
             if W > 2:
                 xb = xa
             xa = x0
-        qx0 = nx0
-        qx1 = nx1
-        qx2 = nx2
-        qx3 = nx3
-        qf0 = nf0
-        qf1 = nf1
-        qf2 = nf2
-        qf3 = nf3
-        qg0 = ng0
-        qg1 = ng1
-        qg2 = ng2
-        qg3 = ng3
+        if DEPTH == 2:
+            qx0, qx1, qx2, qx3 = px0, px1, px2, px3
+            qf0, qf1, qf2, qf3 = pf0, pf1, pf2, pf3
+            qg0, qg1, qg2, qg3 = pg0, pg1, pg2, pg3
+            px0, px1, px2, px3 = nx0, nx1, nx2, nx3
+            pf0, pf1, pf2, pf3 = nf0, nf1, nf2, nf3
+            pg0, pg1, pg2, pg3 = ng0, ng1, ng2, ng3
+        else:
+            qx0, qx1, qx2, qx3 = nx0, nx1, nx2, nx3
+            qf0, qf1, qf2, qf3 = nf0, nf1, nf2, nf3
+            qg0, qg1, qg2, qg3 = ng0, ng1, ng2, ng3
     part = (b * n_chunks + pid_c).to(tl.int64)
     base = dwp_ptr + part * W * D + offs_d
     for j in tl.static_range(W):
