@@ -128,7 +128,7 @@ def _fwd_A_v2_kernel(
     Diagonal blocks: A[t, start(t) + j] = sum_k q_t k_s e^(b_t - b_s), looped over j.
     MAKE_GC (variant v3): the program first forms its chunk's gc from g and stores it (it
     owns every row and K block of the chunk); a CTA barrier makes those stores visible to
-    the gathers of other rows below, so no separate cumsum kernel runs.
+    the loads of other rows below, so no separate cumsum kernel runs.
     WITH_O (variant v4): then o = (scale q e^b) h[n] + A v as in chunk._fwd_o, with A
     read back from the rows this program just stored (after a CTA barrier)."""
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
@@ -148,6 +148,16 @@ def _fwd_A_v2_kernel(
     o_blk = o_t // BC                                   # sub-chunk of each row
     o_r = o_t % BC                                      # row inside its sub-chunk
     t_ref = i_n * BT + o_blk * BC                       # first row of that sub-chunk
+    if MAKE_GC:
+        # all of the chunk's gc first, then one barrier: the pipelined loads of the main
+        # loop below may run ahead of its iterations, so no store may sit inside it
+        for i_k in range(0, tl.cdiv(K, BK)):
+            o_k = i_k * BK + tl.arange(0, BK)
+            m_tk = m_t[:, None] & (o_k[None, :] < K)
+            p_tk = t[:, None] * (H * K) + o_k[None, :]
+            b_g = tl.cumsum(tl.load(g + p_tk, mask=m_tk, other=0.).to(tl.float32), axis=0)
+            tl.store(gc + p_tk, b_g, mask=m_tk)
+        tl.debug_barrier()
     b_A = tl.zeros([BT, BT], dtype=tl.float32)          # off-diagonal blocks
     b_D = tl.zeros([BT, BC], dtype=tl.float32)          # b_D[t, j] = A[t, start(t) + j]
     for i_k in range(0, tl.cdiv(K, BK)):
@@ -157,12 +167,7 @@ def _fwd_A_v2_kernel(
         p_tk = t[:, None] * (H * K) + o_k[None, :]
         b_q = tl.load(q + p_tk, mask=m_tk, other=0.).to(tl.float32)
         b_k = tl.load(k + p_tk, mask=m_tk, other=0.).to(tl.float32)
-        if MAKE_GC:
-            b_g = tl.cumsum(tl.load(g + p_tk, mask=m_tk, other=0.).to(tl.float32), axis=0)
-            tl.store(gc + p_tk, b_g, mask=m_tk)
-            tl.debug_barrier()
-        else:
-            b_g = tl.load(gc + p_tk, mask=m_tk, other=0.)
+        b_g = tl.load(gc + p_tk, mask=m_tk, other=0.)
         b_R = tl.load(gc + t_ref[:, None] * (H * K) + o_k[None, :], mask=m_tk, other=0.)
         b_qd = b_q * tl.exp(tl.minimum(b_g - b_R, 0.)) * scale
         for i in range(1, NS):
