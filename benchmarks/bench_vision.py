@@ -8,7 +8,8 @@
 A model entry may carry options after '@', comma-separated, so one process times variants
 side by side: `NAME@compile` (torch.compile that model only), `NAME@KEY=VALUE` (environment
 variable KEY=VALUE while that row is built, warmed up, timed and profiled; e.g.
-`mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_VARIANT=v2`). The ratio column is
+`mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_CAST=once`); `NAME@compile-ro` compiles
+with mode="reduce-overhead" (CUDA graphs: no per-kernel launch cost; run those rows last). The ratio column is
 always against the first anchor entry (the first entry whose name does not start with
 "mixzoo_"), options included.
 
@@ -65,19 +66,22 @@ def parse_batch(items: list[str]) -> dict[int, int]:
     return out
 
 
-def parse_entry(entry: str) -> tuple[str, bool, dict[str, str]]:
-    """'NAME[@opt,opt...]' -> (timm model name, compile?, environment overrides)."""
+COMPILE_OPTS = {"compile": "default", "compile-ro": "reduce-overhead"}
+
+
+def parse_entry(entry: str) -> tuple[str, str | None, dict[str, str]]:
+    """'NAME[@opt,opt...]' -> (timm model name, torch.compile mode or None, env overrides)."""
     name, _, opts = entry.partition("@")
-    compile_, env = False, {}
+    compile_, env = None, {}
     for opt in filter(None, opts.split(",")):
-        if opt == "compile":
-            compile_ = True
+        if opt in COMPILE_OPTS:
+            compile_ = COMPILE_OPTS[opt]
         elif "=" in opt:
             key, _, value = opt.partition("=")
             env[key] = value
         else:
-            raise SystemExit(f"--models {entry!r}: option {opt!r} is neither 'compile' nor "
-                             f"KEY=VALUE")
+            raise SystemExit(f"--models {entry!r}: option {opt!r} is none of "
+                             f"{sorted(COMPILE_OPTS)} or KEY=VALUE")
     return name, compile_, env
 
 
@@ -111,13 +115,14 @@ def versions() -> dict[str, str]:
     return v
 
 
-def build(name: str, size: int, dtype: torch.dtype, pure: bool, compile_: bool, device: str):
+def build(name: str, size: int, dtype: torch.dtype, pure: bool, compile_: str | None,
+          device: str):
     import timm
     model = timm.create_model(name, img_size=size, num_classes=1000).to(device).train()
     if pure:
         model = model.to(dtype)
     if compile_:
-        model = torch.compile(model)
+        model = torch.compile(model, mode=compile_)
     return model
 
 
@@ -132,10 +137,11 @@ def step(model, x, y, dtype, amp: bool):
 def measure(entry: str, size: int, batch: int, args) -> dict:
     name, compile_, env = parse_entry(entry)
     with _Env(env):
-        return _measure(entry, name, size, batch, args, compile_ or args.compile)
+        return _measure(entry, name, size, batch, args,
+                        compile_ or ("default" if args.compile else None))
 
 
-def _measure(entry: str, name: str, size: int, batch: int, args, compile_: bool) -> dict:
+def _measure(entry: str, name: str, size: int, batch: int, args, compile_: str | None) -> dict:
     dtype, dev = DTYPES[args.dtype], args.device
     cuda = dev == "cuda"
     model = build(name, size, dtype, args.pure, compile_, dev)

@@ -196,6 +196,44 @@ def test_adapter_keeps_the_mixers_own_init_after_timm_init():
     assert vit.blocks[0].attn.mixer.q_proj.bias.abs().sum() == 0      # added bias starts at 0
 
 
+@pytest.mark.parametrize("mixer", ["deltanet", "gla"])
+def test_cast_once_under_autocast_same_forward_fewer_casts(mixer, monkeypatch):
+    """MIXZOO_VISION_CAST=once: the forward is bit-identical to the per-projection autocast
+    casts, the gradients agree to bf16 rounding, and the fp32 input is cast only once."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountCasts(TorchDispatchMode):       # fp32 -> bf16 casts of the [B,N,D] input
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if (func is torch.ops.aten._to_copy.default and args[0].dtype == torch.float32
+                    and kwargs.get("dtype") == torch.bfloat16 and args[0].shape == (2, 9, 32)):
+                CountCasts.n += 1
+            return func(*args, **kwargs)
+
+    torch.manual_seed(0)
+    attn = timm_attn({"type": mixer, "backend": "reference"})(32, num_heads=2, qkv_bias=False)
+    x = torch.randn(2, 9, 32)
+    outs, casts = [], []
+    for mode in ("autocast", "once"):
+        monkeypatch.setenv("MIXZOO_VISION_CAST", mode)
+        xx = x.clone().requires_grad_()
+        CountCasts.n = 0
+        with CountCasts(), torch.autocast("cpu", dtype=torch.bfloat16):
+            y = attn(xx * 1.0)     # not a leaf: autocast caches the casts of leaves only
+        casts.append(CountCasts.n)
+        (y.float() * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        outs.append((y.detach(), xx.grad))
+    assert casts[0] >= 2 and casts[1] == 1
+    assert torch.equal(outs[0][0], outs[1][0])
+    assert_close(outs[0][1], outs[1][1], 2e-2, "dx")
+    monkeypatch.setenv("MIXZOO_VISION_CAST", "twice")
+    with pytest.raises(ValueError, match="MIXZOO_VISION_CAST"), \
+            torch.autocast("cpu", dtype=torch.bfloat16):
+        attn(x)
+
+
 # -- bidirectionality and scan orders ----------------------------------------------------------
 
 def _dependence(attn, src, dst, n=16, prefix=0):

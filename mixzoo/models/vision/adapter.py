@@ -30,6 +30,14 @@ class token (in front of the patches) last, so it sees every patch. With `causal
 class token would see only itself: use average pooling (`class_token=False,
 global_pool="avg"`), which is also what the registered mixzoo ViTs do by default.
 
+Mixed precision: under autocast timm's LayerNorm hands the attention an fp32 x, and every
+projection of the mixer (DeltaNet: q|k|v and beta; GLA: q, k, v, gates) casts it to the
+autocast dtype on its own, and in the backward casts each input gradient back to fp32 and
+sums them in fp32. MIXZOO_VISION_CAST=once (read at every call; default "autocast" = the
+per-projection casts) casts x once on entry instead: the same forward values, one cast
+kernel instead of several, and the input gradients summed in the autocast dtype (bf16)
+before one cast back, as timm's own Attention (one qkv projection) does.
+
 Scan order: `scan="row" | "row_rev" | "col" | "col_rev"` (see `scan.py`). Column orders need
 the patch grid and the number of prefix tokens: pass them to `timm_attn`, or call
 `bind_layout(model)` after building (registered models, `swap_mixers` and recipes do).
@@ -37,6 +45,8 @@ the patch grid and the number of prefix tokens: pass them to `timm_attn`, or cal
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+import os
 
 import torch
 from torch import nn
@@ -47,6 +57,18 @@ from mixzoo.registry.core import build_config
 
 from .projections import add_biases
 from .scan import check_order, needs_grid, permute, unpermute
+
+
+CAST_ENV = "MIXZOO_VISION_CAST"
+CAST_MODES = ("autocast", "once")
+
+
+def cast_mode() -> str:
+    """MIXZOO_VISION_CAST: "autocast" (default) or "once" (see the module docstring)."""
+    mode = os.environ.get(CAST_ENV, "autocast")
+    if mode not in CAST_MODES:
+        raise ValueError(f"{CAST_ENV}={mode!r}: expected one of {list(CAST_MODES)}")
+    return mode
 
 
 def _reject(cls_name: str, arg: str, value: Any, allowed: str) -> ValueError:
@@ -143,6 +165,10 @@ class MixerAttention(nn.Module):
             raise ValueError(f"{type(self).__name__}: scan order {order!r} needs the number "
                              f"of prefix tokens; call mixzoo.models.vision.bind_layout(model) "
                              f"or pass num_prefix_tokens to timm_attn")
+        dev = x.device.type
+        if (x.dtype == torch.float32 and torch.is_autocast_enabled(dev)
+                and cast_mode() == "once"):
+            x = x.to(torch.get_autocast_dtype(dev))                  # [B,N,D] bf16, one cast
         h = permute(x, order, self.grid_size, prefix or 0)          # [B,N,D] scan order
         y, _ = self.mixer(h)                                          # [B,N,D]
         y = unpermute(y, order, self.grid_size, prefix or 0)        # [B,N,D] timm order
