@@ -31,7 +31,8 @@ _SCRIPT = textwrap.dedent("""
                  dx_ptr=P, dwp_ptr=F, dbp_ptr=F, sxb=I, sxt=I, B=I, T=I, D=I, S1=I, S2=I,
                  n_chunks=I, y0_ptr=P, y1_ptr=P, y2_ptr=P)
     c = dict(W=W, LEFT=W - 1, HAS_BIAS=True, HAS_H0=False, ACT=2, BIDIR=BIDIR,
-             NG=3 if BIDIR else 1, CHUNK=32, BLOCK_D=128, FIRST=0, LAST=W - 1 if BIDIR else 0)
+             NG=3 if BIDIR else 1, CHUNK=32, BLOCK_D=128, FIRST=0, LAST=W - 1 if BIDIR else 0,
+             DEPTH=int(sys.argv[4]))
     sig = {a: ("constexpr" if a in c else types[a]) for a in fn.arg_names}
     ck = triton.compile(ASTSource(fn=fn, signature=sig, constexprs={
         (fn.arg_names.index(n),): v for n, v in c.items() if n in fn.arg_names}),
@@ -40,9 +41,10 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
-def _compiled_loop_args(W: int, bidir: bool, variant: str) -> str:
+def _compiled_loop_args(W: int, bidir: bool, variant: str, depth: int) -> str:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    res = subprocess.run([sys.executable, "-c", _SCRIPT, str(W), "1" if bidir else "0", variant],
+    res = subprocess.run([sys.executable, "-c", _SCRIPT, str(W), "1" if bidir else "0", variant,
+                          str(depth)],
                          capture_output=True, text=True, env=env, timeout=300)
     if res.returncode != 0:
         if "ptxas" in res.stderr or "No module named 'triton.backends.nvidia'" in res.stderr:
@@ -53,12 +55,12 @@ def _compiled_loop_args(W: int, bidir: bool, variant: str) -> str:
     return loops[0].split("iter_args(")[1].split(")")[0]
 
 
-@pytest.mark.parametrize("W,bidir,variant", [(4, False, "v1"), (4, True, "v1"), (3, True, "v1"),
-                                             (4, False, "v2"), (3, True, "v2"),
-                                             (4, True, "v2fwd")])
-def test_bwd_dz_windows_are_loop_carried(W, bidir, variant):
-    """(v2fwd: the streaming forward's x window.)"""
-    args = _compiled_loop_args(W, bidir, variant)
+@pytest.mark.parametrize("W,bidir,variant,depth", [
+    (4, False, "v1", 0), (4, True, "v1", 0), (3, True, "v1", 0),
+    (4, False, "v2", 1), (3, True, "v2", 2), (4, True, "v2fwd", 2)])
+def test_bwd_dz_windows_are_loop_carried(W, bidir, variant, depth):
+    """(v2fwd: the streaming forward's x window; depth: v2's DEPTH, unused by v1.)"""
+    args = _compiled_loop_args(W, bidir, variant, depth)
     carried = set(re.findall(r"%([a-z]+\d?)(?:_\d+)?\s*=", args))
     letters = "abcdefg"[:W - 1]
     need = {f"x{c}" for c in letters}
