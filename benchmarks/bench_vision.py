@@ -9,7 +9,10 @@ A model entry may carry options after '@', comma-separated, so one process times
 side by side: `NAME@compile` (torch.compile that model only), `NAME@KEY=VALUE` (environment
 variable KEY=VALUE while that row is built, warmed up, timed and profiled; e.g.
 `mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_CAST=once`); `NAME@compile-ro` compiles
-with mode="reduce-overhead" (CUDA graphs: no per-kernel launch cost; run those rows last). The ratio column is
+with mode="reduce-overhead" (CUDA graphs: no per-kernel launch cost; run those rows last);
+`NAME@nomix` replaces every block's attention by the identity: the cost of everything
+but the token mixer (patch embedding, norms, MLPs, head, loss), i.e. the floor of any mixer
+in that backbone at that size. The ratio column is
 always against the first anchor entry (the first entry whose name does not start with
 "mixzoo_"), options included.
 
@@ -50,7 +53,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-DEFAULT_MODELS = ["mixzoo_deltanet_vit_small_patch16_224", "vit_small_patch16_224"]
+# the model, its opt-in variants, the anchor, and the anchor without its mixer (the floor)
+DEFAULT_MODELS = ["mixzoo_deltanet_vit_small_patch16_224",
+                  "mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_CAST=once",
+                  "vit_small_patch16_224", "vit_small_patch16_224@nomix"]
 DEFAULT_BATCH = {224: 128, 512: 32, 1024: 8}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 TARGETS = {224: 0.7, 1024: 2.0}       # issue 7: DeltaNet vs the attention ViT
@@ -67,14 +73,25 @@ def parse_batch(items: list[str]) -> dict[int, int]:
 
 
 COMPILE_OPTS = {"compile": "default", "compile-ro": "reduce-overhead"}
+NOMIX = "nomix"
+
+
+class NoMix(torch.nn.Module):
+    """A token mixer that mixes nothing (`@nomix` rows): y = x."""
+
+    def forward(self, x, attn_mask=None, is_causal=False):
+        return x
 
 
 def parse_entry(entry: str) -> tuple[str, str | None, dict[str, str]]:
-    """'NAME[@opt,opt...]' -> (timm model name, torch.compile mode or None, env overrides)."""
+    """'NAME[@opt,opt...]' -> (timm model name, torch.compile mode or None, env overrides;
+    the nomix flag travels as env[NOMIX] = "1")."""
     name, _, opts = entry.partition("@")
     compile_, env = None, {}
     for opt in filter(None, opts.split(",")):
-        if opt in COMPILE_OPTS:
+        if opt == NOMIX:
+            env[NOMIX] = "1"
+        elif opt in COMPILE_OPTS:
             compile_ = COMPILE_OPTS[opt]
         elif "=" in opt:
             key, _, value = opt.partition("=")
@@ -116,9 +133,12 @@ def versions() -> dict[str, str]:
 
 
 def build(name: str, size: int, dtype: torch.dtype, pure: bool, compile_: str | None,
-          device: str):
+          device: str, nomix: bool = False):
     import timm
     model = timm.create_model(name, img_size=size, num_classes=1000).to(device).train()
+    if nomix:
+        for block in model.blocks:
+            block.attn = NoMix()
     if pure:
         model = model.to(dtype)
     if compile_:
@@ -136,15 +156,17 @@ def step(model, x, y, dtype, amp: bool):
 
 def measure(entry: str, size: int, batch: int, args) -> dict:
     name, compile_, env = parse_entry(entry)
+    nomix = env.pop(NOMIX, None) is not None
     with _Env(env):
         return _measure(entry, name, size, batch, args,
-                        compile_ or ("default" if args.compile else None))
+                        compile_ or ("default" if args.compile else None), nomix)
 
 
-def _measure(entry: str, name: str, size: int, batch: int, args, compile_: str | None) -> dict:
+def _measure(entry: str, name: str, size: int, batch: int, args, compile_: str | None,
+             nomix: bool) -> dict:
     dtype, dev = DTYPES[args.dtype], args.device
     cuda = dev == "cuda"
-    model = build(name, size, dtype, args.pure, compile_, dev)
+    model = build(name, size, dtype, args.pure, compile_, dev, nomix)
     params = sum(p.numel() for p in model.parameters())
     x_dtype = dtype if args.pure else torch.float32
     gen = torch.Generator(device=dev).manual_seed(0)
