@@ -56,6 +56,7 @@ VARIANTS = [("mixzoo_fwd_tune2", "tune2", "split"), ("mixzoo_fwd_tma", "tma", "s
             ("mixzoo_bwd_dqdelta", "base", "dqdelta"), ("mixzoo_bwd_atomic", "base", "atomic"),
             ("mixzoo_tma_split", "tma", "split_tma"), ("mixzoo_tma_dqdelta", "tma", "dqdelta_tma"),
             ("mixzoo_tma_atomic", "tma", "atomic_tma"),
+            ("mixzoo_tma_atomicred", "tma", "atomic_tmared"),
             ("mixzoo_fwd_tma_fold", "tma_fold", "split")]
 
 
@@ -168,6 +169,8 @@ def _sm90_report(D: int = 128) -> int:
             ("dq", TB.dq_tuned, {}), ("dq dqdelta", TB.dq_delta_tuned, dict(FUSE_DELTA=True)),
             ("dkdv tma", TB.dkdv_tma_tuned, dict(USE_TMA=True)),
             ("dkdv atom tma", TB.dkdv_atomic_tma_tuned, dict(ATOMIC_DQ=True, USE_TMA=True)),
+            ("dkdv tmared", TB.dkdv_atomic_tmared_tuned,
+             dict(ATOMIC_DQ=True, USE_TMA=True, DQ_TMA_REDUCE=True)),
             ("dq tma", TB.dq_tma_tuned, dict(USE_TMA=True))]
     fails = 0
     for name, kernel, extra in jobs:
@@ -184,8 +187,12 @@ def _sm90_report(D: int = 128) -> int:
                     if not extra.get("USE_TMA"):
                         sig[a], consts[a] = "constexpr", None
                         continue
+                    if a == "dqa_desc" and not extra.get("DQ_TMA_REDUCE"):
+                        sig[a], consts[a] = "constexpr", None
+                        continue
                     rows = consts["BLOCK_N" if a in ("k_desc", "v_desc") else "BLOCK_M"]
-                    sig[a] = f"tensordesc<bf16[1,{rows},1,{bd}]>"
+                    dt = "fp32" if a == "dqa_desc" else "bf16"
+                    sig[a] = f"tensordesc<{dt}[1,{rows},1,{bd}]>"
                 elif a.endswith("_ptr"):
                     sig[a] = "*fp32" if a in ("lse_ptr", "delta_ptr", "dqa_ptr") else "*bf16"
                     attrs[(i,)] = [["tt.divisibility", 16]]

@@ -69,6 +69,7 @@ VARIANTS = [("mixzoo_fwd_tune2", "tune2", "split"), ("mixzoo_fwd_tma", "tma", "s
             ("mixzoo_bwd_dqdelta", "base", "dqdelta"), ("mixzoo_bwd_atomic", "base", "atomic"),
             ("mixzoo_tma_split", "tma", "split_tma"), ("mixzoo_tma_dqdelta", "tma", "dqdelta_tma"),
             ("mixzoo_tma_atomic", "tma", "atomic_tma"),
+            ("mixzoo_tma_atomicred", "tma", "atomic_tmared"),
             ("mixzoo_fwd_tma_fold", "tma_fold", "split")]
 
 

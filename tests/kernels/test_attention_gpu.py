@@ -85,7 +85,9 @@ def test_fp16_and_compile():
     assert rel_rms(ref, out) < BF16_TOL
 
 
-@pytest.mark.parametrize("fwd_variant,bwd_variant", [("tune2", "dqdelta"), ("base", "atomic")])
+@pytest.mark.parametrize("fwd_variant,bwd_variant", [
+    ("tune2", "dqdelta"), ("base", "atomic"), ("tma_fold", "split_tma"), ("tma", "atomic_tma"),
+    ("tma", "atomic_tmared"), ("base_fold", "dqdelta_tma")])
 @pytest.mark.parametrize("B,Tq,Tk,H,Hkv,D,causal,window", [
     (2, 2048, 2048, 8, 8, 128, True, None),
     (2, 2048, 2048, 8, 8, 128, True, 256),

@@ -62,13 +62,16 @@ def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, o
                 pos_k, lo, hi, Tq, offset, window, qk_scale,
                 dqa_base, sdqa, sm_scale,  # ATOMIC_DQ: fp32 dq of this (batch, head), row stride
                 q_desc, do_desc, b, h,     # USE_TMA: [B,Tq,H,D] descriptors, tile [1,BM,1,BD]
+                dqa_desc,                  # DQ_TMA_REDUCE: descriptor of the fp32 dq
                 CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASKED: tl.constexpr,
                 BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-                DOT_PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr, USE_TMA: tl.constexpr):
+                DOT_PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr, USE_TMA: tl.constexpr,
+                DQ_TMA_REDUCE: tl.constexpr):
     """Query tiles [lo, hi) against this program's key block; transposed scores [BN, BM].
     ATOMIC_DQ: also add this key block's share of dQ (scale * dS K) into the fp32
-    accumulator with relaxed atomics. USE_TMA: q/do tiles through tensor descriptors
-    (rows past Tq read 0, like the masked loads)."""
+    accumulator with relaxed atomics (DQ_TMA_REDUCE: TMA reduce-adds of whole tiles).
+    USE_TMA: q/do tiles through tensor descriptors (rows past Tq read 0, like the masked
+    loads)."""
     dmask = offs_d < HEAD_DIM
     for start_m in range(lo, hi, BLOCK_M):
         rows = start_m + offs_m  # [BLOCK_M] query indices
@@ -104,8 +107,12 @@ def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, o
         dk = tl.dot(dsT.to(q.dtype), q, dk, input_precision=DOT_PREC)
         if ATOMIC_DQ:
             dq = tl.dot(tl.trans(dsT.to(k.dtype)), k, input_precision=DOT_PREC)  # [BM, D]
-            tl.atomic_add(dqa_base + rows[:, None] * sdqa + offs_d[None, :], dq * sm_scale,
-                          mask=ld, sem="relaxed")
+            if DQ_TMA_REDUCE:  # one bulk asynchronous reduce-add (rows past Tq dropped)
+                dqa_desc.atomic_add([b, start_m, h, 0],
+                                    (dq * sm_scale).reshape(1, BLOCK_M, 1, BLOCK_D))
+            else:
+                tl.atomic_add(dqa_base + rows[:, None] * sdqa + offs_d[None, :], dq * sm_scale,
+                              mask=ld, sem="relaxed")
     return dk, dv
 
 
@@ -124,6 +131,8 @@ def _attn_bwd_dkdv(
     ATOMIC_DQ: tl.constexpr = False,  # also accumulate dq (one launch, 5 matmuls a tile pair)
     q_desc=None, do_desc=None,     # USE_TMA: host tensor descriptors of q and do [B,Tq,H,D]
     USE_TMA: tl.constexpr = False,
+    dqa_desc=None,                 # DQ_TMA_REDUCE: host descriptor of the fp32 dq
+    DQ_TMA_REDUCE: tl.constexpr = False,  # dq tiles added by TMA reduce (no interpreter)
 ):
     """One program = one block of BLOCK_N keys seen by one (batch, query head); loops over
     the query tiles that see the block. (A loop over the G heads of a group inside the
@@ -174,18 +183,18 @@ def _attn_bwd_dkdv(
     dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt,
                          offs_m, offs_d, offs_n, t_lo, b1, Tq, offset, window, qk_scale,
                          dqa_base, H * HEAD_DIM, sm_scale, q_desc, do_desc, b, h,
-                         CAUSAL, HAS_WINDOW, True, BLOCK_M, HEAD_DIM, BLOCK_D, DOT_PREC,
-                         ATOMIC_DQ, USE_TMA)
+                         dqa_desc, CAUSAL, HAS_WINDOW, True, BLOCK_M, HEAD_DIM, BLOCK_D,
+                         DOT_PREC, ATOMIC_DQ, USE_TMA, DQ_TMA_REDUCE)
     dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt,
                          offs_m, offs_d, offs_n, b1, b2, Tq, offset, window, qk_scale,
                          dqa_base, H * HEAD_DIM, sm_scale, q_desc, do_desc, b, h,
-                         CAUSAL, HAS_WINDOW, False, BLOCK_M, HEAD_DIM, BLOCK_D, DOT_PREC,
-                         ATOMIC_DQ, USE_TMA)
+                         dqa_desc, CAUSAL, HAS_WINDOW, False, BLOCK_M, HEAD_DIM, BLOCK_D,
+                         DOT_PREC, ATOMIC_DQ, USE_TMA, DQ_TMA_REDUCE)
     dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt,
                          offs_m, offs_d, offs_n, b2, t_end, Tq, offset, window, qk_scale,
                          dqa_base, H * HEAD_DIM, sm_scale, q_desc, do_desc, b, h,
-                         CAUSAL, HAS_WINDOW, True, BLOCK_M, HEAD_DIM, BLOCK_D, DOT_PREC,
-                         ATOMIC_DQ, USE_TMA)
+                         dqa_desc, CAUSAL, HAS_WINDOW, True, BLOCK_M, HEAD_DIM, BLOCK_D,
+                         DOT_PREC, ATOMIC_DQ, USE_TMA, DQ_TMA_REDUCE)
     # dk/dv of this query head: [B,Tk,H,D] (the launcher sums the G heads of a group)
     out = ((b * Tk + offs_n[:, None]).to(tl.int64) * H + h) * HEAD_DIM + offs_d[None, :]
     tl.store(dk_ptr + out, (dk * sm_scale).to(dk_ptr.dtype.element_ty), mask=kvmask)
@@ -327,6 +336,8 @@ dkdv_atomic_tuned = _tuner("BLOCK_N", "BLOCK_M", _ATOMIC_OPTS,
                            reset_to_zero=["dqa_ptr"])(_attn_bwd_dkdv)
 dkdv_atomic_tma_tuned = _tuner("BLOCK_N", "BLOCK_M", _ATOMIC_OPTS, _QDO,
                                reset_to_zero=["dqa_ptr"])(_attn_bwd_dkdv)
+dkdv_atomic_tmared_tuned = _tuner("BLOCK_N", "BLOCK_M", _ATOMIC_OPTS, _QDO + ("dqa_desc",),
+                                  reset_to_zero=["dqa_ptr"])(_attn_bwd_dkdv)
 dq_tuned = _tuner("BLOCK_M", "BLOCK_N", _DQ_OPTS)(_attn_bwd_dq)
 dq_tma_tuned = _tuner("BLOCK_M", "BLOCK_N", _DQ_OPTS, _KV)(_attn_bwd_dq)
 # FUSE_DELTA: tuned on its own (same candidates)
@@ -346,10 +357,14 @@ dq_tuned_wide = triton.autotune(configs=_wide_configs("BLOCK_M", "BLOCK_N"),
 #   atomic   delta launch, then ONE dk/dv launch that also adds dq into a zeroed fp32
 #            buffer with relaxed atomics (5 matmuls a tile pair instead of 7; dq's sum
 #            order is not deterministic)
+#   atomic_tmared  atomic_tma whose dq tiles are added by TMA reduce (cp.reduce.async.bulk:
+#            one asynchronous bulk add per tile); GPU only: the interpreter has no
+#            descriptor reduce
 # and each with "_tma": the looped-over tiles (q/do in dk/dv, k/v in dq) come through
 # host tensor descriptors (TMA on Hopper), where the tensors meet TMA's alignment rules.
 # Head dim 256 runs `split` without TMA (its own small tiles).
-BWD_VARIANTS = ("split", "dqdelta", "atomic", "split_tma", "dqdelta_tma", "atomic_tma")
+BWD_VARIANTS = ("split", "dqdelta", "atomic", "split_tma", "dqdelta_tma", "atomic_tma",
+                "atomic_tmared")
 BWD_VARIANT = os.environ.get("MIXZOO_ATTN_BWD_VARIANT", "split")
 
 
@@ -370,9 +385,11 @@ def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float,
         return dq.zero_(), dk.zero_(), dv.zero_()
     BD = block_d(D)
     wide = BD >= 256
-    kind, tma = variant.removesuffix("_tma"), variant.endswith("_tma")
+    reduce = variant == "atomic_tmared"
+    kind = "atomic" if reduce else variant.removesuffix("_tma")
+    tma = reduce or variant.endswith("_tma")
     if wide:
-        kind, tma = "split", False
+        kind, tma, reduce = "split", False, False
     delta = torch.empty(B, H, Tq, device=q.device, dtype=torch.float32)
     lse = lse.contiguous()
     common = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
@@ -416,6 +433,10 @@ def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float,
         dq_acc = torch.zeros(B, Tq, H, D, device=q.device, dtype=torch.float32)
         dkdv = dkdv_atomic_tma_tuned if qdo_desc else dkdv_atomic_tuned
         extra["ATOMIC_DQ"] = True
+        dqa_desc = tma_descs(("dqa_desc",), (dq_acc,), BD) if reduce and qdo_desc else {}
+        if dqa_desc:
+            dkdv = dkdv_atomic_tmared_tuned
+            extra.update(dqa_desc, DQ_TMA_REDUCE=True)
     else:
         dq_acc = dq  # not touched
         dkdv = dkdv_tuned_wide if wide else dkdv_tma_tuned if qdo_desc else dkdv_tuned
