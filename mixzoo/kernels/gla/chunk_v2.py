@@ -326,6 +326,10 @@ def _bwd_dqk_v2_kernel(
     b_R2 = tl.load(gc + t_ref2[:, None] * (H * K) + o_k[None, :], mask=m_tk, other=0.)
     b_dk += b_acc * tl.exp(tl.minimum(b_R2 - b_g, 0.)) * scale
     # ---- diagonal sub-chunks, pairwise: row t and s = start(t) + j, s < t for dq, s > t for dk
+    # (own accumulators in the loads' layout: adding into the dot results' layout on
+    # every step could cost a layout conversion per step)
+    b_dqd = tl.zeros([BT, BK], dtype=tl.float32)
+    b_dkd = tl.zeros([BT, BK], dtype=tl.float32)
     for j in range(0, BC):
         s = t_ref + j
         m_s = s < T
@@ -337,8 +341,10 @@ def _bwd_dqk_v2_kernel(
         b_e = tl.exp(-tl.abs(b_g - b_gs))
         b_ats = tl.load(dA + t * (H * BT) + o_blk * BC + j, mask=m_t, other=0.)   # dA[t, s]
         b_ast = tl.load(dA + s * (H * BT) + o_t, mask=m_s, other=0.)               # dA[s, t]
-        b_dq += tl.where((o_r > j)[:, None], b_ats[:, None] * b_ks * b_e, 0.) * scale
-        b_dk += tl.where((o_r < j)[:, None], b_ast[:, None] * b_qs * b_e, 0.) * scale
+        b_dqd += tl.where((o_r > j)[:, None], b_ats[:, None] * b_ks * b_e, 0.)
+        b_dkd += tl.where((o_r < j)[:, None], b_ast[:, None] * b_qs * b_e, 0.)
+    b_dq += b_dqd * scale
+    b_dk += b_dkd * scale
     # ---- gate gradient: suffix sum inside the chunk, seeded with the state term
     b_x = tl.where(m_tk, b_q * b_dq - b_k * b_dk, 0.)
     b_dg = b_carry[None, :] + tl.sum(b_x, axis=0)[None, :] - tl.cumsum(b_x, axis=0) + b_x
