@@ -55,3 +55,37 @@ def min_bytes(shape: dict, dtype, mode: str) -> int:
 def flops(shape: dict, mode: str) -> float:
     n = shape["B"] * shape["T"] * shape["H"] * shape["D"]
     return 5.0 * n if mode == "fwd" else 15.0 * n
+
+
+def _sm90_report(dtype: str = "bf16", V: int = 64) -> int:
+    """Registers and spills of the RMSNorm kernels built for sm_90 on this host (no GPU:
+    benchmarks/sm90.py), with the launcher's block sizes for head width V. Run with
+    TRITON_INTERPRET unset. Returns #failures."""
+    from sm90 import report
+
+    import mixzoo.kernels.rmsnorm.triton_rmsnorm as R
+    br, bv = R._blocks(V)
+    P, F, I = "*" + dtype, "*fp32", "i32"
+    ints = dict(R=I, T=I, M=I, NB_HALF=I, V=I)
+    fails = 0
+    for combine in (True, False):
+        c = dict(COMBINE=combine, BLOCK_R=br, BLOCK_V=bv)
+        fails += report(f"fwd c={int(combine)}", R._rmsnorm_fwd_kernel,
+                        dict(x_ptr=P, w_ptr=F, y_ptr=P, rstd_ptr=F, eps="fp32", **ints), c,
+                        div16={"V"})
+        fails += report(f"bwd c={int(combine)}", R._rmsnorm_bwd_kernel,
+                        dict(x_ptr=P, w_ptr=F, rstd_ptr=F, dy_ptr=P, dx_ptr=P, dwp_ptr=F,
+                             **ints), c, div16={"V"})
+    return fails
+
+
+if __name__ == "__main__":
+    import pathlib
+    import sys
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))   # sm90
+    if sys.argv[1:2] == ["--sm90-report"]:
+        # python benchmarks/ops/rmsnorm_bidir.py --sm90-report [bf16] [64]
+        a = sys.argv[2:] + ["bf16", "64"][len(sys.argv[2:]):]
+        sys.exit(_sm90_report(a[0], int(a[1])))
+    print("usage: python benchmarks/ops/rmsnorm_bidir.py --sm90-report [dtype] [V]; "
+          "timings: python benchmarks/bench_kernels.py --op rmsnorm_bidir --check")
