@@ -7,6 +7,8 @@ memory-efficient), so the table shows SDPA's best available backend. All take th
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -51,18 +53,23 @@ def _variant(fwd: str, bwd: str):
     return fn
 
 
-# extra rows of ours: (name, forward variant, backward variant); "mixzoo" is base/split
-VARIANTS = [("mixzoo_fwd_tune2", "tune2", "split"), ("mixzoo_fwd_tma", "tma", "split"),
-            ("mixzoo_bwd_dqdelta", "base", "dqdelta"), ("mixzoo_bwd_atomic", "base", "atomic"),
+# extra rows of ours after the anchors: (name, forward variant, backward variant); "mixzoo"
+# is base/split. MIXZOO_BENCH_VARIANTS=name,name,... keeps only those rows ("" = none).
+VARIANTS = [("mixzoo_tma_atomicred", "tma", "atomic_tmared"),
+            ("mixzoo_tma_atomic", "tma", "atomic_tma"), ("mixzoo_bwd_atomic", "base", "atomic"),
+            ("mixzoo_fwd_tma", "tma", "split"), ("mixzoo_fwd_tma_fold", "tma_fold", "split"),
             ("mixzoo_tma_split", "tma", "split_tma"), ("mixzoo_tma_dqdelta", "tma", "dqdelta_tma"),
-            ("mixzoo_tma_atomic", "tma", "atomic_tma"),
-            ("mixzoo_tma_atomicred", "tma", "atomic_tmared"),
-            ("mixzoo_fwd_tma_fold", "tma_fold", "split")]
+            ("mixzoo_bwd_dqdelta", "base", "dqdelta"), ("mixzoo_fwd_tune2", "tune2", "split")]
+
+
+def _variant_rows() -> dict:
+    keep = os.environ.get("MIXZOO_BENCH_VARIANTS")
+    names = None if keep is None else {n.strip() for n in keep.split(",") if n.strip()}
+    return {name: _variant(f, b) for name, f, b in VARIANTS if names is None or name in names}
 
 
 def implementations(shape: dict) -> dict:
     impls = {"mixzoo": _ours}
-    impls.update({name: _variant(f, b) for name, f, b in VARIANTS})
     impls["sdpa_default"] = _sdpa
     try:
         from torch.nn.attention import SDPBackend
@@ -72,6 +79,7 @@ def implementations(shape: dict) -> dict:
             impls[name] = _pinned(be)  # a backend that cannot run reports its error row
     except ImportError as e:  # pragma: no cover - old torch
         print(f"# pinned SDPA backends left out: {e}")
+    impls.update(_variant_rows())
     return impls
 
 
