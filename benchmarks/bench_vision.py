@@ -13,8 +13,8 @@ with mode="reduce-overhead" (CUDA graphs: no per-kernel launch cost; run those r
 `NAME@nomix` replaces every block's attention by the identity: the cost of everything
 but the token mixer (patch embedding, norms, MLPs, head, loss), i.e. the floor of any mixer
 in that backbone at that size. The ratio column is
-always against the first anchor entry (the first entry whose name does not start with
-"mixzoo_"), options included.
+always against the anchor: the first entry without options whose name does not start with
+"mixzoo_" (else the first such entry with options).
 
 For every image size and model: build the model at that resolution (`img_size=`, 1000
 classes, patch 16, so 196 / 1024 / 4096 tokens at 224 / 512 / 1024 px), then time one
@@ -53,10 +53,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# the model, its opt-in variants, the anchor, and the anchor without its mixer (the floor)
+# the model, its opt-in variants, the anchor, the anchor without its mixer (the floor of any
+# mixer), and both compiled (run after every eager row)
 DEFAULT_MODELS = ["mixzoo_deltanet_vit_small_patch16_224",
                   "mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_CAST=once",
-                  "vit_small_patch16_224", "vit_small_patch16_224@nomix"]
+                  "vit_small_patch16_224", "vit_small_patch16_224@nomix",
+                  "mixzoo_deltanet_vit_small_patch16_224@compile", "vit_small_patch16_224@compile"]
 DEFAULT_BATCH = {224: 128, 512: 32, 1024: 8}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 TARGETS = {224: 0.7, 1024: 2.0}       # issue 7: DeltaNet vs the attention ViT
@@ -261,7 +263,10 @@ def table(rows: list[dict], anchor: str | None) -> str:
              "peak MiB | params M |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     base = {r["img"]: r for r in rows if r["model"] == anchor and r["status"] == "ok"}
-    for r in rows:
+    first = {}
+    for i, r in enumerate(rows):
+        first.setdefault(r["img"], i)
+    for r in sorted(rows, key=lambda r: first[r["img"]]):   # by size, in measured order
         if r["status"] != "ok":
             lines.append(f"| {r['model']} | {r['img']} | {r.get('tokens', '')} | "
                          f"{r['batch']} | {r['status']} | | | | | |")
@@ -340,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         name = parse_entry(entry)[0]
         if not timm.is_model(name):
             raise SystemExit(f"--models: unknown timm model {name!r}")
-    anchor = next((m for m in args.models if not m.startswith("mixzoo_")), None)
+    anchors = [m for m in args.models if not m.startswith("mixzoo_")]
+    anchor = next((m for m in anchors if "@" not in m), anchors[0] if anchors else None)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -357,28 +363,32 @@ def main(argv: list[str] | None = None) -> int:
               f"step = fwd + CE loss + bwd, median of {args.iters} after {args.warmup} warmup"
               f"{'; torch.compile' if args.compile else ''}\n\n`{meta['command']}`")
     rows: list[dict] = []
-    for size in args.sizes:
+    # eager rows of every size first, then the compiled ones (minutes of compiling each): a
+    # run killed by its time limit keeps the whole eager table
+    eager = [m for m in args.models if parse_entry(m)[1] is None]
+    compiled = [m for m in args.models if parse_entry(m)[1] is not None]
+    plan = [(s, m) for group in (eager, compiled) for s in args.sizes for m in group]
+    for size, name in plan:
         batch = batches.get(size) or max(1, int(DEFAULT_BATCH[224] * (224 / size) ** 2))
-        for name in args.models:
-            t0 = time.perf_counter()
-            try:
-                row = measure(name, size, batch, args)
-            except torch.cuda.OutOfMemoryError:
-                row = {"model": name, "img": size, "batch": batch, "status": "OOM"}
-                gc.collect()
-            except Exception as e:  # one failure must not lose the other rows
-                row = {"model": name, "img": size, "batch": batch,
-                       "status": f"error: {type(e).__name__}",
-                       "error": "".join(traceback.format_exception_only(e)).strip()[:400]}
-                traceback.print_exc()
-            if args.device == "cuda":
-                torch.cuda.empty_cache()
-            rows.append(row)
-            done = (f"{row['img_s']:.1f} img/s, {row['peak_mib']:.0f} MiB"
-                    if row["status"] == "ok" else row["status"])
-            print(f"[{name} @ {size}px, batch {batch}] {done} "
-                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
-            write(args.out, header, rows, anchor, args.json, meta)
+        t0 = time.perf_counter()
+        try:
+            row = measure(name, size, batch, args)
+        except torch.cuda.OutOfMemoryError:
+            row = {"model": name, "img": size, "batch": batch, "status": "OOM"}
+            gc.collect()
+        except Exception as e:  # one failure must not lose the other rows
+            row = {"model": name, "img": size, "batch": batch,
+                   "status": f"error: {type(e).__name__}",
+                   "error": "".join(traceback.format_exception_only(e)).strip()[:400]}
+            traceback.print_exc()
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+        rows.append(row)
+        done = (f"{row['img_s']:.1f} img/s, {row['peak_mib']:.0f} MiB"
+                if row["status"] == "ok" else row["status"])
+        print(f"[{name} @ {size}px, batch {batch}] {done} "
+              f"({time.perf_counter() - t0:.0f}s)", flush=True)
+        write(args.out, header, rows, anchor, args.json, meta)
     text = write(args.out, header, rows, anchor, args.json, meta)
     print()
     print(text)
