@@ -142,8 +142,7 @@ def _breakdown(shape: dict, window: int | None = None) -> None:
                 triton_bwd.attn_bwd(do, q, k, v, o, lse, True, w, s, variant=bv)
             torch.cuda.synchronize()
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=6))
-    tuners = [(n, getattr(triton_fwd, n)) for n in ("attn_fwd_tuned", "attn_fwd_tune2",
-                                                      "attn_fwd_tma")]
+    tuners = [("fwd " + n, t) for n, t in triton_fwd.FWD_TUNERS.items()]
     tuners += [(n, t) for n, t in vars(triton_bwd).items() if n.endswith("_tuned")]
     for name, tuner in tuners:
         print(_tuning(name, tuner), flush=True)
@@ -231,8 +230,8 @@ def _sm90_report(D: int = 128) -> int:
                 os.unlink(fh.name)
                 res = " ".join(ln.strip().split(" SHARED")[0] for ln in out.splitlines()
                                if "REG" in ln)
-                print(f"{name:<13} {cfg.kwargs} w{cfg.num_warps} s{cfg.num_stages}: {res}",
-                      flush=True)
+                print(f"{name:<13} {cfg.kwargs} w{cfg.num_warps} s{cfg.num_stages}: {res} "
+                      f"SMEM:{ck.metadata.shared}", flush=True)
             except Exception as e:  # noqa: BLE001 - report every config, then count
                 fails += 1
                 print(f"{name:<12} {cfg.kwargs}: FAILED {type(e).__name__}: {str(e)[:300]}")

@@ -40,14 +40,6 @@ NEG_BIG = tl.constexpr(-1.0e30)
 
 
 
-def _fwd_configs():
-    """Candidate tilings, chosen from sm_90 compiles without register spills (see
-    README.md); the first one is also the interpreter's single config."""
-    cfgs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
-            for bm, bn, w, st in [(128, 64, 8, 3), (128, 128, 8, 2)]]
-    return cfgs
-
-
 def _wide_fwd_configs():
     """Head dim 256: smaller tiles, so q and the staged k/v tiles fit shared memory (a
     separate autotuner, because Triton skips pruning once a single config is left)."""
@@ -124,22 +116,29 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kt, offs_n, offs_d, pos_
             if HAS_WINDOW:
                 vis = vis & (cols[None, :] > pos_q[:, None] - window)
             s = tl.where(vis, s, float("-inf"))
-        if FOLD:  # qk_scale > 0: max(scale * s) = scale * max(s); one FMA per score below
-            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)  # [BLOCK_M]
-            p = tl.math.exp2(s * qk_scale - m_new[:, None])  # [BLOCK_M, BLOCK_N]
-        else:
-            m_new = tl.maximum(m_i, tl.max(s, 1))  # [BLOCK_M]
-            p = tl.math.exp2(s - m_new[:, None])  # [BLOCK_M, BLOCK_N]
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
         if USE_TMA:
             v = v_desc.load([b, start_n, hk, 0]).reshape(BLOCK_N, BLOCK_D)
         else:
             v = tl.load(v_base + kv_off, mask=ld_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
-        acc = acc * alpha[:, None]
-        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
-        m_i = m_new
+        acc, l_i, m_i = _online_update(acc, l_i, m_i, s, v, qk_scale, DOT_PREC, FOLD)
     return acc, l_i, m_i
+
+
+@triton.jit
+def _online_update(acc, l_i, m_i, s, v, qk_scale, DOT_PREC: tl.constexpr, FOLD: tl.constexpr):
+    """One key tile of the online softmax: scores s [BM, BN] (already times qk_scale, or
+    raw with FOLD), values v [BN, BD]."""
+    if FOLD:  # qk_scale > 0: max(scale * s) = scale * max(s); one FMA per score below
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)  # [BLOCK_M]
+        p = tl.math.exp2(s * qk_scale - m_new[:, None])  # [BLOCK_M, BLOCK_N]
+    else:
+        m_new = tl.maximum(m_i, tl.max(s, 1))  # [BLOCK_M]
+        p = tl.math.exp2(s - m_new[:, None])  # [BLOCK_M, BLOCK_N]
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
+    return acc, l_i, m_new
 
 
 @triton.jit
@@ -228,23 +227,33 @@ def _attn_fwd_kernel(
     tl.store(lse_ptr + pid_bh.to(tl.int64) * Tq + offs_m, lse, mask=offs_m < Tq)
 
 
-attn_fwd_tuned = triton.autotune(configs=pick_configs(_fwd_configs()), key=_TUNE_KEY)(
-    _attn_fwd_kernel)
-# variant "tune2": more pipeline stages, 128-key tiles at 3 stages, and 64-query blocks
-# (a sliding window wastes less of its edge tiles); sm_90 host builds without spills,
-# see benchmarks/ops/attention.py --sm90-report
+def _fwd_tuner(opts, tma: bool):
+    """An autotuner over `opts` = (BLOCK_M, BLOCK_N, warps, stages); with `tma` each
+    config's pre_hook gives the k/v descriptors tiles of BLOCK_N rows."""
+    hook = set_tma_rows("BLOCK_N", "k_desc", "v_desc") if tma else None
+    return triton.autotune(
+        configs=pick_configs([triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w,
+                                            num_stages=st, pre_hook=hook)
+                              for bm, bn, w, st in opts]),
+        key=_TUNE_KEY)(_attn_fwd_kernel)
+
+
+_BASE_OPTS = [(128, 64, 8, 3), (128, 128, 8, 2)]
+# "tune2" candidates: more pipeline stages, 128-key tiles at 3 stages, and 64-query blocks
+# at 4 warps small enough for 2-3 programs per SM (sm_90 host builds: 64/64/s2 83 KB of
+# shared memory, 64/32/s3 67 KB and 121 registers with TMA), whose softmax phases then
+# overlap each other's matmuls; no spills (benchmarks/ops/attention.py --sm90-report)
 _TUNE2_OPTS = [(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 2), (128, 128, 8, 3),
-               (64, 64, 4, 3)]
-attn_fwd_tune2 = triton.autotune(
-    configs=pick_configs([triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w,
-                                        num_stages=st) for bm, bn, w, st in _TUNE2_OPTS]),
-    key=_TUNE_KEY)(_attn_fwd_kernel)
-attn_fwd_tma = triton.autotune(
-    configs=pick_configs([triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w,
-                                        num_stages=st,
-                                        pre_hook=set_tma_rows("BLOCK_N", "k_desc", "v_desc"))
-                          for bm, bn, w, st in _TUNE2_OPTS]),
-    key=_TUNE_KEY)(_attn_fwd_kernel)
+               (64, 64, 4, 2), (64, 32, 4, 3)]
+attn_fwd_tuned = _fwd_tuner(_BASE_OPTS, False)
+# one autotuner per variant (each tunes on its own): {variant name: autotuner}
+FWD_TUNERS = {"base": attn_fwd_tuned}
+for _fold in ("", "_fold"):
+    if _fold:
+        FWD_TUNERS["base" + _fold] = _fwd_tuner(_BASE_OPTS, False)
+    FWD_TUNERS["tune2" + _fold] = _fwd_tuner(_TUNE2_OPTS, False)
+    FWD_TUNERS["tma" + _fold] = _fwd_tuner(_TUNE2_OPTS, True)
+attn_fwd_tune2, attn_fwd_tma = FWD_TUNERS["tune2"], FWD_TUNERS["tma"]
 attn_fwd_tuned_wide = triton.autotune(configs=pick_configs(_wide_fwd_configs()),
                                       key=_TUNE_KEY)(_attn_fwd_kernel)
 
@@ -331,12 +340,13 @@ def _last_dim_contig(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-# Forward variants (MIXZOO_ATTN_FWD_VARIANT or `variant=`): "base" (autotuned over
-# _fwd_configs), "tune2" (autotuned over _TUNE2_OPTS) and "tma" (k/v tiles through
-# host tensor descriptors, TMA on Hopper, over _TUNE2_OPTS; falls back to "tune2" when
-# k/v do not meet TMA's 16-byte alignment, and to "base" for head dim 256).
-# Each also as "<name>_fold": the softmax scale folded into the exponent's FMA (used when
-# scale > 0; a negative scale runs unfolded).
+# Forward variants (MIXZOO_ATTN_FWD_VARIANT or `variant=`), each with its own autotuner
+# (FWD_TUNERS): "base" (_BASE_OPTS), "tune2" (_TUNE2_OPTS), "tma" (k/v tiles through host
+# tensor descriptors, TMA on Hopper, _TUNE2_OPTS; k/v off TMA's 16-byte alignment run
+# "tune2"). Each also as "<name>_fold": the scale folded into the exponent's FMA (when
+# scale > 0; otherwise unfolded). Head dim 256 always runs its own small tiles.
+# (A hand-pipelined loop, QK^T of tile n+1 issued before the softmax of tile n, was tried:
+# Triton still waits for that matmul before the exponentials, so it gained no overlap.)
 FWD_VARIANTS = ("base", "tune2", "tma", "base_fold", "tune2_fold", "tma_fold")
 FWD_VARIANT = os.environ.get("MIXZOO_ATTN_FWD_VARIANT", "base")
 
@@ -363,8 +373,12 @@ def attn_fwd(q, k, v, causal: bool, window: int, scale: float, variant: str | No
     extra = dict(FOLD=True) if fold else {}
     tma = tma_kv(k, v, BD) if tiles == "tma" and BD < 256 else {}
     extra.update(tma)
-    kernel = (attn_fwd_tuned_wide if BD >= 256 else attn_fwd_tma if tma else
-              attn_fwd_tune2 if tiles in ("tune2", "tma") else attn_fwd_tuned)
+    if BD >= 256:
+        kernel = attn_fwd_tuned_wide
+    elif tiles.startswith("tma") and not tma:  # off TMA's alignment: the same tiles by pointer
+        kernel = FWD_TUNERS["tune2_fold" if fold else "tune2"]
+    else:
+        kernel = FWD_TUNERS[tiles + ("_fold" if fold else "")]
     kernel[grid](
         q, k, v, o, lse,
         q.stride(0), q.stride(1), q.stride(2),
