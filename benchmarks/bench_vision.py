@@ -57,6 +57,8 @@ if str(ROOT) not in sys.path:
 # mixer), and both compiled (run after every eager row)
 DEFAULT_MODELS = ["mixzoo_deltanet_vit_small_patch16_224",
                   "mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_CAST=once",
+                  "mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_CAST=once,"
+                  "MIXZOO_RMSNORM_DISPATCH=function",
                   "vit_small_patch16_224", "vit_small_patch16_224@nomix",
                   "mixzoo_deltanet_vit_small_patch16_224@compile", "vit_small_patch16_224@compile"]
 DEFAULT_BATCH = {224: 128, 512: 32, 1024: 8}

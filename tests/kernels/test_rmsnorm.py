@@ -21,10 +21,13 @@ def test_reference_combine_is_flip_add_then_norm():
     assert_close(want, rms_norm_ref(x, w, eps=1e-5, combine_directions=True), 1e-12)
 
 
+@pytest.mark.parametrize("dispatch", ["op", "function"])
 @pytest.mark.parametrize("shape,combine", [
     ((4, 7, 3, 16), True), ((2, 1, 2, 64), True), ((2, 9, 24), False), ((6, 5, 2, 20), True),
     ((3, 130, 1, 32), False)])
-def test_triton_matches_reference(shape, combine):
+def test_triton_matches_reference(shape, combine, dispatch, monkeypatch):
+    """Both eager dispatch layers (custom op, plain autograd.Function) against fp64."""
+    monkeypatch.setenv("MIXZOO_RMSNORM_DISPATCH", dispatch)
     g = torch.Generator().manual_seed(sum(shape))
     x = torch.randn(*shape, generator=g).requires_grad_()
     w = (1 + 0.1 * torch.randn(shape[-1], generator=g)).requires_grad_()
@@ -39,7 +42,11 @@ def test_triton_matches_reference(shape, combine):
         assert_close(r, o, 1e-5, name)
 
 
-def test_validation():
+def test_validation(monkeypatch):
+    monkeypatch.setenv("MIXZOO_RMSNORM_DISPATCH", "custom")
+    with pytest.raises(ValueError, match="MIXZOO_RMSNORM_DISPATCH"):
+        rms_norm(torch.randn(2, 3, 4), torch.ones(4), eps=1e-5, backend="triton")
+    monkeypatch.delenv("MIXZOO_RMSNORM_DISPATCH")
     with pytest.raises(ValueError, match="weight"):
         rms_norm(torch.randn(2, 3, 4), torch.randn(5), eps=1e-5)
     with pytest.raises(ValueError, match="doubled batch"):

@@ -20,7 +20,7 @@ from .reference import rms_norm_ref
 
 _HAS_TRITON = triton_available()
 if _HAS_TRITON:
-    from .ops import rms_norm_fwd_op
+    from .ops import rms_norm_triton
 
 __all__ = ["rms_norm", "rms_norm_ref"]
 
@@ -39,5 +39,5 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, *, eps: float,
     check_same_device(x=x, weight=weight)
     which = resolve_backend(backend, x, weight, has_triton=_HAS_TRITON, algo="rms_norm")
     if which == "triton" and x.dtype != torch.float64:
-        return rms_norm_fwd_op(x, weight, float(eps), combine_directions)[0]
+        return rms_norm_triton(x, weight, float(eps), combine_directions)
     return rms_norm_ref(x, weight, eps=eps, combine_directions=combine_directions)
