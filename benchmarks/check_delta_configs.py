@@ -1,6 +1,6 @@
 """Correctness of each autotune candidate of the delta-rule fused backward on the GPU.
 
-    python benchmarks/check_delta_configs.py [B,T,H,D] [--l2]
+    python benchmarks/check_delta_configs.py [B,T,H,D] [--l2] [--fp32] [--no-prep]
 
 The autotuner picks configs by speed only, so a candidate that computes wrong results (or
 faults) on some GPU/Triton pair would be picked silently. This runs the chunk kernels with
@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"     # cpu: under TRITON_INTERPRET=1 only
-LOW = torch.bfloat16 if DEV == "cuda" else torch.float32  # the interpreter's bf16 dot is wrong
+# the interpreter's bf16 dot is wrong; --fp32 checks the fp32 kernels (tf32x3 dots) on the GPU
+LOW = torch.bfloat16 if DEV == "cuda" and "--fp32" not in sys.argv else torch.float32
+FLAGS = [f for f in ("--l2", "--fp32") if f in sys.argv]       # passed on to the children
 
 
 def run_one(idx: int, B: int, T: int, H: int, D: int, l2: bool) -> None:
@@ -50,7 +52,8 @@ def run_one(idx: int, B: int, T: int, H: int, D: int, l2: bool) -> None:
         w, _, tinv = chunk.prep(kb, vb, bb, l2, True)
         w2 = torch.empty_like(w)
         chunk._w_kernel[(tinv.shape[2], B * H)](kb, bb, tinv, w2, T, H=H, K=D, BK=D, USE_L2=l2,
-                                                PREC="tf32" if DEV == "cuda" else "ieee", num_warps=4)
+                                                PREC="tf32" if DEV == "cuda" else "ieee", TRANS=False,
+                                                num_warps=4)
         torch.cuda.synchronize() if DEV == "cuda" else None
         print(f"w_kernel vs prep W: {rel_rms(w.float(), w2.float()):.1e}", flush=True)
     names = ["o", "ht", "dq", "dk", "dv", "dbeta", "dh0"]
@@ -101,7 +104,7 @@ def main() -> None:
     shape = args[0] if args else "2,2048,8,128"
     from mixzoo.kernels.delta_rule import chunk
     small = "1,200,4," + shape.split(",")[3]
-    for idx in range(len(chunk._prep_fwd_kernel.configs)):
+    for idx in range(0 if "--no-prep" in sys.argv else len(chunk._prep_fwd_kernel.configs)):
         for st in ("0", "1"):
             cmd = [sys.executable, __file__, "prep", str(idx), st, small]
             try:
@@ -113,11 +116,11 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 print(f"prep {idx} stacked={st}: timed out", flush=True)
     for idx in range(len(chunk._fused_bwd_kernel.configs)):
-        cmd = [sys.executable, __file__, "child", str(idx), shape] + (["--l2"] if l2 else [])
+        cmd = [sys.executable, __file__, "child", str(idx), shape] + FLAGS
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
             lines = [ln for ln in (p.stdout + p.stderr).splitlines()
-                     if ln.startswith(("config", "w_kernel")) or "Error" in ln]
+                     if ln.startswith(("config", "w_kernel")) or "Error" in ln or "error" in ln]
             print("\n".join(lines) if lines else f"config {idx}: exit {p.returncode}", flush=True)
         except subprocess.TimeoutExpired:
             print(f"config {idx}: timed out", flush=True)

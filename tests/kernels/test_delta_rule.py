@@ -281,10 +281,19 @@ def test_opcheck_custom_ops():
     torch.library.opcheck(ops.recurrent_fwd_op, (*short, h0.detach(), 0.25, True, True))
 
 
-@pytest.mark.parametrize("bv", [64, 32])
-def test_state_backward_both_w_sources(bv, monkeypatch):
-    """The state backward loads W from _w_kernel when its V block is 64 and rebuilds it from
-    Tm when it is 32 (chunk_bwd); the block follows the head count, so force each here."""
+@pytest.mark.parametrize("bv,mode", [(64, "auto"), (32, "auto"), (32, "load"), (64, "loadt"),
+                                     (32, "loadt"), (64, "rebuild")])
+def test_state_backward_every_w_source(bv, mode, monkeypatch):
+    """The state backward's W source (params.state_w_mode: W loaded, W^T loaded, or W rebuilt
+    from Tm) at both V blocks; the block follows the head count, so force it here."""
     from mixzoo.kernels.delta_rule import chunk
-    monkeypatch.setattr(chunk, "_state_bv", lambda BH, BVfull: min(bv, BVfull))
+    monkeypatch.setattr(chunk.params, "state_bv", lambda BH, BVfull: min(bv, BVfull))
+    monkeypatch.setenv("MIXZOO_DELTA_STATE_W", mode)
     check_against_reference("chunk", 1, 130, 2, 32, 64, True, l2=False)
+
+
+def test_state_w_mode_rejects_unknown(monkeypatch):
+    from mixzoo.kernels.delta_rule import params
+    monkeypatch.setenv("MIXZOO_DELTA_STATE_W", "fast")
+    with pytest.raises(ValueError, match="MIXZOO_DELTA_STATE_W='fast'"):
+        params.state_w_mode(32)

@@ -21,15 +21,14 @@ README.md derives the backward.
 from __future__ import annotations
 
 import inspect
-import os
 
 import torch
 import triton
 import triton.language as tl
 
 from .._common import cdiv, pick_configs
-
-CHUNK = 64
+from . import params
+from .params import CHUNK, dims as _dims, dot_precision as _prec
 L2_EPS = 1e-6
 # keep autotune results in the Triton cache dir, so a new process skips re-benchmarking
 _AUTOTUNE_KW = ({"cache_results": True}
@@ -160,21 +159,6 @@ def _tm_times(d0, d1, d2, d3, x10, x20, x21, x30, x31, x32, y0, y1, y2, y3,
 
 
 # ----------------------------------------------------------------------------- forward
-def _wide_tuning() -> bool:
-    """MIXZOO_DELTA_TUNE=narrow (read at import) restores the autotune lists of run 1, in case
-    a config of the wider lists faults on some GPU/Triton pair."""
-    return os.environ.get("MIXZOO_DELTA_TUNE", "wide") != "narrow"
-
-
-def _prep_configs():
-    # [16,16] blocks: few warps and many programs per SM hide the substitution's latency (best
-    # measured: 2 warps; 1 warp spills 2.2 KB on sm_90 and is left out). No loop: no stages.
-    nws = (2, 4, 8) if _wide_tuning() else (2, 4)
-    return pick_configs([triton.Config({}, num_warps=nw, num_stages=1) for nw in nws])
-
-
-@triton.autotune(configs=_prep_configs(), key=["H", "K", "V", "USE_L2", "SAVE_T", "STACKED"],
-                 **_AUTOTUNE_KW)
 @triton.jit
 def _prep_fwd_kernel(
     k, v, beta,          # inputs [B,T,H,K], [B,T,H,V], [B,T,H]
@@ -336,37 +320,50 @@ def _state_fwd_kernel(
 @triton.jit
 def _w_kernel(
     k, beta, tinv,       # k [B,T,H,K]; beta [B,T,H]; Tm [B,H,NT,64,64] fp32 (saved)
-    w,                   # output W [B,T,H,K] (input dtype)
+    w,                   # output W [B,T,H,K], or W^T [B*H,K,NT*64] if TRANS (input dtype)
     T, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, USE_L2: tl.constexpr,
-    PREC: tl.constexpr,
+    PREC: tl.constexpr, TRANS: tl.constexpr,
 ):
     """W = Tm diag(beta) K for one chunk, in parallel over chunks, for the state backward (the
-    forward saves U', not W; rebuilding W inside the sequential pass cost 0.51 vs 0.20 ms)."""
+    forward saves U', not W; rebuilding W inside the sequential pass cost 0.51 vs 0.20 ms).
+    TRANS stores it transposed through transposed pointers (no tl.trans of a dot result)."""
     i_c, i_bh = tl.program_id(0), tl.program_id(1)
     b, h = i_bh // H, i_bh % H
     t0 = i_c * 64
     kd = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 64, 0), USE_L2).to(k.dtype.element_ty)
     wc = _w_from_tm(tinv, beta, kd, b, h, i_bh, i_c, tl.cdiv(T, 64), T, H, PREC)
-    _store_rows(w, wc, b, h, t0, T, H, K, BK, 64, 0)
+    if TRANS:
+        p, m = _wt_ptrs(w, i_bh, t0, tl.cdiv(T, 64) * 64, K, BK)
+        tl.store(tl.trans(p), wc.to(w.dtype.element_ty), mask=tl.trans(m))
+    else:
+        _store_rows(w, wc, b, h, t0, T, H, K, BK, 64, 0)
+
+
+@triton.jit
+def _wt_ptrs(wt, i_bh, t0, TP, K: tl.constexpr, BK: tl.constexpr):
+    """Pointers [BK,64] and mask of chunk t0's columns in W^T [B*H,K,TP] (TP = NT*64)."""
+    kk = tl.arange(0, BK)
+    r = tl.arange(0, 64)
+    return (wt + i_bh.to(tl.int64) * K * TP + (kk * TP)[:, None] + (t0 + r)[None, :],
+            (kk < K)[:, None] & (r < 64)[None, :])
 
 
 @triton.jit
 def _state_bwd_kernel(
-    q, k, w,             # q, k [B,T,H,K]; W [B,T,H,K] (from _w_kernel; unused if W_FROM_T)
-    beta, tinv,          # beta [B,T,H], Tm [B,H,NT,64,64] fp32 (used if W_FROM_T)
+    q, k, w,             # q, k [B,T,H,K]; W [B,T,H,K] (W_SRC 0) or W^T [B*H,K,NT*64] (1)
+    beta, tinv,          # beta [B,T,H], Tm [B,H,NT,64,64] fp32 (used if W_SRC 2)
     do,                  # output grad [B,T,H,V]
     dht, dh0,            # final-state grad in, initial-state grad out [B,H,K,V] fp32
     dhbuf,               # dS after each chunk [B,H,NT,K,V] (input dtype), written
     scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_L2: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr,
-    W_FROM_T: tl.constexpr,
+    W_SRC: tl.constexpr,
 ):
     """Reverse pass over chunks. With dS = dL/dS_{c+1} (the state after chunk c):
     dU' = (Q K^T * M)^T dO + K dS;   dS_c = dS + Q^T dO - W^T dU'.
-    W_FROM_T rebuilds W = Tm diag(beta) K per chunk inside the loop instead of loading it:
-    on the H100 (Triton 3.6) the loaded-W form computed a wrong dS (and once faulted) with
-    BV=32 at 4 warps, while the rebuilt form was right there (see chunk_bwd)."""
+    W_SRC (params.state_w_mode): 0 loads W and transposes it, 1 loads W^T, 2 rebuilds
+    W = Tm diag(beta) K per chunk inside the loop (slower; right where 0 was wrong)."""
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     b, h = i_bh // H, i_bh % H
     dt = q.dtype.element_ty
@@ -385,23 +382,26 @@ def _state_bwd_kernel(
         tl.store(ph, dS.to(dhbuf.dtype.element_ty), mask=mh)
         qc = (_l2n(_load_rows(q, b, h, t0, T, H, K, BK, 64, 0), USE_L2) * scale).to(dt)
         kc = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 64, 0), USE_L2).to(dt)
-        if W_FROM_T:
-            wc = _w_from_tm(tinv, beta, kc, b, h, i_bh, c, NT, T, H, PREC).to(dt)
+        if W_SRC == 1:
+            pw, mw = _wt_ptrs(w, i_bh, t0, NT * 64, K, BK)
+            wt = tl.load(pw, mask=mw, other=0.)                                 # W^T [BK,64]
+        elif W_SRC == 2:
+            wt = tl.trans(_w_from_tm(tinv, beta, kc, b, h, i_bh, c, NT, T, H, PREC).to(dt))
         else:
-            wc = _load_rows(w, b, h, t0, T, H, K, BK, 64, 0).to(dt)
+            wt = tl.trans(_load_rows(w, b, h, t0, T, H, K, BK, 64, 0).to(dt))
         doc = _load_rows(do, b, h, t0, T, H, V, BV, 64, i_v * BV).to(dt)
         Pt = tl.where(anti, tl.dot(kc, tl.trans(qc), input_precision=PREC), 0.)
         dup = (tl.dot(Pt.to(dt), doc, input_precision=PREC)
                + tl.dot(kc, dS.to(dt), input_precision=PREC))                  # dU' [64,BV]
         dS += (tl.dot(tl.trans(qc), doc, input_precision=PREC)
-               - tl.dot(tl.trans(wc), dup.to(dt), input_precision=PREC))
+               - tl.dot(wt, dup.to(dt), input_precision=PREC))
     if STORE_DH0:
         p0, m0 = _state_ptrs(dh0, i_bh, 0, 1, K, V, BK, BV, i_v)
         tl.store(p0, dS, mask=m0)
 
 
 def _fused_bwd_configs():
-    if not _wide_tuning():          # session 1's list (no 16 warps: faulted on the H100)
+    if not params.wide_tuning():          # session 1's list (no 16 warps: faulted on the H100)
         return pick_configs([triton.Config({"BV": bv}, num_warps=nw, num_stages=ns)
                              for bv in (32, 64) for nw in (4, 8) for ns in (1, 2)])
     # sm_90 host builds (Triton 3.9, K=V=128, bf16): BV=16 at 8 warps spills least (296 B),
@@ -501,36 +501,6 @@ def _fused_bwd_kernel(
 
 
 # ----------------------------------------------------------------------------- launchers
-def stacked_inverse() -> bool:
-    """MIXZOO_DELTA_INV=blocks (default) runs four _inv16 chains (60 dependent steps);
-    =stacked inverts the four diagonal 16x16 blocks of each chunk in one [4,16,16] pass
-    (_inv16x4, 15 steps; 1.14x faster forward on the H100; opt-in until more GPU runs).
-    Read at every call, so one process can time both."""
-    name = os.environ.get("MIXZOO_DELTA_INV", "blocks")
-    if name not in ("stacked", "blocks"):
-        raise ValueError(f"MIXZOO_DELTA_INV={name!r}: expected 'stacked' or 'blocks'")
-    return name == "stacked"
-
-
-def _dims(q, v):
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    return B, T, H, K, V, max(16, triton.next_power_of_2(K)), max(16, triton.next_power_of_2(V))
-
-
-def _prec(x: torch.Tensor) -> str:
-    # fp32 inputs: near-fp32 products (3 tf32 passes); half inputs: the operands are half anyway
-    return "tf32x3" if x.dtype == torch.float32 else "tf32"
-
-
-def _state_bv(BH: int, BVfull: int) -> int:
-    """v-block for the sequential passes: 64 when that still gives >= 128 programs (one H100
-    has 132 SMs; each program walks all chunks in turn), else 32."""
-    if BVfull >= 64 and BH * cdiv(BVfull, 64) >= 128:
-        return 64
-    return min(32, BVfull)
-
-
 def prep(k, v, beta, use_l2: bool, save_t: bool):
     """The per-chunk UT transform: W = Tm diag(beta) K, U = Tm diag(beta) V (input dtype) and
     Tm [B,H,NT,64,64] fp32 (empty unless save_t)."""
@@ -542,7 +512,7 @@ def prep(k, v, beta, use_l2: bool, save_t: bool):
     tinv = k.new_empty((B, H, NT, CHUNK, CHUNK) if save_t else (0,), dtype=torch.float32)
     _prep_fwd_kernel[(NT, B * H)](k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=BK, BV=BVf,
                                   USE_L2=use_l2, SAVE_T=save_t, PREC=prec,
-                                  STACKED=stacked_inverse())
+                                  STACKED=params.stacked_inverse())
     return w, u, tinv
 
 
@@ -558,12 +528,12 @@ def chunk_fwd(q, k, v, beta, scale: float, initial_state, output_final_state: bo
     ht = q.new_empty((B, H, K, V) if output_final_state else (0,), dtype=torch.float32)
     hbuf = q.new_empty((B, H, NT, K, V) if save_for_bwd else (0,))
     vn = torch.empty_like(v) if save_for_bwd else v.new_empty((0,))
-    BV = _state_bv(B * H, BVf)
+    BV = params.state_bv(B * H, BVf)
     h0 = initial_state if initial_state is not None else ht
     _state_fwd_kernel[(cdiv(V, BV), B * H)](
         q, k, w, u, o, h0, ht, hbuf, vn, scale, T, H=H, K=K, V=V, BK=BK, BV=BV, USE_L2=use_l2,
         HAS_H0=initial_state is not None, STORE_HT=output_final_state, SAVE_H=save_for_bwd,
-        PREC=prec, num_warps=4 if BK * BV <= 4096 else 8)
+        PREC=prec, num_warps=params.state_warps(BK, BV), num_stages=params.state_stages(BK))
     return o, ht, vn, tinv, hbuf
 
 
@@ -578,21 +548,20 @@ def chunk_bwd(q, k, v, beta, scale: float, initial_state, use_l2: bool, vn, tinv
     dhbuf = torch.empty_like(hbuf)
     has_h0 = initial_state is not None
     dh0 = q.new_empty((B, H, K, V) if has_h0 else (0,), dtype=torch.float32)
-    BV = _state_bv(B * H, BVf)
+    BV = params.state_bv(B * H, BVf)
     has_dht = dht is not None
-    # W for the state pass: loaded from _w_kernel at BV=64, rebuilt in the loop at BV=32 (README,
-    # "Saved for the backward"). W is freed before dq, dk, dv are allocated (peak unchanged).
-    mode = os.environ.get("MIXZOO_DELTA_STATE_W", "auto")   # diagnosis: auto | load | rebuild
-    w_from_t = BV < 64 if mode == "auto" else mode == "rebuild"
-    w = k.new_empty((0,)) if w_from_t else torch.empty_like(k)
-    if not w_from_t:
+    # W for the state pass (params.state_w_mode; README, "Saved for the backward"). W is freed
+    # before dq, dk, dv are allocated, so it does not raise the peak.
+    src = params.STATE_W_MODES.index(params.state_w_mode(BV)) - 1      # load 0, loadt 1, rebuild 2
+    w = (k.new_empty((0,)) if src == 2 else torch.empty_like(k) if src == 0
+         else k.new_empty((B * H, K, NT * CHUNK)))
+    if src != 2:
         _w_kernel[(NT, B * H)](k, beta, tinv, w, T, H=H, K=K, BK=BK, USE_L2=use_l2, PREC=prec,
-                               num_warps=4)
+                               TRANS=src == 1, num_warps=4)
     _state_bwd_kernel[(cdiv(V, BV), B * H)](
         q, k, w, beta, tinv, do, dht if has_dht else dh0, dh0, dhbuf, scale, T, H=H, K=K, V=V,
-        BK=BK, BV=BV, USE_L2=use_l2, HAS_DHT=has_dht, STORE_DH0=has_h0, PREC=prec,
-        W_FROM_T=w_from_t, num_warps=int(os.environ.get(
-            "MIXZOO_DELTA_STATE_WARPS", 4 if BK * BV <= 4096 else 8)))
+        BK=BK, BV=BV, USE_L2=use_l2, HAS_DHT=has_dht, STORE_DH0=has_h0, PREC=prec, W_SRC=src,
+        num_warps=params.state_warps(BK, BV), num_stages=params.state_stages(BK))
     del w
     dq, dk, dv, dbeta = (torch.empty_like(x) for x in (q, k, v, beta))
     _fused_bwd_kernel[(NT, B * H)](q, k, v, beta, vn, tinv, hbuf, dhbuf, do, dq, dk, dv, dbeta,

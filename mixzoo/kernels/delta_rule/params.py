@@ -1,0 +1,84 @@
+"""Launch parameters of the chunk kernels (chunk.py): block sizes, dot precision, and the
+environment knobs that choose between equivalent kernel variants.
+
+Knobs (read at every call unless noted, so one process can time or check each variant):
+    MIXZOO_DELTA_TUNE=narrow       autotune lists of run 1 (read at import)
+    MIXZOO_DELTA_INV=stacked       one [4,16,16] pass for the diagonal inverses (opt-in)
+    MIXZOO_DELTA_STATE_W=auto|load|loadt|rebuild
+                                   where the state backward gets W (see state_w_mode)
+    MIXZOO_DELTA_STATE_WARPS=N     warps of the state backward (diagnosis)
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+
+from .._common import cdiv
+
+CHUNK = 64
+
+STATE_W_MODES = ("auto", "load", "loadt", "rebuild")
+
+
+def wide_tuning() -> bool:
+    """MIXZOO_DELTA_TUNE=narrow restores the autotune lists of run 1, in case a config of the
+    wider lists faults on some GPU/Triton pair."""
+    return os.environ.get("MIXZOO_DELTA_TUNE", "wide") != "narrow"
+
+
+def stacked_inverse() -> bool:
+    """MIXZOO_DELTA_INV=blocks (default) runs four _inv16 chains (60 dependent steps);
+    =stacked inverts the four diagonal 16x16 blocks of each chunk in one [4,16,16] pass
+    (_inv16x4, 15 steps; 1.14x faster forward on the H100; opt-in until more GPU runs)."""
+    name = os.environ.get("MIXZOO_DELTA_INV", "blocks")
+    if name not in ("stacked", "blocks"):
+        raise ValueError(f"MIXZOO_DELTA_INV={name!r}: expected 'stacked' or 'blocks'")
+    return name == "stacked"
+
+
+def state_w_mode(bv: int) -> str:
+    """How the state backward gets W = Tm diag(beta) K for a V block of `bv` columns:
+    'load' (W from _w_kernel, transposed inside the kernel), 'loadt' (W^T written by
+    _w_kernel, no transpose in the kernel) or 'rebuild' (from Tm inside the sequential loop,
+    slower). On the H100 with Triton 3.6, 'load' gave wrong gradients at bv=32 (right at 64)
+    while 'rebuild' was right at both (benchmarks/RESULTS.md, session 3). Default ('auto'):
+    'load' at bv >= 64, 'rebuild' below."""
+    mode = os.environ.get("MIXZOO_DELTA_STATE_W", "auto")
+    if mode not in STATE_W_MODES:
+        raise ValueError(f"MIXZOO_DELTA_STATE_W={mode!r}: expected one of {STATE_W_MODES}")
+    if mode == "auto":
+        return "load" if bv >= 64 else "rebuild"
+    return mode
+
+
+def state_warps(bk: int, bv: int) -> int:
+    """Warps of the sequential state kernels (MIXZOO_DELTA_STATE_WARPS overrides)."""
+    return int(os.environ.get("MIXZOO_DELTA_STATE_WARPS", 4 if bk * bv <= 4096 else 8))
+
+
+def state_stages(bk: int) -> int:
+    """Software-pipelining stages of the sequential state kernels: at head dim 256 three
+    stages of [64,256] tiles need 320 KB of shared memory (the H100 has 227 KB)."""
+    return 1 if bk >= 256 else 3
+
+
+def dims(q: torch.Tensor, v: torch.Tensor):
+    """B, T, H, K, V and the padded full-width blocks BK, BV (powers of two, >= 16)."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    return B, T, H, K, V, max(16, triton.next_power_of_2(K)), max(16, triton.next_power_of_2(V))
+
+
+def dot_precision(x: torch.Tensor) -> str:
+    # fp32 inputs: near-fp32 products (3 tf32 passes); half inputs: the operands are half anyway
+    return "tf32x3" if x.dtype == torch.float32 else "tf32"
+
+
+def state_bv(BH: int, BVfull: int) -> int:
+    """v-block for the sequential passes: 64 when that still gives >= 128 programs (one H100
+    has 132 SMs; each program walks all chunks in turn), else 32."""
+    if BVfull >= 64 and BH * cdiv(BVfull, 64) >= 128:
+        return 64
+    return min(32, BVfull)
