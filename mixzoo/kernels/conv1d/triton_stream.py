@@ -8,8 +8,9 @@ Why (sm_90 builds of v1, read with cuobjdump on a CPU host):
 - the v1 backward loop handles one row per iteration: 309 instructions per step for 8
   channels per thread, 79 of them IMAD/MOV register moves (the window shifts and the
   two-deep load pipeline live across the back edge), and only two rows of loads in flight.
-Unrolling U = 4 rows turns the window shifts into SSA renames (no moves), and the loads of
-the next U rows are issued at the top of each iteration (U rows of x and dy in flight).
+Unrolling U = 4 rows turns the window shifts into SSA renames (261 instructions per row),
+and the loads of the next U rows (DEPTH 2: the next 2U) are issued at the top of each
+iteration, so U (2U) rows of x and dy are in flight; DEPTH and num_warps are autotuned.
 
 Forward (streaming): a program owns channels [d0, d0+BLOCK_D) of one sequence and output
 rows [c0, c1). It keeps the last W-1 inputs in registers and at step u (newest input row u)
@@ -17,8 +18,9 @@ emits y[u - RIGHT] (and, BIDIR, the reversed conv's row u - LEFT, stored at T-1-
 the second half); every x element is loaded once (plus a W-1 row halo per chunk).
 
 Backward: exactly the v1 streaming backward (triton_conv.py docstring; same window, same
-masks, same dw/db partial sums), with the row loop unrolled by U and the loads issued one
-group ahead. The math is in README.md.
+masks, same dw/db partial sums), with the row loop unrolled by U and the loads issued
+DEPTH groups ahead. Rows past a chunk's last step load as 0 and store nothing, so the tail
+group of the unrolled loop needs no special case. The math is in README.md.
 """
 from __future__ import annotations
 
