@@ -42,12 +42,15 @@ def _attn_bwd_delta(o_ptr, do_ptr, delta_ptr,   # o/do [B,Tq,H,D], delta [B,H,Tq
     tl.store(delta_ptr + pid_bh.to(tl.int64) * Tq + offs_m, tl.sum(o * do, 1), mask=offs_m < Tq)
 
 
-# sm_90 host builds (Triton 3.9, D=128 bf16), stack bytes per thread: dkdv 64/32/8w 88,
-# 64/32/4w 256, 128/32/8w 328, 128/64/8w 400, 64/64/4w 568 (128-wide at 4 warps: 1.3-2.9 KB,
-# left out); dq 128/32/8w 32, 128/64/8w 48, 64/32/4w 24, 64/64/4w 104
+# sm_90 host builds (Triton 3.9, D=128 bf16, strides divisible by 16; `python
+# benchmarks/ops/attention.py --sm90-report`), stack bytes per thread (pointer / TMA):
+# dkdv 64/32/8w 0/0, 128/32/8w 0/0, 128/64/8w 240/8, 64/32/4w 0/0, 64/64/4w 160/80;
+# atomic 64/32/8w 0/0, 128/32/8w s2 16/0, s3 0/0, 128/64/8w 360/224, 64/64/4w 384/272,
+# 64/32/4w s2 168/88 (TMA reduce 16: 103 KB shared, two programs per SM);
+# dq 128/32/8w 0/0, 128/64/8w 0/0, 64/32/4w 0/0, 64/64/4w 72/0
 _DKDV_OPTS = [(64, 32, 8, 3), (128, 32, 8, 2), (128, 64, 8, 2), (64, 32, 4, 3), (64, 64, 4, 3)]
 _ATOMIC_OPTS = [(64, 32, 8, 3), (128, 32, 8, 2), (128, 32, 8, 3), (128, 64, 8, 2),
-                (64, 64, 4, 3)]
+                (64, 64, 4, 3), (64, 32, 4, 2)]
 _DQ_OPTS = [(128, 32, 8, 2), (128, 64, 8, 2), (64, 32, 4, 3), (64, 64, 4, 3)]
 
 
