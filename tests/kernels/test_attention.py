@@ -261,3 +261,18 @@ def test_unknown_variant_raises():
         o.sum().backward()
     with pytest.raises(ValueError, match="forward variant"):
         attention_triton_lse(q, k, v, fwd_variant="nope")
+
+
+def test_tma_variants_with_broadcast_gradient():
+    """A gradient broadcast over time has time stride 0: no TMA descriptor is built on
+    it (TMA needs positive strides) and the gradients stay right."""
+    from mixzoo.kernels.attention.triton_fwd import tma_ok
+    q, k, v = _inputs(1, 33, 33, 2, 1, 16)
+    do = torch.randn(1, 1, 2, 16).expand(1, 33, 2, 16)  # strides (32, 0, 16, 1)
+    assert tma_ok(q) and not tma_ok(do)
+    o = attention_triton_lse(q, k, v, fwd_variant="tma", bwd_variant="split_tma")[0]
+    grads = torch.autograd.grad(o, (q, k, v), do)
+    ro = attention_ref(q.double(), k.double(), v.double())
+    rgrads = torch.autograd.grad(ro, (q, k, v), do.double())
+    for name, r, g in zip(("dq", "dk", "dv"), rgrads, grads):
+        assert_close(r, g, 1e-5, name)

@@ -52,10 +52,12 @@ _TUNE_KEY = ["Tq", "Tk", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "G", "DOT_PREC"]
 
 
 def tma_ok(*ts: torch.Tensor) -> bool:
-    """TMA needs 16-byte aligned bases and 16-byte multiples as outer strides."""
+    """TMA needs 16-byte aligned bases and positive 16-byte multiples as outer strides
+    (a broadcast, stride-0 gradient goes through the pointer loads)."""
     return TensorDescriptor is not None and all(t.is_cuda or is_interpreting() for t in ts) and all(
         t.data_ptr() % 16 == 0 and t.stride(-1) == 1
-        and all(st * t.element_size() % 16 == 0 for st in t.stride()[:-1]) for t in ts)
+        and all(st > 0 and st * t.element_size() % 16 == 0 for st in t.stride()[:-1])
+        for t in ts)
 
 
 def tma_descs(names, ts, BD: int) -> dict:
