@@ -222,7 +222,8 @@ def _sm90_report(D: int = 128) -> int:
                         (fn.arg_names.index(n),): x for n, x in consts.items()
                         if n in fn.arg_names}),
                     target=GPUTarget("cuda", 90, 32),
-                    options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+                    options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages,
+                             **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {})})
                 with tempfile.NamedTemporaryFile("wb", suffix=".cubin", delete=False) as fh:
                     fh.write(ck.asm["cubin"])
                 out = subprocess.run([cuobj, "-res-usage", fh.name], capture_output=True,
@@ -230,7 +231,8 @@ def _sm90_report(D: int = 128) -> int:
                 os.unlink(fh.name)
                 res = " ".join(ln.strip().split(" SHARED")[0] for ln in out.splitlines()
                                if "REG" in ln)
-                print(f"{name:<13} {cfg.kwargs} w{cfg.num_warps} s{cfg.num_stages}: {res} "
+                mr = f" maxnreg{cfg.maxnreg}" if cfg.maxnreg else ""
+                print(f"{name:<13} {cfg.kwargs} w{cfg.num_warps} s{cfg.num_stages}{mr}: {res} "
                       f"SMEM:{ck.metadata.shared}", flush=True)
             except Exception as e:  # noqa: BLE001 - report every config, then count
                 fails += 1

@@ -52,6 +52,9 @@ _DKDV_OPTS = [(64, 32, 8, 3), (128, 32, 8, 2), (128, 64, 8, 2), (64, 32, 4, 3), 
 _ATOMIC_OPTS = [(64, 32, 8, 3), (128, 32, 8, 2), (128, 32, 8, 3), (128, 64, 8, 2),
                 (64, 64, 4, 3), (64, 32, 4, 2)]
 _DQ_OPTS = [(128, 32, 8, 2), (128, 64, 8, 2), (64, 32, 4, 3), (64, 64, 4, 3)]
+# TMA dq: also 128/32/8w capped at 128 registers (122 used, no stack, 98 KB shared: two
+# programs per SM)
+_DQ_TMA_OPTS = _DQ_OPTS + [(128, 32, 8, 2, 128)]
 
 
 def _wide_configs(big, small):
@@ -319,15 +322,18 @@ def _attn_bwd_dq(
 
 
 def _tuner(big: str, small: str, opts, descs=(), **kw):
-    """An autotuner over `opts` = (big, small, warps, stages): `big` is the block a program
-    owns, `small` the one it loops over (candidates chosen from sm_90 compiles without
-    register spills; the first is also the interpreter's single config). With `descs`
+    """An autotuner over `opts` = (big, small, warps, stages[, maxnreg]): `big` is the
+    block a program owns, `small` the one it loops over (candidates chosen from sm_90
+    compiles without register spills; the first is also the interpreter's single
+    config). With `descs`
     (TMA variants) each config's pre_hook gives those tensor descriptors tiles of the
     config's `small` rows."""
     hook = set_tma_rows(small, *descs) if descs else None
     return triton.autotune(
-        configs=pick_configs([triton.Config({big: b, small: sm}, num_warps=w, num_stages=st,
-                                            pre_hook=hook) for b, sm, w, st in opts]),
+        configs=pick_configs([triton.Config({big: o[0], small: o[1]}, num_warps=o[2],
+                                            num_stages=o[3], pre_hook=hook,
+                                            maxnreg=o[4] if len(o) > 4 else None)
+                              for o in opts]),
         key=_TUNE_KEY, **kw)
 
 
@@ -342,10 +348,10 @@ dkdv_atomic_tma_tuned = _tuner("BLOCK_N", "BLOCK_M", _ATOMIC_OPTS, _QDO,
 dkdv_atomic_tmared_tuned = _tuner("BLOCK_N", "BLOCK_M", _ATOMIC_OPTS, _QDO + ("dqa_desc",),
                                   reset_to_zero=["dqa_ptr"])(_attn_bwd_dkdv)
 dq_tuned = _tuner("BLOCK_M", "BLOCK_N", _DQ_OPTS)(_attn_bwd_dq)
-dq_tma_tuned = _tuner("BLOCK_M", "BLOCK_N", _DQ_OPTS, _KV)(_attn_bwd_dq)
+dq_tma_tuned = _tuner("BLOCK_M", "BLOCK_N", _DQ_TMA_OPTS, _KV)(_attn_bwd_dq)
 # FUSE_DELTA: tuned on its own (same candidates)
 dq_delta_tuned = _tuner("BLOCK_M", "BLOCK_N", _DQ_OPTS)(_attn_bwd_dq)
-dq_delta_tma_tuned = _tuner("BLOCK_M", "BLOCK_N", _DQ_OPTS, _KV)(_attn_bwd_dq)
+dq_delta_tma_tuned = _tuner("BLOCK_M", "BLOCK_N", _DQ_TMA_OPTS, _KV)(_attn_bwd_dq)
 dkdv_tuned_wide = triton.autotune(configs=_wide_configs("BLOCK_N", "BLOCK_M"),
                                   key=_TUNE_KEY)(_attn_bwd_dkdv)
 dq_tuned_wide = triton.autotune(configs=_wide_configs("BLOCK_M", "BLOCK_N"),

@@ -230,13 +230,14 @@ def _attn_fwd_kernel(
 
 
 def _fwd_tuner(opts, tma: bool):
-    """An autotuner over `opts` = (BLOCK_M, BLOCK_N, warps, stages); with `tma` each
+    """An autotuner over `opts` = (BLOCK_M, BLOCK_N, warps, stages[, maxnreg]); with `tma` each
     config's pre_hook gives the k/v descriptors tiles of BLOCK_N rows."""
     hook = set_tma_rows("BLOCK_N", "k_desc", "v_desc") if tma else None
     return triton.autotune(
-        configs=pick_configs([triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w,
-                                            num_stages=st, pre_hook=hook)
-                              for bm, bn, w, st in opts]),
+        configs=pick_configs([triton.Config({"BLOCK_M": o[0], "BLOCK_N": o[1]}, num_warps=o[2],
+                                            num_stages=o[3], pre_hook=hook,
+                                            maxnreg=o[4] if len(o) > 4 else None)
+                              for o in opts]),
         key=_TUNE_KEY)(_attn_fwd_kernel)
 
 
@@ -244,9 +245,11 @@ _BASE_OPTS = [(128, 64, 8, 3), (128, 128, 8, 2)]
 # "tune2" candidates: more pipeline stages, 128-key tiles at 3 stages, and 64-query blocks
 # at 4 warps small enough for 2-3 programs per SM (sm_90 host builds: 64/64/s2 83 KB of
 # shared memory, 64/32/s3 67 KB and 121 registers with TMA), whose softmax phases then
-# overlap each other's matmuls; no spills (benchmarks/ops/attention.py --sm90-report)
+# overlap each other's matmuls; no spills (benchmarks/ops/attention.py --sm90-report);
+# and 128/64/8w capped at 128 registers for two programs per SM (98 KB shared; with TMA
+# 64 B of stack, 16 B folded)
 _TUNE2_OPTS = [(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 2), (128, 128, 8, 3),
-               (64, 64, 4, 2), (64, 32, 4, 3)]
+               (64, 64, 4, 2), (64, 32, 4, 3), (128, 64, 8, 2, 128)]
 attn_fwd_tuned = _fwd_tuner(_BASE_OPTS, False)
 # one autotuner per variant (each tunes on its own): {variant name: autotuner}
 FWD_TUNERS = {"base": attn_fwd_tuned}
