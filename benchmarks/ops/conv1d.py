@@ -139,23 +139,23 @@ def _sm90_report() -> int:
     from sm90 import report
     P, F, I = "*bf16", "*fp32", "i32"
     ints = dict(sxb=I, sxt=I, B=I, T=I, D=I, S1=I, S2=I)
-    div16 = ("sxb", "sxt", "T", "D", "S1", "S2", "n_chunks")
+    div16 = ("sxb", "sxt", "T", "D", "S1", "S2", "n_chunks", "CHUNK")
     fwd_t = dict(x_ptr=P, w_ptr=P, b_ptr=P, h0_ptr=P, y0_ptr=P, y1_ptr=P, y2_ptr=P, **ints)
     bwd_t = dict(x_ptr=P, w_ptr=P, b_ptr=P, h0_ptr=P, dy0_ptr=P, dy1_ptr=P, dy2_ptr=P,
                  dx_ptr=P, dwp_ptr=F, dbp_ptr=F, n_chunks=I, **ints)
     fails = 0
-    for bidir, ng, bd, chunk in ((False, 1, 256, 128), (True, 3, 128, 128)):
+    for bidir, ng, bd in ((False, 1, 256), (True, 3, 128)):
         c = dict(W=W, LEFT=W - 1, HAS_BIAS=False, HAS_H0=False, ACT=2, BIDIR=bidir, NG=ng)
         tag = "bidir " if bidir else ""
         fails += report(f"{tag}v1 fwd", triton_conv._conv_fwd_kernel, fwd_t,
                         dict(c, BLOCK_D=min(bd, 128)), div16)
         fails += report(f"{tag}v1 bwd", triton_conv._conv_bwd_kernel, bwd_t,
                         dict(c, BLOCK_D=bd, CHUNK=64), div16)
-        fails += report(f"{tag}v2 fwd", triton_stream._conv_fwd_stream_kernel, fwd_t,
-                        dict(c, BLOCK_D=bd, CHUNK=chunk, FIRST=0, LAST=W - 1 if bidir else 0),
-                        div16)
-        fails += report(f"{tag}v2 bwd", triton_stream._conv_bwd_stream_kernel, bwd_t,
-                        dict(c, BLOCK_D=bd, CHUNK=chunk), div16)
+        fails += report(f"{tag}v2 fwd", triton_stream._conv_fwd_stream_kernel,
+                        dict(fwd_t, CHUNK=I),
+                        dict(c, BLOCK_D=bd, FIRST=0, LAST=W - 1 if bidir else 0), div16)
+        fails += report(f"{tag}v2 bwd", triton_stream._conv_bwd_stream_kernel,
+                        dict(bwd_t, CHUNK=I), dict(c, BLOCK_D=bd), div16)
     return fails
 
 

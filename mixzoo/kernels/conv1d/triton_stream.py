@@ -84,7 +84,7 @@ def _conv_fwd_stream_kernel(
     ACT: tl.constexpr,        # 0 none, 1 silu (tl.sigmoid), 2 silu (MUFU sigmoid, GPU)
     BIDIR: tl.constexpr,      # also write the reversed-sequence conv to rows [B, 2B)
     NG: tl.constexpr,         # number of output groups (1..3)
-    CHUNK: tl.constexpr,      # output rows per program
+    CHUNK,                    # output rows per program (runtime: one build serves all)
     BLOCK_D: tl.constexpr,    # channels per program
     DEPTH: tl.constexpr,      # groups of 4 rows whose loads are in flight (1 or 2)
 ):
@@ -223,7 +223,8 @@ def _conv_bwd_stream_kernel(
     n_chunks,                      # row chunks per sequence (cdiv(T, CHUNK))
     W: tl.constexpr, LEFT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
     ACT: tl.constexpr, BIDIR: tl.constexpr, NG: tl.constexpr,
-    CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
+    CHUNK,                         # rows per program (runtime: one build serves all)
+    BLOCK_D: tl.constexpr,
     DEPTH: tl.constexpr,           # groups of 4 rows whose loads are in flight (1 or 2)
 ):
     """The v1 streaming backward (triton_conv._conv_bwd_kernel) with U = 4 rows per loop
