@@ -114,9 +114,13 @@ class DeltaNetMixer(Mixer):
         # in_proj as two GEMMs over row slices of its weight (same parameters): the q|k|v
         # output gets rows of qkv_dim elements (16-byte aligned for the conv and the GEMMs;
         # qkv_dim + H is not), and its gradient needs no concatenation with beta's
-        w, b = self.in_proj.weight, self.in_proj.bias
-        qkv = F.linear(x, w[:self.qkv_dim], None if b is None else b[:self.qkv_dim])
-        b_logit = F.linear(x, w[self.qkv_dim:], None if b is None else b[self.qkv_dim:])
+        # (split, not two slices: its backward is one cat of the two weight grads, where
+        # each slice's is a zero-filled full-size buffer, a copy and then an add)
+        w_qkv, w_b = self.in_proj.weight.split([self.qkv_dim, self.H])
+        b_qkv, b_b = (None, None) if self.in_proj.bias is None else \
+            self.in_proj.bias.split([self.qkv_dim, self.H])
+        qkv = F.linear(x, w_qkv, b_qkv)  # [B,T,qkv_dim]
+        b_logit = F.linear(x, w_b, b_b)  # [B,T,H]
         if self.conv_weight is not None:
             q, k, v = short_conv_bidirectional(qkv, self.conv_weight, activation="silu",
                                                splits=[HK, HK, HV], backend=c.backend)
