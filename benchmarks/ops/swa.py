@@ -67,18 +67,23 @@ def _variant(fwd: str, bwd: str):
 
 
 # extra rows of ours after the anchors: (name, forward variant, backward variant); "mixzoo"
-# is base/split. MIXZOO_BENCH_VARIANTS=name,name,... keeps only those rows ("" = none).
+# is base/split. Each variant autotunes 4-7 candidates on its first call, so the default
+# rows are the six most telling; MIXZOO_BENCH_VARIANTS=all adds the rest, or
+# MIXZOO_BENCH_VARIANTS=name,name,... keeps only those rows ("" = none).
 VARIANTS = [("mixzoo_tma_atomicred", "tma", "atomic_tmared"),
             ("mixzoo_tma_atomic", "tma", "atomic_tma"), ("mixzoo_bwd_atomic", "base", "atomic"),
             ("mixzoo_fwd_tma", "tma", "split"), ("mixzoo_fwd_tma_fold", "tma_fold", "split"),
-            ("mixzoo_tma_split", "tma", "split_tma"), ("mixzoo_tma_dqdelta", "tma", "dqdelta_tma"),
-            ("mixzoo_bwd_dqdelta", "base", "dqdelta"), ("mixzoo_fwd_tune2", "tune2", "split")]
+            ("mixzoo_tma_split", "tma", "split_tma")]
+MORE_VARIANTS = [("mixzoo_tma_dqdelta", "tma", "dqdelta_tma"),
+                 ("mixzoo_bwd_dqdelta", "base", "dqdelta"), ("mixzoo_fwd_tune2", "tune2", "split")]
 
 
 def _variant_rows() -> dict:
     keep = os.environ.get("MIXZOO_BENCH_VARIANTS")
-    names = None if keep is None else {n.strip() for n in keep.split(",") if n.strip()}
-    return {name: _variant(f, b) for name, f, b in VARIANTS if names is None or name in names}
+    rows = VARIANTS + MORE_VARIANTS if keep is not None else VARIANTS
+    names = (None if keep is None or keep == "all"
+             else {n.strip() for n in keep.split(",") if n.strip()})
+    return {name: _variant(f, b) for name, f, b in rows if names is None or name in names}
 
 
 def implementations(shape: dict) -> dict:
