@@ -519,3 +519,26 @@ def test_gpu_registered_model_triton_matches_reference(name, monkeypatch):
     assert_close(ref, out.float(), 2e-2, name=f"{name} logits")
     got = torch.cat([p.grad.float().flatten() for p in model.parameters()])
     assert_close(torch.cat([g.flatten() for g in ref_grads]), got, 5e-2, name=f"{name} grads")
+
+
+@pytest.mark.gpu
+def test_gpu_deltanet_vit_variants_match_the_default(monkeypatch):
+    """The opt-in speed variants (MIXZOO_VISION_CAST=once, MIXZOO_RMSNORM_DISPATCH=function)
+    against the default path: one bf16 autocast training step of the DeltaNet ViT-S."""
+    from mixzoo.kernels._common import assert_close
+    torch.manual_seed(0)
+    model = timm.create_model("mixzoo_deltanet_vit_small_patch16_224", num_classes=10)
+    model = model.cuda().train()
+    x = torch.randn(8, 3, 224, 224, device="cuda")
+    runs = []
+    for env in ({}, {"MIXZOO_VISION_CAST": "once", "MIXZOO_RMSNORM_DISPATCH": "function"}):
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(x)
+        out.float().square().mean().backward()
+        runs.append((out.float().detach(),
+                     torch.cat([p.grad.float().flatten() for p in model.parameters()])))
+    assert_close(runs[0][0], runs[1][0], 1e-2, name="logits")
+    assert_close(runs[0][1], runs[1][1], 2e-2, name="grads")
