@@ -56,7 +56,6 @@ if str(ROOT) not in sys.path:
 # the model, its opt-in variants, the anchor, the anchor without its mixer (the floor of any
 # mixer), and both compiled (run after every eager row)
 DEFAULT_MODELS = ["mixzoo_deltanet_vit_small_patch16_224",
-                  "mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_CAST=once",
                   "mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_CAST=once,"
                   "MIXZOO_RMSNORM_DISPATCH=function",
                   "vit_small_patch16_224", "vit_small_patch16_224@nomix",
