@@ -111,11 +111,10 @@ class DeltaNetMixer(Mixer):
         c = self.config
         B, T, _ = x.shape
         HK, HV = self.H * self.K, self.H * self.V
-        # in_proj as two GEMMs over row slices of its weight (same parameters): the q|k|v
+        # in_proj as two GEMMs over a split of its weight (same parameters): the q|k|v
         # output gets rows of qkv_dim elements (16-byte aligned for the conv and the GEMMs;
-        # qkv_dim + H is not), and its gradient needs no concatenation with beta's
-        # (split, not two slices: its backward is one cat of the two weight grads, where
-        # each slice's is a zero-filled full-size buffer, a copy and then an add)
+        # qkv_dim + H is not), and its gradient needs no concatenation with beta's. (A split,
+        # not two slices: the weight grad is one cat, not two zero-filled copies and an add.)
         w_qkv, w_b = self.in_proj.weight.split([self.qkv_dim, self.H])
         b_qkv, b_b = (None, None) if self.in_proj.bias is None else \
             self.in_proj.bias.split([self.qkv_dim, self.H])

@@ -44,9 +44,8 @@ the patch grid and the number of prefix tokens: pass them to `timm_attn`, or cal
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import os
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
