@@ -287,7 +287,8 @@ def test_state_backward_every_w_source(bv, mode, monkeypatch):
     """The state backward's W source (params.state_w_mode: W loaded, W^T loaded, or W rebuilt
     from Tm) at both V blocks; the block follows the head count, so force it here."""
     from mixzoo.kernels.delta_rule import chunk
-    monkeypatch.setattr(chunk.params, "state_bv", lambda BH, BVfull: min(bv, BVfull))
+    monkeypatch.setattr(chunk.params, "state_bv",
+                        lambda BH, BVfull, backward=False: min(bv, BVfull))
     monkeypatch.setenv("MIXZOO_DELTA_STATE_W", mode)
     check_against_reference("chunk", 1, 130, 2, 32, 64, True, l2=False)
 
@@ -297,3 +298,14 @@ def test_state_w_mode_rejects_unknown(monkeypatch):
     monkeypatch.setenv("MIXZOO_DELTA_STATE_W", "fast")
     with pytest.raises(ValueError, match="MIXZOO_DELTA_STATE_W='fast'"):
         params.state_w_mode(32)
+
+
+def test_fused_backward_candidates_pruned_for_fp32_and_wide_heads():
+    """fp32 inputs and head dims over 128 keep only the first fused-backward candidate (the
+    one checked right on the H100 there); bf16 at 128 keeps them all."""
+    from mixzoo.kernels.delta_rule import chunk
+    cfgs = ["first", "second", "third"]
+    f32, b16 = torch.empty(1, dtype=torch.float32), torch.empty(1, dtype=torch.bfloat16)
+    assert chunk._fused_bwd_prune(cfgs, {"q": f32, "K": 64}) == ["first"]
+    assert chunk._fused_bwd_prune(cfgs, {"q": b16, "K": 256}) == ["first"]
+    assert chunk._fused_bwd_prune(cfgs, {"q": b16, "K": 128}) == cfgs

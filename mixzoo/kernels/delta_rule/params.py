@@ -6,7 +6,9 @@ Knobs (read at every call unless noted, so one process can time or check each va
     MIXZOO_DELTA_INV=stacked       one [4,16,16] pass for the diagonal inverses (opt-in)
     MIXZOO_DELTA_STATE_W=auto|load|loadt|rebuild
                                    where the state backward gets W (see state_w_mode)
-    MIXZOO_DELTA_STATE_WARPS=N     warps of the state backward (diagnosis)
+    MIXZOO_DELTA_STATE_WARPS=N     warps of the state kernels (diagnosis)
+    MIXZOO_DELTA_STATE_STAGES=N    pipeline stages of the state kernels (diagnosis)
+    MIXZOO_DELTA_STATE_BWD_BV=N    V block of the state backward (diagnosis)
 """
 from __future__ import annotations
 
@@ -60,8 +62,9 @@ def state_warps(bk: int, bv: int) -> int:
 
 def state_stages(bk: int) -> int:
     """Software-pipelining stages of the sequential state kernels: at head dim 256 three
-    stages of [64,256] tiles need 320 KB of shared memory (the H100 has 227 KB)."""
-    return 1 if bk >= 256 else 3
+    stages of [64,256] tiles need 320 KB of shared memory (the H100 has 227 KB).
+    MIXZOO_DELTA_STATE_STAGES overrides (diagnosis)."""
+    return int(os.environ.get("MIXZOO_DELTA_STATE_STAGES", 1 if bk >= 256 else 3))
 
 
 def dims(q: torch.Tensor, v: torch.Tensor):
@@ -76,9 +79,12 @@ def dot_precision(x: torch.Tensor) -> str:
     return "tf32x3" if x.dtype == torch.float32 else "tf32"
 
 
-def state_bv(BH: int, BVfull: int) -> int:
+def state_bv(BH: int, BVfull: int, backward: bool = False) -> int:
     """v-block for the sequential passes: 64 when that still gives >= 128 programs (one H100
-    has 132 SMs; each program walks all chunks in turn), else 32."""
+    has 132 SMs; each program walks all chunks in turn), else 32. MIXZOO_DELTA_STATE_BWD_BV
+    overrides the backward's (diagnosis)."""
+    if backward and "MIXZOO_DELTA_STATE_BWD_BV" in os.environ:
+        return min(int(os.environ["MIXZOO_DELTA_STATE_BWD_BV"]), BVfull)
     if BVfull >= 64 and BH * cdiv(BVfull, 64) >= 128:
         return 64
     return min(32, BVfull)
