@@ -1,10 +1,10 @@
 """Benchmark op: depthwise causal short convolution (k=4, SiLU), ours vs fla.
 
-Ours: "mixzoo" is the default kernel variant (MIXZOO_CONV1D_VARIANT, v1 unless set);
-"mixzoo_v2" the streaming forward + unrolled backward of triton_stream.py (rows per program
-from the launcher: 128 here), "mixzoo_v2_c64" the same at 64 rows per program, and
-"mixzoo_v2bwd" the v1 forward with the v2 backward (its fwd column is v1's forward). At exit
-the autotuner's choice for every conv kernel is printed ("# autotune ...").
+Ours: "mixzoo" is the default kernel variant (v2 since H100 call 10: the streaming forward
++ unrolled backward of triton_stream.py, 64 rows per program here; MIXZOO_CONV1D_VARIANT
+overrides), "mixzoo_v1" the previous kernels (triton_conv.py), "mixzoo_v2_c128" v2 at 128
+rows per program. At exit the autotuner's choice for every conv kernel is printed
+("# autotune ...").
 
 Shapes are B,T,H,D with C = H*D channels (the harness's shape format); W = 4, no bias
 (fla ShortConvolution's default). Anchors: fla `causal_conv1d(..., backend="triton")`
@@ -100,16 +100,15 @@ def _copy(x):
 
 def implementations(shape: dict) -> dict:
     global _told
-    # ours (default variant) first, then v2, the anchors, and the v2 breakdown entries last
-    impls = {"mixzoo": _ours, "mixzoo_v2": _variant("v2")}
+    # ours (default variant) first, then v1, the anchors, and the chunk comparison last
+    impls = {"mixzoo": _ours, "mixzoo_v1": _variant("v1")}
     if fla_causal_conv1d is not None:
         impls["fla_triton"] = _fla
     elif not _told:
         print(f"# fla anchor left out: {_FLA_WHY}")
         _told = True
     impls["copy_bw"] = _copy
-    impls["mixzoo_v2bwd"] = _variant("v2bwd")
-    impls["mixzoo_v2_c64"] = _variant("v2", 64)
+    impls["mixzoo_v2_c128"] = _variant("v2", 128)
     impls["torch_conv1d"] = _torch_conv
     return impls
 

@@ -265,10 +265,12 @@ def test_variant_validation_and_env_default():
     with pytest.raises(ValueError, match="MIXZOO_CONV1D_VARIANT"):
         with use_variant("v3"):
             pass
-    assert ops.current_variant() == os.environ.get("MIXZOO_CONV1D_VARIANT", "v1")
-    with use_variant("v2"):
-        assert ops.current_variant() == "v2"
-    assert ops.current_variant() == os.environ.get("MIXZOO_CONV1D_VARIANT", "v1")
+    env = os.environ.get("MIXZOO_CONV1D_VARIANT")
+    for kind in ("causal", "bidirectional"):
+        assert ops.current_variant(kind) == (env or ops.DEFAULTS[kind])
+        with use_variant("v2fwd"):
+            assert ops.current_variant(kind) == "v2fwd"
+        assert ops.current_variant(kind) == (env or ops.DEFAULTS[kind])
 
 
 # ----------------------------------------------------------------------------- bidirectional

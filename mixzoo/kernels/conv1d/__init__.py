@@ -102,8 +102,8 @@ def short_conv_bidirectional(x: torch.Tensor, weight: torch.Tensor,
     if which == "triton" and x.shape[1] > 0 and x.dtype != torch.float64:
         if group_block_d(splits, D):
             return tuple(short_conv_bidir_fwd_op(x, weight, bias, ACT_CODES[activation],
-                                                 splits, current_variant()))
+                                                 splits, current_variant("bidirectional")))
         (y,) = short_conv_bidir_fwd_op(x, weight, bias, ACT_CODES[activation], [D],
-                                       current_variant())
+                                       current_variant("bidirectional"))
         return tuple(t.contiguous() for t in y.split(splits, dim=-1))
     return short_conv_bidirectional_ref(x, weight, bias, activation=activation, splits=splits)

@@ -1,6 +1,6 @@
-"""Variant "v2" of the short-convolution kernels (opt-in: MIXZOO_CONV1D_VARIANT=v2, or
-`ops.use_variant("v2")`): both passes walk the rows of a chunk like the v1 backward, now
-U = 4 rows per loop iteration.
+"""Variant "v2" of the short-convolution kernels (the default of `short_conv` since H100 call
+10; ops.py picks the variant): both passes walk the rows of a chunk like the v1 backward,
+now U = 4 rows per loop iteration.
 
 Why (sm_90 builds of v1, read with cuobjdump on a CPU host):
 - the v1 forward loads every x element W times (one [BLOCK_T, BLOCK_D] tile per tap, L1
@@ -10,7 +10,8 @@ Why (sm_90 builds of v1, read with cuobjdump on a CPU host):
   two-deep load pipeline live across the back edge), and only two rows of loads in flight.
 Unrolling U = 4 rows turns the window shifts into SSA renames (261 instructions per row),
 and the loads of the next U rows (DEPTH 2: the next 2U) are issued at the top of each
-iteration, so U (2U) rows of x and dy are in flight; DEPTH and num_warps are autotuned.
+iteration, so U (2U) rows of x and dy are in flight; num_warps and the DEPTHS listed
+below are autotuned.
 
 Forward (streaming): a program owns channels [d0, d0+BLOCK_D) of one sequence and output
 rows [c0, c1). It keeps the last W-1 inputs in registers and at step u (newest input row u)
@@ -58,10 +59,16 @@ def _load4(base, stride, row, dm, SHIFT: tl.constexpr, T, c_end, REV: tl.constex
             _stream_load(base, stride, row + 3, dm, SHIFT, T, c_end, REV))
 
 
+# DEPTH (groups of U rows in flight) 1 only: the H100 autotuner picked DEPTH 1 in both
+# passes when 2 was offered (call 10, B8 T4096 D4096), and each candidate costs a build;
+# DEPTH 2 stays in the kernels (interpreter-tested) for other GPUs
+DEPTHS = (1,)
+
+
 def _fwd_configs():
-    # 1, 2 or 4 warps over the BLOCK_D channels (8, 4 or 2 bf16 per thread at BLOCK_D=256);
-    # DEPTH groups of U rows in flight (loads issued DEPTH iterations ahead)
-    return [triton.Config({"DEPTH": d}, num_warps=w) for d in (1, 2) for w in (1, 2, 4)]
+    # 1, 2 or 4 warps over the BLOCK_D channels (8, 4 or 2 bf16 per thread at BLOCK_D=256;
+    # call 10 picked 2)
+    return [triton.Config({"DEPTH": d}, num_warps=w) for d in DEPTHS for w in (1, 2, 4)]
 
 
 @triton.autotune(configs=pick_configs(_fwd_configs()),
@@ -199,10 +206,10 @@ def _conv_fwd_stream_kernel(
 
 
 def _bwd_configs():
-    # sm_90 builds at W=4, BLOCK_D=256, DEPTH=1: 245 registers with 1 warp (8 warps per SM),
-    # 128 with 2 (16 per SM); 4 warps trade 16-byte loads for more warps. DEPTH as forward;
-    # DEPTH 2 with 1 warp is left out (255 registers and a spill at BLOCK_D=256)
-    return [triton.Config({"DEPTH": d}, num_warps=w) for d in (1, 2) for w in (1, 2, 4)]
+    # sm_90 builds at W=4, BLOCK_D=256, DEPTH=1: 251 registers with 1 warp (8 warps per SM),
+    # 130 with 2 (16 per SM), 72 with 4 (call 10 picked 4). DEPTH 2 with 1 warp is left out
+    # (255 registers and a spill at BLOCK_D=256)
+    return [triton.Config({"DEPTH": d}, num_warps=w) for d in DEPTHS for w in (1, 2, 4)]
 
 
 def _bwd_keep(cfg) -> bool:
@@ -461,12 +468,13 @@ def _stream_block_d(groups, D: int) -> int:
 
 def chunk_for(B: int, T: int, D: int, bd: int, pass_: str) -> int:
     """Rows per program: long chunks (a W-1 row halo and, backward, one dw/db partial row
-    per chunk) while at least ~16 programs per SM of an H100 remain, then evened out over
-    the sequence in multiples of U (T=196: two chunks of 100 and 96, not 128 and 68)."""
+    per chunk) while at least ~32 programs per SM of an H100 remain (B8 T4096 D4096: 64
+    rows; call 10: forward 0.197 ms at 64 rows, 0.326 at 128, fwd+bwd equal), then evened
+    out over the sequence in multiples of U (T=196: four chunks of 52, 52, 52, 40)."""
     if CHUNK_OVERRIDE[pass_]:
         return CHUNK_OVERRIDE[pass_]
     chunk = 256
-    while chunk > 32 and B * triton.cdiv(D, bd) * triton.cdiv(T, chunk) < 16 * 132:
+    while chunk > 32 and B * triton.cdiv(D, bd) * triton.cdiv(T, chunk) < 32 * 132:
         chunk //= 2
     n = triton.cdiv(T, chunk)
     return U * triton.cdiv(triton.cdiv(T, n), U)
