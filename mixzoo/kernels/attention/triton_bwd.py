@@ -55,6 +55,11 @@ _DQ_OPTS = [(128, 32, 8, 2), (128, 64, 8, 2), (64, 32, 4, 3), (64, 64, 4, 3)]
 # TMA dq: also 128/32/8w capped at 128 registers (122 used, no stack, 98 KB shared: two
 # programs per SM)
 _DQ_TMA_OPTS = _DQ_OPTS + [(128, 32, 8, 2, 128)]
+# variants "split2" / "dqdelta2": more candidates (host builds: dkdv 128/32/8w s3 no stack
+# 115 KB; 64/32/4w s2 48 B stack, 66 KB; dq 128/32/8w capped at 128 registers 32 B stack,
+# two programs per SM; 64/32/4w s2 no stack, 66 KB, three per SM; 128/64/8w s3 no stack)
+_DKDV2_OPTS = _DKDV_OPTS + [(128, 32, 8, 3), (64, 32, 4, 2)]
+_DQ2_OPTS = _DQ_OPTS + [(128, 32, 8, 2, 128), (64, 32, 4, 2), (128, 64, 8, 3)]
 
 
 def _wide_configs(big, small):
@@ -352,6 +357,9 @@ dq_tma_tuned = _tuner("BLOCK_M", "BLOCK_N", _DQ_TMA_OPTS, _KV)(_attn_bwd_dq)
 # FUSE_DELTA: tuned on its own (same candidates)
 dq_delta_tuned = _tuner("BLOCK_M", "BLOCK_N", _DQ_OPTS)(_attn_bwd_dq)
 dq_delta_tma_tuned = _tuner("BLOCK_M", "BLOCK_N", _DQ_TMA_OPTS, _KV)(_attn_bwd_dq)
+dkdv2_tuned = _tuner("BLOCK_N", "BLOCK_M", _DKDV2_OPTS)(_attn_bwd_dkdv)
+dq2_tuned = _tuner("BLOCK_M", "BLOCK_N", _DQ2_OPTS)(_attn_bwd_dq)
+dq_delta2_tuned = _tuner("BLOCK_M", "BLOCK_N", _DQ2_OPTS)(_attn_bwd_dq)
 dkdv_tuned_wide = triton.autotune(configs=_wide_configs("BLOCK_N", "BLOCK_M"),
                                   key=_TUNE_KEY)(_attn_bwd_dkdv)
 dq_tuned_wide = triton.autotune(configs=_wide_configs("BLOCK_M", "BLOCK_N"),
@@ -369,11 +377,17 @@ dq_tuned_wide = triton.autotune(configs=_wide_configs("BLOCK_M", "BLOCK_N"),
 #   atomic_tmared  atomic_tma whose dq tiles are added by TMA reduce (cp.reduce.async.bulk:
 #            one asynchronous bulk add per tile); GPU only: the interpreter has no
 #            descriptor reduce
-# and each with "_tma": the looped-over tiles (q/do in dk/dv, k/v in dq) come through
-# host tensor descriptors (TMA on Hopper), where the tensors meet TMA's alignment rules.
-# Head dim 256 runs `split` without TMA (its own small tiles).
+#   split2, dqdelta2  split / dqdelta over more candidates (_DKDV2_OPTS, _DQ2_OPTS)
+# and the first three with "_tma": the looped-over tiles (q/do in dk/dv, k/v in dq) come
+# through host tensor descriptors (TMA on Hopper), where the tensors meet TMA's alignment
+# rules. Head dim 256 runs `split` without TMA (its own small tiles).
+# GPU call 10 (H100, B4 T4096 H16 D128 bf16, fwd+bwd ms, causal / W=512): split 2.914 /
+# 1.023; dqdelta 2.920 / 1.002; atomic 3.039 / 1.221; atomic_tma 3.061 / 1.181;
+# atomic_tmared 3.248 / 1.168; split_tma 2.960 / 0.978 (tma fwd); dqdelta_tma 2.924 / 0.945
+# (tma fwd). The dq TMA kernel's first candidate crashed ptxas (SIGSEGV, Triton 3.6) at
+# causal D=128 without a window under MIXZOO_SINGLE_CONFIG=1.
 BWD_VARIANTS = ("split", "dqdelta", "atomic", "split_tma", "dqdelta_tma", "atomic_tma",
-                "atomic_tmared")
+                "atomic_tmared", "split2", "dqdelta2")
 BWD_VARIANT = os.environ.get("MIXZOO_ATTN_BWD_VARIANT", "split")
 
 
@@ -395,7 +409,8 @@ def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float,
     BD = block_d(D)
     wide = BD >= 256
     reduce = variant == "atomic_tmared"
-    kind = "atomic" if reduce else variant.removesuffix("_tma")
+    more = variant.endswith("2")  # the "2" candidate lists
+    kind = "atomic" if reduce else variant.removesuffix("_tma").removesuffix("2")
     tma = reduce or variant.endswith("_tma")
     if wide:
         kind, tma, reduce = "split", False, False
@@ -413,9 +428,10 @@ def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float,
         if wide:
             dq_kernel = dq_tuned_wide
         elif fuse_delta:
-            dq_kernel = dq_delta_tma_tuned if kv_desc else dq_delta_tuned
+            dq_kernel = (dq_delta_tma_tuned if kv_desc else dq_delta2_tuned if more
+                         else dq_delta_tuned)
         else:
-            dq_kernel = dq_tma_tuned if kv_desc else dq_tuned
+            dq_kernel = dq_tma_tuned if kv_desc else dq2_tuned if more else dq_tuned
         extra = dict(o_ptr=o, sob=o.stride(0), sot=o.stride(1), soh=o.stride(2),
                      FUSE_DELTA=True) if fuse_delta else {}
         if kv_desc:
@@ -448,7 +464,8 @@ def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float,
             extra.update(dqa_desc, DQ_TMA_REDUCE=True)
     else:
         dq_acc = dq  # not touched
-        dkdv = dkdv_tuned_wide if wide else dkdv_tma_tuned if qdo_desc else dkdv_tuned
+        dkdv = (dkdv_tuned_wide if wide else dkdv_tma_tuned if qdo_desc else
+                dkdv2_tuned if more else dkdv_tuned)
     dkdv[lambda meta: (B * H, triton.cdiv(Tk, meta["BLOCK_N"]))](
         q, k, v, do, lse, delta, dk_h, dv_h, dq_acc, *common,
         H, Hkv, Tq, Tk, G, max(window, 1), scale * LOG2E, scale, **flags, **extra)
