@@ -52,7 +52,7 @@ def _variant(name: str):
     return run
 
 
-VARIANTS = ("v1", "v2", "v3", "v4")     # every chunk variant, timed side by side as mixzoo_<variant>
+VARIANTS = ("v1", "v2", "v3", "v4", "v5", "v6")     # every chunk variant, timed side by side as mixzoo_<variant>
 
 
 def _fla_chunk(x):
@@ -124,6 +124,7 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
 
     import mixzoo.kernels.gla.chunk as G
     import mixzoo.kernels.gla.chunk_v2 as G2
+    import mixzoo.kernels.gla.chunk_v5 as G5
     import mixzoo.kernels.retention.chunk as RC
     P, F, I = "*" + dtype, "*fp32", "i32"
     base = dict(H=16, K=K, V=V, BT=64, PREC="ieee" if dtype == "fp32" else "tf32")
@@ -158,6 +159,13 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
         ("gla v2 bwd_dqk", G2._bwd_dqk_v2_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P, dA=F,
                                                       dq=P, dk=P, dg=F, **io),
          dict(base, BC=16)),
+        ("gla v5 fwd_A", G5._fwd_A_v5_kernel, dict(q=P, k=P, gc=F, A=F, **io),
+         dict(H=16, K=K, BT=64, BC=16, PREC=base["PREC"])),
+        ("gla v5 bwd_intra", G5._bwd_intra_v5_kernel, dict(q=P, k=P, gc=F, dA=F, dqi=F, dki=F, **io),
+         dict(H=16, K=K, BT=64, BC=16, PREC=base["PREC"])),
+        ("gla v5 bwd_inter", G5._bwd_inter_v5_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P,
+                                                          dA=F, dqi=F, dki=F, dq=P, dk=P, dg=F,
+                                                          **io), base),
         ("ret fwd_h", RC._fwd_h_kernel, dict(k=P, v=P, g=F, sgb=I, sgt=I, sgh=I, gc=F, h=P,
                                              h0=F, ht=F, **io), dict(base, HAS_H0=True)),
         ("ret fwd_o", RC._fwd_o_kernel, dict(q=P, k=P, v=P, gc=F, h=P, o=P, **io), base),
