@@ -52,15 +52,18 @@ _TUNE_KEY = ["Tq", "Tk", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "G", "DOT_PREC"]
 
 
 def _tma_device(t: torch.Tensor) -> bool:
-    """Hopper or newer (TMA), or the interpreter."""
+    """16-bit data on Hopper or newer (TMA; the bf16/fp16 tiles are the measured ones), or
+    the interpreter (any dtype)."""
     if is_interpreting():
         return True
-    return t.is_cuda and torch.cuda.get_device_capability(t.device)[0] >= 9
+    return (t.is_cuda and t.element_size() == 2
+            and torch.cuda.get_device_capability(t.device)[0] >= 9)
 
 
 def tma_ok(*ts: torch.Tensor) -> bool:
-    """TMA needs a Hopper-class GPU, 16-byte aligned bases and positive 16-byte multiples
-    as outer strides (a broadcast, stride-0 gradient goes through the pointer loads)."""
+    """TMA needs a Hopper-class GPU (16-bit data), 16-byte aligned bases and positive
+    16-byte multiples as outer strides (a broadcast, stride-0 gradient goes through the
+    pointer loads)."""
     return TensorDescriptor is not None and all(_tma_device(t) for t in ts) and all(
         t.data_ptr() % 16 == 0 and t.stride(-1) == 1
         and all(st > 0 and st * t.element_size() % 16 == 0 for st in t.stride()[:-1])
