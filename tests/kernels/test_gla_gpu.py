@@ -127,19 +127,20 @@ def test_fused_recurrent_grads_vs_reference():
 
 @pytest.mark.parametrize("B, T, H, K, V, gate, dtype", [
     (2, 2048, 8, 128, 128, "strong", torch.bfloat16), (2, 1000, 2, 64, 96, "weak", torch.bfloat16),
-    (2, 1000, 2, 16, 16, "weak", torch.float16), (1, 300, 2, 64, 64, "strong", torch.float32)])
+    (1, 300, 2, 64, 64, "strong", torch.float32)])
 def test_kernel_variants_agree_with_reference(B, T, H, K, V, gate, dtype, monkeypatch):
-    """Every chunk kernel variant (ops.VARIANT) against the fp32 reference, and no worse
-    than v1 on the same inputs (20% + 1e-4 slack)."""
+    """The candidate chunk kernel variants (ops.VARIANT; v5 and v6 between them run every
+    kernel of v4 and v5) against the fp32 reference, and no worse than v1 on the same
+    inputs (20% + 1e-4 slack). Few cases: each variant compiles its own kernels."""
     from mixzoo.kernels.gla import ops
     args = _inputs(B, T, H, K, V, gate, dtype, seed=T)
     errs = {}
-    for variant in ("v1", "v2", "v3", "v4", "v5", "v6"):
+    for variant in ("v1", "v5", "v6"):
         monkeypatch.setattr(ops, "VARIANT", variant)
         errs[variant] = _errors(f"{variant} {str(dtype)[6:]} T{T} K{K} V{V} {gate}", args,
                                 use_fla=False)
     tol = 1e-5 if dtype == torch.float32 else 1e-2
-    for variant in ("v2", "v3", "v4", "v5", "v6"):
+    for variant in ("v5", "v6"):
         for name, (e, _) in errs[variant].items():
             assert e < tol, f"{variant} {name}: {e:.2e}"
             assert e <= 1.2 * errs["v1"][name][0] + 1e-4, f"{variant} {name}: {e:.2e} vs v1"
