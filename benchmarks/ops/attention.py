@@ -124,15 +124,23 @@ def _tuning(name: str, tuner) -> str:
     if best is None:
         return f"{name}: not run"
     tim = getattr(tuner, "configs_timings", None) or {}
-    cands = ", ".join(f"{c.kwargs}/w{c.num_warps}/s{c.num_stages}="
+    cands = ", ".join(f"{c.kwargs}/w{c.num_warps}/s{c.num_stages}"
+                      f"{f'/r{c.maxnreg}' if c.maxnreg else ''}="
                       f"{(t[0] if isinstance(t, (list, tuple)) else t):.3f}"
                       for c, t in tim.items())
-    return f"{name}: best {best.kwargs}/w{best.num_warps}/s{best.num_stages} | {cands}"
+    return (f"{name}: best {best.kwargs}/w{best.num_warps}/s{best.num_stages}"
+            f"{f'/r{best.maxnreg}' if best.maxnreg else ''} | {cands}")
+
+
+# variants timed by the breakdown (MIXZOO_BREAKDOWN_VARIANTS=all: every one)
+BREAKDOWN_FWD = ("base", "tma_fold", "tune2_fold")
+BREAKDOWN_BWD = ("split", "dqdelta", "split2", "dqdelta2")
 
 
 def _breakdown(shape: dict, window: int | None = None) -> None:
-    """Per-kernel times of our forward and backward launches, every forward and backward
-    variant, and each autotuner's candidates."""
+    """Per-kernel times of our forward and backward launches for the BREAKDOWN_* variants
+    (each times its kernels alone: no autograd, no allocation of the inputs), and each
+    autotuner's candidates (the numbers behind its choice)."""
     from triton.testing import do_bench
 
     from mixzoo.kernels.attention import triton_bwd, triton_fwd
@@ -141,11 +149,12 @@ def _breakdown(shape: dict, window: int | None = None) -> None:
     s, w = shape["D"] ** -0.5, window or 0
     o, lse = triton_fwd.attn_fwd(q, k, v, True, w, s)
     do = torch.randn_like(o)
-    for fv in triton_fwd.FWD_VARIANTS:
+    every = os.environ.get("MIXZOO_BREAKDOWN_VARIANTS") == "all"
+    for fv in triton_fwd.FWD_VARIANTS if every else BREAKDOWN_FWD:
         t = do_bench(lambda: triton_fwd.attn_fwd(q, k, v, True, w, s, variant=fv),
                      return_mode="median")
         print(f"breakdown {shape} window={window}: fwd[{fv}] {t:.3f} ms", flush=True)
-    for bv in triton_bwd.BWD_VARIANTS:
+    for bv in triton_bwd.BWD_VARIANTS if every else BREAKDOWN_BWD:
         t = do_bench(lambda: triton_bwd.attn_bwd(do, q, k, v, o, lse, True, w, s, variant=bv),
                      return_mode="median")
         print(f"breakdown {shape} window={window}: bwd[{bv}] {t:.3f} ms", flush=True)
@@ -190,7 +199,9 @@ def _sm90_report(D: int = 128) -> int:
             ("dkdv atom tma", TB.dkdv_atomic_tma_tuned, dict(ATOMIC_DQ=True, USE_TMA=True)),
             ("dkdv tmared", TB.dkdv_atomic_tmared_tuned,
              dict(ATOMIC_DQ=True, USE_TMA=True, DQ_TMA_REDUCE=True)),
-            ("dq tma", TB.dq_tma_tuned, dict(USE_TMA=True))]
+            ("dq tma", TB.dq_tma_tuned, dict(USE_TMA=True)),
+            ("dkdv2", TB.dkdv2_tuned, {}), ("dq2", TB.dq2_tuned, {}),
+            ("dq dqdelta2", TB.dq_delta2_tuned, dict(FUSE_DELTA=True))]
     fails = 0
     for name, kernel, extra in jobs:
         fn = kernel.fn
