@@ -52,9 +52,8 @@ def _variant(name: str):
     return run
 
 
-# chunk variants timed side by side as mixzoo_<variant> (v3 left out: slower than v2 in
-# call 10, fwd 0.986 vs 0.984 ms, fwd+bwd 3.895 vs 3.808 ms)
-VARIANTS = ("v1", "v2", "v4", "v5", "v6")
+# chunk variants timed side by side as mixzoo_<variant> (README "Kernel variants")
+VARIANTS = ("v1", "v2", "v4", "v5", "v6", "v7")
 
 
 def _fla_chunk(x):
@@ -149,15 +148,15 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
          dict(base, HAS_H0=True)),
         ("gla v2 bwd_dh", G2._bwd_dh_v2_kernel, dict(q=P, do=P, gc=F, dht=F, dh=P, dh0=F, **io),
          dict(base, HAS_DHT=True)),
-        ("gla v2 fwd_A", G2._fwd_A_v2_kernel, dict(q=P, k=P, g=F, gc=F, A=F, v=P, h=P, o=P, **io),
-         dict(H=16, K=K, V=K, BT=64, BC=16, BV=16, PREC=base["PREC"], MAKE_GC=False,
-              WITH_O=False)),
-        ("gla v3 fwd_A", G2._fwd_A_v2_kernel, dict(q=P, k=P, g=P, gc=F, A=F, v=P, h=P, o=P, **io),
-         dict(H=16, K=K, V=K, BT=64, BC=16, BV=16, PREC=base["PREC"], MAKE_GC=True,
-              WITH_O=False)),
-        ("gla v4 fwd_Ao", G2._fwd_A_v2_kernel, dict(q=P, k=P, g=F, gc=F, A=F, v=P, h=P, o=P, **io),
-         dict(H=16, K=K, V=V, BT=64, BC=16, BV=min(128, V), PREC=base["PREC"], MAKE_GC=False,
-              WITH_O=True)),
+        ("gla v2 fwd_A", G2._fwd_A_v2_kernel, dict(q=P, k=P, gc=F, A=F, v=P, h=P, o=P, **io),
+         dict(H=16, K=K, V=K, BT=64, BC=16, BV=16, PREC=base["PREC"], WITH_O=False,
+              DIAG_SUB=False)),
+        ("gla v4 fwd_Ao", G2._fwd_A_v2_kernel, dict(q=P, k=P, gc=F, A=F, v=P, h=P, o=P, **io),
+         dict(H=16, K=K, V=V, BT=64, BC=16, BV=min(128, V), PREC=base["PREC"], WITH_O=True,
+              DIAG_SUB=False)),
+        ("gla v7 fwd_Ao", G2._fwd_A_v2_kernel, dict(q=P, k=P, gc=F, A=F, v=P, h=P, o=P, **io),
+         dict(H=16, K=K, V=V, BT=64, BC=16, BV=min(128, V), PREC=base["PREC"], WITH_O=True,
+              DIAG_SUB=True)),
         ("gla v2 bwd_dqk", G2._bwd_dqk_v2_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P, dA=F,
                                                       dq=P, dk=P, dg=F, **io),
          dict(base, BC=16)),

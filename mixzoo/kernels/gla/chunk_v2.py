@@ -110,27 +110,55 @@ def _fwd_h_v2_kernel(
     tl.store(ht + i_bh.to(tl.int64) * K * V + p_hs, b_h, mask=m_kv)
 
 
+@triton.jit
+def _diag_scores(
+    q, k, gc,           # pointers to token 0 of this (b, h) in [B,T,H,K] q, k, gc
+    p_A,                # [BC, BC] pointers: the diagonal block of A to write
+    t0, T, scale, H: tl.constexpr, K: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+):
+    """One diagonal sub-chunk block of A (rows t0..t0+BC-1), column by column: row j of
+    k is one [BK] vector, the decay e^(-|b_t - b_j|) a [BC, BK] tile (exponent <= 0);
+    masked to s <= t, zeros above. No [rows, BK] gather of partner rows."""
+    o_c = tl.arange(0, BC)
+    t_i = t0 + o_c
+    m_i = t_i < T
+    b_A = tl.zeros([BC, BC], dtype=tl.float32)
+    for i_k in range(0, tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        m_ik = m_i[:, None] & m_k[None, :]
+        p_i = t_i[:, None] * (H * K) + o_k[None, :]
+        b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
+        b_g = tl.load(gc + p_i, mask=m_ik, other=0.)
+        for j in range(0, BC):
+            m_j = m_k & ((o_k * 0 + t0 + j) < T)
+            b_kj = tl.load(k + (t0 + j) * (H * K) + o_k, mask=m_j, other=0.).to(tl.float32)
+            b_gj = tl.load(gc + (t0 + j) * (H * K) + o_k, mask=m_j, other=0.)
+            b_a = tl.sum(b_q * b_kj[None, :] * tl.exp(-tl.abs(b_g - b_gj[None, :])), axis=1)
+            b_A += tl.where(o_c[None, :] == j, b_a[:, None], 0.)
+    b_A = tl.where(o_c[:, None] >= o_c[None, :], b_A * scale, 0.)
+    tl.store(p_A, b_A, mask=m_i[:, None])
+
+
 # [64,64] fp32 score tile + [64,BK] q/k/gc tiles; sm_90 report in the README
 @autotuned(configs((32, 4, 2), (64, 8, 2), (32, 8, 1), names=("BK",)),
-           key=("K", "V", "MAKE_GC", "WITH_O"))          # v2, v3, v4 tune apart
+           key=("K", "V", "WITH_O", "DIAG_SUB"))   # each variant tunes apart
 @triton.jit
 def _fwd_A_v2_kernel(
-    q, k, g,            # [B,T,H,K] q, k, and the log gate g (read only if MAKE_GC)
-    gc,                 # [B,T,H,K] fp32 chunk-local cumulative gate (written here if MAKE_GC)
+    q, k, gc,           # [B,T,H,K] q, k and the chunk-local cumulative gate (fp32)
     A,                  # [B,T,H,BT] fp32 out: A[t, s] = scale sum_k q_tk k_sk e^(b_tk - b_sk), s<=t
     v, h, o,            # WITH_O only: [B,T,H,V] v, [B,N,H,K,V] states, [B,T,H,V] output
     scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    PREC: tl.constexpr, MAKE_GC: tl.constexpr, WITH_O: tl.constexpr,
+    PREC: tl.constexpr, WITH_O: tl.constexpr, DIAG_SUB: tl.constexpr,
 ):
     """All intra scores of one chunk. Off-diagonal sub-chunk blocks (i > j), with r_i = b
     at the first row of sub-chunk i:  A_ij = (q_i e^(b_i - r_i)) (k_j e^(r_i - b_j))^T.
     Diagonal blocks: A[t, start(t) + j] = sum_k q_t k_s e^(b_t - b_s), looped over j.
-    MAKE_GC (variant v3): the program first forms its chunk's gc from g and stores it (it
-    owns every row and K block of the chunk); a CTA barrier makes those stores visible to
-    the loads of other rows below, so no separate cumsum kernel runs.
     WITH_O (variant v4): then o = (scale q e^b) h[n] + A v as in chunk._fwd_o, with A
-    read back from the rows this program just stored (after a CTA barrier)."""
+    read back from the rows this program just stored (after a CTA barrier).
+    DIAG_SUB (variant v7): the diagonal blocks one sub-chunk at a time (_diag_scores)
+    instead of the [64, BK] partner-row gathers."""
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NS: tl.constexpr = BT // BC
@@ -138,7 +166,6 @@ def _fwd_A_v2_kernel(
     # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
     q += base * K
     k += base * K
-    g += base * K
     gc += base * K
     A += base * BT
     o_t = tl.arange(0, BT)
@@ -148,16 +175,6 @@ def _fwd_A_v2_kernel(
     o_blk = o_t // BC                                   # sub-chunk of each row
     o_r = o_t % BC                                      # row inside its sub-chunk
     t_ref = i_n * BT + o_blk * BC                       # first row of that sub-chunk
-    if MAKE_GC:
-        # all of the chunk's gc first, then one barrier: the pipelined loads of the main
-        # loop below may run ahead of its iterations, so no store may sit inside it
-        for i_k in range(0, tl.cdiv(K, BK)):
-            o_k = i_k * BK + tl.arange(0, BK)
-            m_tk = m_t[:, None] & (o_k[None, :] < K)
-            p_tk = t[:, None] * (H * K) + o_k[None, :]
-            b_g = tl.cumsum(tl.load(g + p_tk, mask=m_tk, other=0.).to(tl.float32), axis=0)
-            tl.store(gc + p_tk, b_g, mask=m_tk)
-        tl.debug_barrier()
     b_A = tl.zeros([BT, BT], dtype=tl.float32)          # off-diagonal blocks
     b_D = tl.zeros([BT, BC], dtype=tl.float32)          # b_D[t, j] = A[t, start(t) + j]
     for i_k in range(0, tl.cdiv(K, BK)):
@@ -178,20 +195,28 @@ def _fwd_A_v2_kernel(
             b_qi = tl.where((o_blk == i)[:, None], b_qd, 0.)
             b_A += tl.dot(b_qi.to(q.dtype.element_ty), tl.trans(b_kd.to(k.dtype.element_ty)),
                           input_precision=PREC)
-        for j in range(0, BC):
-            s = t_ref + j                                # partner row of each row
-            m_sk = (s < T)[:, None] & m_k[None, :]
-            p_s = s[:, None] * (H * K) + o_k[None, :]
-            b_ks = tl.load(k + p_s, mask=m_sk, other=0.).to(tl.float32)
-            b_gs = tl.load(gc + p_s, mask=m_sk, other=0.)
-            b_a = tl.sum(b_q * b_ks * tl.exp(-tl.abs(b_g - b_gs)), axis=1)    # [BT]
-            b_D += tl.where(o_c[None, :] == j, b_a[:, None], 0.)
-    b_D = tl.where(o_c[None, :] <= o_r[:, None], b_D * scale, 0.)
-    # two disjoint stores: everything but the diagonal blocks (zeros above them), then those
+        if not DIAG_SUB:
+            for j in range(0, BC):
+                s = t_ref + j                            # partner row of each row
+                m_sk = (s < T)[:, None] & m_k[None, :]
+                p_s = s[:, None] * (H * K) + o_k[None, :]
+                b_ks = tl.load(k + p_s, mask=m_sk, other=0.).to(tl.float32)
+                b_gs = tl.load(gc + p_s, mask=m_sk, other=0.)
+                b_a = tl.sum(b_q * b_ks * tl.exp(-tl.abs(b_g - b_gs)), axis=1)    # [BT]
+                b_D += tl.where(o_c[None, :] == j, b_a[:, None], 0.)
+    # disjoint stores: everything but the diagonal blocks (zeros above them), then those
     m_off = m_t[:, None] & (o_blk[:, None] != (o_t // BC)[None, :])
     tl.store(A + t[:, None] * (H * BT) + o_t[None, :], b_A, mask=m_off)
-    tl.store(A + t[:, None] * (H * BT) + (o_blk * BC)[:, None] + o_c[None, :], b_D,
-             mask=m_t[:, None])
+    if DIAG_SUB:
+        for i in range(0, NS):
+            t_d = i_n * BT + i * BC
+            if t_d < T:
+                _diag_scores(q, k, gc, A + (t_d + o_c)[:, None] * (H * BT) + i * BC + o_c[None, :],
+                             t_d, T, scale, H, K, BC, BK)
+    else:
+        b_D = tl.where(o_c[None, :] <= o_r[:, None], b_D * scale, 0.)
+        tl.store(A + t[:, None] * (H * BT) + (o_blk * BC)[:, None] + o_c[None, :], b_D,
+                 mask=m_t[:, None])
     if WITH_O:
         tl.debug_barrier()          # every thread's A stores before any thread's reload
         v += base * V
@@ -357,7 +382,8 @@ def _bwd_dqk_v2_kernel(
 
 
 # ----------------------------------------------------------------------------- launchers
-def gla_chunk_fwd_v2(q, k, v, g, h0, scale: float, fuse_o: bool = False):
+def gla_chunk_fwd_v2(q, k, v, g, h0, scale: float, fuse_o: bool = False,
+                     diag_sub: bool = False):
     """As chunk.gla_chunk_fwd: (o, final_state fp32, gc fp32, A fp32, h)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -372,11 +398,12 @@ def gla_chunk_fwd_v2(q, k, v, g, h0, scale: float, fuse_o: bool = False):
     A = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
     o = torch.empty_like(v)
     if fuse_o:
-        _fwd_A_v2_kernel[(N, B * H)](q, k, gc, gc, A, v, h, o, scale, T, H, K, V, BT=BT, BC=BC,
-                                     BV=min(128, _pow2(V)), PREC=prec, MAKE_GC=False, WITH_O=True)
+        _fwd_A_v2_kernel[(N, B * H)](q, k, gc, A, v, h, o, scale, T, H, K, V, BT=BT, BC=BC,
+                                     BV=min(128, _pow2(V)), PREC=prec, WITH_O=True,
+                                     DIAG_SUB=diag_sub)
         return o, ht, gc, A, h
-    _fwd_A_v2_kernel[(N, B * H)](q, k, gc, gc, A, q, h, q, scale, T, H, K, K, BT=BT, BC=BC,
-                                 BV=16, PREC=prec, MAKE_GC=False, WITH_O=False)
+    _fwd_A_v2_kernel[(N, B * H)](q, k, gc, A, q, h, q, scale, T, H, K, K, BT=BT, BC=BC,
+                                 BV=16, PREC=prec, WITH_O=False, DIAG_SUB=diag_sub)
     _fwd_o_v2_kernel[lambda m: (cdiv(V, m["BV"]), N, B * H)](
         q, v, gc, A, h, o, scale, T, H, K, V, BT=BT, PREC=prec)
     return o, ht, gc, A, h
@@ -389,26 +416,6 @@ def gla_chunk_fwd_v4(q, k, v, g, h0, scale: float):
 
 def _pow2(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
-
-
-def gla_chunk_fwd_v3(q, k, v, g, h0, scale: float):
-    """v2 with gc formed inside _fwd_A (MAKE_GC), which then runs before the state pass."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    N = cdiv(T, BT)
-    prec = _dot_precision(q.dtype)
-    gc = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
-    A = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
-    _fwd_A_v2_kernel[(N, B * H)](q, k, g, gc, A, q, q, q, scale, T, H, K, K, BT=BT, BC=BC,
-                                 BV=16, PREC=prec, MAKE_GC=True, WITH_O=False)
-    h = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)
-    ht = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
-    _fwd_h_v2_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
-        k, v, gc, h, h0, ht, T, H, K, V, BT=BT, HAS_H0=h0 is not None, PREC=prec)
-    o = torch.empty_like(v)
-    _fwd_o_v2_kernel[lambda m: (cdiv(V, m["BV"]), N, B * H)](
-        q, v, gc, A, h, o, scale, T, H, K, V, BT=BT, PREC=prec)
-    return o, ht, gc, A, h
 
 
 def gla_chunk_bwd_v2(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torch.dtype):

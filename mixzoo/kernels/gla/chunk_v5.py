@@ -20,7 +20,9 @@ per SM), and their partner rows are single [BK] vectors instead of [64, BK] gath
   terms.
 
 v5's forward is gc -> state pass -> `_fwd_A_v5` -> output pass; v6's forward is v4's
-(chunk_v2: gc -> state pass -> scores and output in one kernel). Both use this backward.
+(chunk_v2: gc -> state pass -> scores and output in one kernel); v7's is v4's with the
+diagonal blocks one sub-chunk at a time (`_diag_scores`, also used by `_fwd_A_v5`). All
+three use this backward.
 """
 from __future__ import annotations
 
@@ -31,8 +33,8 @@ import triton.language as tl
 from mixzoo.kernels._common import cdiv
 
 from .chunk import BC, BT, _bwd_dv_kernel, _dot_precision, autotuned, configs
-from .chunk_v2 import (_bwd_dh_v2_kernel, _fwd_gc_kernel, _fwd_h_v2_kernel, _fwd_o_v2_kernel,
-                       gla_chunk_fwd_v4)
+from .chunk_v2 import (_bwd_dh_v2_kernel, _diag_scores, _fwd_gc_kernel, _fwd_h_v2_kernel,
+                       _fwd_o_v2_kernel, gla_chunk_fwd_v2, gla_chunk_fwd_v4)
 
 
 # ----------------------------------------------------------------------------- forward
@@ -85,22 +87,7 @@ def _fwd_A_v5_kernel(
                           input_precision=PREC)
         tl.store(p_A + j * BC, b_A, mask=m_i[:, None])
     # diagonal block, column j from row t0 + j of k: [BC(t), BK] decays e^(-|b_t - b_j|)
-    b_A = tl.zeros([BC, BC], dtype=tl.float32)
-    for i_k in range(0, tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)
-        m_k = o_k < K
-        m_ik = m_i[:, None] & m_k[None, :]
-        p_i = t_i[:, None] * (H * K) + o_k[None, :]
-        b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
-        b_g = tl.load(gc + p_i, mask=m_ik, other=0.)
-        for j in range(0, BC):
-            m_j = m_k & ((o_k * 0 + t0 + j) < T)
-            b_kj = tl.load(k + (t0 + j) * (H * K) + o_k, mask=m_j, other=0.).to(tl.float32)
-            b_gj = tl.load(gc + (t0 + j) * (H * K) + o_k, mask=m_j, other=0.)
-            b_a = tl.sum(b_q * b_kj[None, :] * tl.exp(-tl.abs(b_g - b_gj[None, :])), axis=1)
-            b_A += tl.where(o_c[None, :] == j, b_a[:, None], 0.)
-    b_A = tl.where(o_c[:, None] >= o_c[None, :], b_A * scale, 0.)
-    tl.store(p_A + i_i * BC, b_A, mask=m_i[:, None])
+    _diag_scores(q, k, gc, p_A + i_i * BC, t0, T, scale, H, K, BC, BK)
     # sub-chunks j > i are above the diagonal: zeros, so A may start uninitialised
     for j in range(i_i + 1, NS):
         tl.store(p_A + j * BC, tl.zeros([BC, BC], dtype=tl.float32), mask=m_i[:, None])
@@ -296,6 +283,11 @@ def gla_chunk_fwd_v5(q, k, v, g, h0, scale: float):
 def gla_chunk_fwd_v6(q, k, v, g, h0, scale: float):
     """v4's forward (chunk_v2: scores and output in one kernel), paired with v5's backward."""
     return gla_chunk_fwd_v4(q, k, v, g, h0, scale)
+
+
+def gla_chunk_fwd_v7(q, k, v, g, h0, scale: float):
+    """v4's fused scores + output kernel with the diagonal blocks one sub-chunk at a time."""
+    return gla_chunk_fwd_v2(q, k, v, g, h0, scale, fuse_o=True, diag_sub=True)
 
 
 def gla_chunk_bwd_v5(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torch.dtype):

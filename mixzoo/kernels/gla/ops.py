@@ -9,9 +9,9 @@ The forward ops also return what the backward reuses (chunk-local cumulative gat
 intra-chunk scores, per-chunk states), so nothing is recomputed.
 
 Kernel variant of the chunk ops: `VARIANT` ("v1" = chunk.py, "v2" = chunk_v2.py's
-whole-chunk intra kernels, "v3" = v2 with the gate cumsum inside the score kernel, "v4" =
-v2 with the output inside the score kernel, "v5" = chunk_v5.py's sub-chunk intra kernels
-and split backward, "v6" = v4's forward with v5's backward), from the environment variable MIXZOO_GLA_VARIANT (default
+whole-chunk intra kernels, "v4" = v2 with the output inside the score kernel, "v5" = chunk_v5.py's sub-chunk intra kernels
+and split backward, "v6" = v4's forward with v5's backward, "v7" = v6 with the fused
+forward's diagonal blocks per sub-chunk), from the environment variable MIXZOO_GLA_VARIANT (default
 v1). The forward reads it when called and the backward uses the forward's choice, so a
 benchmark can time both in one process by setting `ops.VARIANT` around its calls.
 """
@@ -26,13 +26,14 @@ from torch import Tensor
 from mixzoo.kernels._common import cdiv
 
 from .chunk import BT, gla_chunk_bwd, gla_chunk_fwd
-from .chunk_v2 import gla_chunk_bwd_v2, gla_chunk_fwd_v2, gla_chunk_fwd_v3, gla_chunk_fwd_v4
-from .chunk_v5 import gla_chunk_bwd_v5, gla_chunk_fwd_v5, gla_chunk_fwd_v6
+from .chunk_v2 import gla_chunk_bwd_v2, gla_chunk_fwd_v2, gla_chunk_fwd_v4
+from .chunk_v5 import gla_chunk_bwd_v5, gla_chunk_fwd_v5, gla_chunk_fwd_v6, gla_chunk_fwd_v7
 from .recurrent import fused_recurrent_bwd, fused_recurrent_fwd
 
 _CHUNK_VARIANTS = {"v1": (gla_chunk_fwd, gla_chunk_bwd), "v2": (gla_chunk_fwd_v2, gla_chunk_bwd_v2),
-                   "v3": (gla_chunk_fwd_v3, gla_chunk_bwd_v2), "v4": (gla_chunk_fwd_v4, gla_chunk_bwd_v2),
-                   "v5": (gla_chunk_fwd_v5, gla_chunk_bwd_v5), "v6": (gla_chunk_fwd_v6, gla_chunk_bwd_v5)}
+                   "v4": (gla_chunk_fwd_v4, gla_chunk_bwd_v2),
+                   "v5": (gla_chunk_fwd_v5, gla_chunk_bwd_v5), "v6": (gla_chunk_fwd_v6, gla_chunk_bwd_v5),
+                   "v7": (gla_chunk_fwd_v7, gla_chunk_bwd_v5)}
 VARIANT = os.environ.get("MIXZOO_GLA_VARIANT", "v1")
 
 
