@@ -68,7 +68,7 @@ def _sdpa(x):
 def implementations(shape: dict) -> dict:
     global _told
     from mixzoo.kernels.gla import ops
-    impls = {"mixzoo": _ours}                          # the default (MIXZOO_GLA_VARIANT or v1)
+    impls = {"mixzoo": _ours}                          # the default (MIXZOO_GLA_VARIANT or v4)
     impls.update({f"mixzoo_{v}": _variant(v) for v in VARIANTS if v != ops.VARIANT})
     if chunk_gla is not None:
         impls["fla_chunk_gla"] = _fla_chunk

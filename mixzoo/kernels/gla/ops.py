@@ -8,12 +8,15 @@ implementations and autograd, so torch.compile traces them without graph breaks.
 The forward ops also return what the backward reuses (chunk-local cumulative gates,
 intra-chunk scores, per-chunk states), so nothing is recomputed.
 
-Kernel variant of the chunk ops: `VARIANT` ("v1" = chunk.py, "v2" = chunk_v2.py's
-whole-chunk intra kernels, "v4" = v2 with the output inside the score kernel, "v5" = chunk_v5.py's sub-chunk intra kernels
-and split backward, "v6" = v4's forward with v5's backward, "v7" = v6 with the fused
-forward's diagonal blocks per sub-chunk), from the environment variable MIXZOO_GLA_VARIANT (default
-v1). The forward reads it when called and the backward uses the forward's choice, so a
-benchmark can time both in one process by setting `ops.VARIANT` around its calls.
+Kernel variant of the chunk ops: `VARIANT`, from the environment variable
+MIXZOO_GLA_VARIANT (default v4, the fastest measured: call 10 on the H100, fwd 1.44x and
+fwd+bwd 1.21x v1 at B4 T4096 H16 D128, errors at or below v1's). "v1" = chunk.py;
+"v2" = chunk_v2.py's whole-chunk intra kernels; "v4" = v2 with the output inside the
+score kernel; "v5" = chunk_v5.py's per-sub-chunk intra kernels and split backward;
+"v6" = v4's forward with v5's backward; "v7" = v6 with the fused forward's diagonal
+blocks per sub-chunk (README "Kernel variants"). The forward reads it when called and
+the backward uses the forward's choice, so a benchmark can time every variant in one
+process by setting `ops.VARIANT` around its calls.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ _CHUNK_VARIANTS = {"v1": (gla_chunk_fwd, gla_chunk_bwd), "v2": (gla_chunk_fwd_v2
                    "v4": (gla_chunk_fwd_v4, gla_chunk_bwd_v2),
                    "v5": (gla_chunk_fwd_v5, gla_chunk_bwd_v5), "v6": (gla_chunk_fwd_v6, gla_chunk_bwd_v5),
                    "v7": (gla_chunk_fwd_v7, gla_chunk_bwd_v5)}
-VARIANT = os.environ.get("MIXZOO_GLA_VARIANT", "v1")
+VARIANT = os.environ.get("MIXZOO_GLA_VARIANT", "v4")
 
 
 def _variant(name: str) -> tuple:
