@@ -306,6 +306,16 @@ def test_fused_backward_candidates_pruned_for_fp32_and_wide_heads():
     from mixzoo.kernels.delta_rule import chunk
     cfgs = ["first", "second", "third"]
     f32, b16 = torch.empty(1, dtype=torch.float32), torch.empty(1, dtype=torch.bfloat16)
-    assert chunk._fused_bwd_prune(cfgs, {"q": f32, "K": 64}) == ["first"]
-    assert chunk._fused_bwd_prune(cfgs, {"q": b16, "K": 256}) == ["first"]
-    assert chunk._fused_bwd_prune(cfgs, {"q": b16, "K": 128}) == cfgs
+    # as Triton calls it: positional arguments by name, keyword arguments (K) as keywords
+    assert chunk._fused_bwd_prune(cfgs, {"q": f32}, K=64) == ["first"]
+    assert chunk._fused_bwd_prune(cfgs, {"q": b16}, K=256) == ["first"]
+    assert chunk._fused_bwd_prune(cfgs, {"q": b16}, K=128) == cfgs
+
+
+def test_fused_backward_prune_through_the_autotuner(monkeypatch):
+    """The prune hook called the way this Triton's Autotuner calls it (a KeyError here once
+    broke every GPU backward)."""
+    from mixzoo.kernels.delta_rule import chunk
+    tuner = chunk._fused_bwd_kernel
+    monkeypatch.setattr(tuner, "nargs", {"q": torch.empty(1, dtype=torch.float32)}, raising=False)
+    assert len(tuner.prune_configs({"K": 64, "H": 2, "V": 64})) == 1

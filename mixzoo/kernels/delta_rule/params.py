@@ -62,9 +62,10 @@ def state_warps(bk: int, bv: int) -> int:
 
 def state_stages(bk: int) -> int:
     """Software-pipelining stages of the sequential state kernels: at head dim 256 three
-    stages of [64,256] tiles need 320 KB of shared memory (the H100 has 227 KB).
+    stages of [64,256] tiles need 320 KB of shared memory (the H100 has 227 KB), so two.
+    (One stage computed a wrong forward on the H100 with Triton 3.6, even at head dim 128.)
     MIXZOO_DELTA_STATE_STAGES overrides (diagnosis)."""
-    return int(os.environ.get("MIXZOO_DELTA_STATE_STAGES", 1 if bk >= 256 else 3))
+    return int(os.environ.get("MIXZOO_DELTA_STATE_STAGES", 2 if bk >= 256 else 3))
 
 
 def dims(q: torch.Tensor, v: torch.Tensor):
@@ -80,11 +81,15 @@ def dot_precision(x: torch.Tensor) -> str:
 
 
 def state_bv(BH: int, BVfull: int, backward: bool = False) -> int:
-    """v-block for the sequential passes: 64 when that still gives >= 128 programs (one H100
-    has 132 SMs; each program walks all chunks in turn), else 32. MIXZOO_DELTA_STATE_BWD_BV
+    """v-block for the sequential passes. Forward: 64 when that still gives >= 128 programs
+    (one H100 has 132 SMs; each program walks all chunks in turn), else 32. Backward: 64
+    whenever V allows, because the state backward with a loaded W computed wrong gradients
+    at V blocks of 32 on the H100 (Triton 3.6; RESULTS.md session 3, calls 9-11) and the
+    rebuilt-W alternative cost 0.6 ms at B1 T16384 H16 D128. MIXZOO_DELTA_STATE_BWD_BV
     overrides the backward's (diagnosis)."""
-    if backward and "MIXZOO_DELTA_STATE_BWD_BV" in os.environ:
-        return min(int(os.environ["MIXZOO_DELTA_STATE_BWD_BV"]), BVfull)
+    if backward:
+        bv = int(os.environ.get("MIXZOO_DELTA_STATE_BWD_BV", 64))
+        return min(bv, BVfull)
     if BVfull >= 64 and BH * cdiv(BVfull, 64) >= 128:
         return 64
     return min(32, BVfull)
