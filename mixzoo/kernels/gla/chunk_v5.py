@@ -38,8 +38,8 @@ from .chunk_v2 import (_bwd_dh_v2_kernel, _diag_scores, _fwd_gc_kernel, _fwd_h_v
 
 
 # ----------------------------------------------------------------------------- forward
-# sm_90 registers: 107 / 148 / 128, no spills (BK 64 at 2 warps spilled)
-@autotuned(configs((64, 8, 2), (64, 4, 2), (32, 4, 1), names=("BK",)), key=("K",))
+# sm_90 registers: 107 / 148 / 128 / 174, no spills (BK 64 at 2 warps spilled)
+@autotuned(configs((64, 8, 2), (64, 4, 2), (32, 4, 1), (128, 8, 2), names=("BK",)), key=("K",))
 @triton.jit
 def _fwd_A_v5_kernel(
     q, k, gc,           # [B,T,H,K] q, k and the chunk-local cumulative gate (fp32)
@@ -94,8 +94,8 @@ def _fwd_A_v5_kernel(
 
 
 # ----------------------------------------------------------------------------- backward
-# sm_90 registers: 80 / 88 / 140, no spills: several CTAs per SM
-@autotuned(configs((32, 4, 2), (64, 8, 2), (64, 4, 2), names=("BK",)), key=("K",))
+# sm_90 registers: 80 / 88 / 140 / 172, no spills: several CTAs per SM
+@autotuned(configs((32, 4, 2), (64, 8, 2), (64, 4, 2), (128, 8, 2), names=("BK",)), key=("K",))
 @triton.jit
 def _bwd_intra_v5_kernel(
     q, k, gc,           # [B,T,H,K] q, k and the chunk-local cumulative gate (fp32)
