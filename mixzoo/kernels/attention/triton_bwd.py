@@ -69,6 +69,18 @@ def _wide_configs(big, small):
 
 
 @triton.jit
+def _load_rows(desc, base, b, start, h, rows, stride_t, offs_d, ld, ROWS: tl.constexpr,
+               BLOCK_D: tl.constexpr, USE_TMA: tl.constexpr):
+    """A [ROWS, BLOCK_D] tile of a [B,T,H,D] tensor: rows start.. of (batch b, head h),
+    through its tensor descriptor (USE_TMA) or masked pointer loads (out of range: 0)."""
+    if USE_TMA:
+        x = desc.load([b, start, h, 0]).reshape(ROWS, BLOCK_D)
+    else:
+        x = tl.load(base + rows[:, None] * stride_t + offs_d[None, :], mask=ld, other=0.0)
+    return x
+
+
+@triton.jit
 def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, offs_m, offs_d,
                 pos_k, lo, hi, Tq, offset, window, qk_scale,
                 dqa_base, sdqa, sm_scale,  # ATOMIC_DQ: fp32 dq of this (batch, head), row stride
@@ -92,10 +104,8 @@ def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, o
         else:
             rmask = rows >= 0
             ld = dmask[None, :]
-        if USE_TMA:
-            q = q_desc.load([b, start_m, h, 0]).reshape(BLOCK_M, BLOCK_D)
-        else:
-            q = tl.load(q_base + rows[:, None] * sqt + offs_d[None, :], mask=ld, other=0.0)
+        q = _load_rows(q_desc, q_base, b, start_m, h, rows, sqt, offs_d, ld,
+                       BLOCK_M, BLOCK_D, USE_TMA)
         lse2 = tl.load(lse_base + rows, mask=rmask, other=0.0) * 1.4426950408889634
         sT = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale  # [BN, BM]
         pT = tl.math.exp2(sT - lse2[None, :])
@@ -107,10 +117,8 @@ def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, o
             if HAS_WINDOW:
                 vis = vis & (pos_k[:, None] > pos_q[None, :] - window)
             pT = tl.where(vis, pT, 0.0)
-        if USE_TMA:
-            do = do_desc.load([b, start_m, h, 0]).reshape(BLOCK_M, BLOCK_D)
-        else:
-            do = tl.load(do_base + rows[:, None] * sdt + offs_d[None, :], mask=ld, other=0.0)
+        do = _load_rows(do_desc, do_base, b, start_m, h, rows, sdt, offs_d, ld,
+                        BLOCK_M, BLOCK_D, USE_TMA)
         dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=DOT_PREC)
         dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)  # [BN, BM]
         delta = tl.load(delta_base + rows, mask=rmask, other=0.0)
@@ -378,6 +386,8 @@ dq_tuned_wide = triton.autotune(configs=_wide_configs("BLOCK_M", "BLOCK_N"),
 #            one asynchronous bulk add per tile); GPU only: the interpreter has no
 #            descriptor reduce
 #   split2, dqdelta2  split / dqdelta over more candidates (_DKDV2_OPTS, _DQ2_OPTS)
+# (Issuing the two matmuls that do not need the probabilities back to back was tried:
+# Triton 3.9 still waits for each before the next, sm_90 PTX unchanged in waits.)
 # and the first three with "_tma": the looped-over tiles (q/do in dk/dv, k/v in dq) come
 # through host tensor descriptors (TMA on Hopper), where the tensors meet TMA's alignment
 # rules. Head dim 256 runs `split` without TMA (its own small tiles).
