@@ -58,6 +58,8 @@ if str(ROOT) not in sys.path:
 DEFAULT_MODELS = ["mixzoo_deltanet_vit_small_patch16_224",
                   "mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_CAST=once,"
                   "MIXZOO_RMSNORM_DISPATCH=function",
+                  "mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_CAST=once,"
+                  "MIXZOO_VISION_PATH=fused",
                   "vit_small_patch16_224", "vit_small_patch16_224@nomix",
                   "mixzoo_deltanet_vit_small_patch16_224@compile", "vit_small_patch16_224@compile"]
 DEFAULT_BATCH = {224: 128, 512: 32, 1024: 8}

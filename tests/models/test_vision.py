@@ -286,6 +286,36 @@ def test_deltanet_bidirectional_fast_path_equals_two_scan_definition(backend, d_
         assert_close(b, a, 1e-5, f"item {i}")
 
 
+def test_fused_vision_path_equals_the_mixer(monkeypatch):
+    """MIXZOO_VISION_PATH=fused (conv, delta rule and norm in one autograd.Function) against
+    the mixer's own path on the same Triton kernels (interpreter, fp32): output and every
+    input/parameter grad, with in_proj bias and the output gate; T=11 is not a multiple of
+    the chunk."""
+    torch.manual_seed(0)
+    spec = {"type": "deltanet", "backend": "triton", "use_output_gate": True}
+    attn = timm_attn(spec)(32, num_heads=2, qkv_bias=True, proj_bias=True)
+    with torch.no_grad():
+        attn.mixer.in_proj.bias.normal_()
+    x = torch.randn(2, 11, 32)
+    dy = torch.randn(2, 11, 32)
+    params = list(attn.parameters())
+    outs = []
+    for path in ("mixer", "fused"):
+        monkeypatch.setenv("MIXZOO_VISION_PATH", path)
+        xx = x.clone().requires_grad_()
+        y = attn(xx)
+        outs.append([y.detach()] + list(torch.autograd.grad((y * dy).sum(), [xx] + params)))
+    for i, (a, b) in enumerate(zip(*outs)):
+        assert_close(a, b, 1e-6, f"item {i}")
+    from mixzoo.models.vision.fast_deltanet import fused_applies
+    assert fused_applies(attn.mixer, x)
+    causal = timm_attn({"type": "deltanet", "backend": "triton"}, causal=True)(32, num_heads=2)
+    assert not fused_applies(causal.mixer, torch.randn(2, 5, 32))    # causal: the mixer's
+    monkeypatch.setenv("MIXZOO_VISION_PATH", "fast")
+    with pytest.raises(ValueError, match="MIXZOO_VISION_PATH"):
+        attn(x)
+
+
 def test_combine_directions_forward_and_backward():
     from mixzoo.mixers.base import combine_directions
     both = torch.randn(4, 5, 3, dtype=torch.float64, requires_grad=True)
@@ -523,15 +553,18 @@ def test_gpu_registered_model_triton_matches_reference(name, monkeypatch):
 
 @pytest.mark.gpu
 def test_gpu_deltanet_vit_variants_match_the_default(monkeypatch):
-    """The opt-in speed variants (MIXZOO_VISION_CAST=once, MIXZOO_RMSNORM_DISPATCH=function)
-    against the default path: one bf16 autocast training step of the DeltaNet ViT-S."""
+    """The opt-in speed variants (MIXZOO_VISION_CAST=once, MIXZOO_RMSNORM_DISPATCH=function,
+    MIXZOO_VISION_PATH=fused) against the default path: one bf16 autocast training step of
+    the DeltaNet ViT-S."""
     from mixzoo.kernels._common import assert_close
     torch.manual_seed(0)
     model = timm.create_model("mixzoo_deltanet_vit_small_patch16_224", num_classes=10)
     model = model.cuda().train()
     x = torch.randn(8, 3, 224, 224, device="cuda")
     runs = []
-    for env in ({}, {"MIXZOO_VISION_CAST": "once", "MIXZOO_RMSNORM_DISPATCH": "function"}):
+    for env in ({}, {"MIXZOO_VISION_CAST": "once", "MIXZOO_RMSNORM_DISPATCH": "function"},
+                {"MIXZOO_VISION_CAST": "autocast", "MIXZOO_RMSNORM_DISPATCH": "op",
+                 "MIXZOO_VISION_PATH": "fused"}):
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         model.zero_grad(set_to_none=True)
@@ -540,5 +573,6 @@ def test_gpu_deltanet_vit_variants_match_the_default(monkeypatch):
         out.float().square().mean().backward()
         runs.append((out.float().detach(),
                      torch.cat([p.grad.float().flatten() for p in model.parameters()])))
-    assert_close(runs[0][0], runs[1][0], 1e-2, name="logits")
-    assert_close(runs[0][1], runs[1][1], 2e-2, name="grads")
+    for i in (1, 2):
+        assert_close(runs[0][0], runs[i][0], 1e-2, name=f"variant {i} logits")
+        assert_close(runs[0][1], runs[i][1], 2e-2, name=f"variant {i} grads")

@@ -38,6 +38,11 @@ per-projection casts) casts x once on entry instead: the same forward values, on
 kernel instead of several, and the input gradients summed in the autocast dtype (bf16)
 before one cast back, as timm's own Attention (one qkv projection) does.
 
+Eager fast path: MIXZOO_VISION_PATH=fused (read at every call; default "mixer") runs a
+bidirectional DeltaNet's conv, delta rule and output norm through one autograd.Function per
+layer instead of three custom ops (same kernels and values; far less host time per layer,
+see `fast_deltanet.py`). Other mixers, and torch.compile, always take the mixer's forward.
+
 Scan order: `scan="row" | "row_rev" | "col" | "col_rev"` (see `scan.py`). Column orders need
 the patch grid and the number of prefix tokens: pass them to `timm_attn`, or call
 `bind_layout(model)` after building (registered models, `swap_mixers` and recipes do).
@@ -60,6 +65,16 @@ from .scan import check_order, needs_grid, permute, unpermute
 
 CAST_ENV = "MIXZOO_VISION_CAST"
 CAST_MODES = ("autocast", "once")
+PATH_ENV = "MIXZOO_VISION_PATH"
+PATHS = ("mixer", "fused")
+
+
+def path_mode() -> str:
+    """MIXZOO_VISION_PATH: "mixer" (default) or "fused" (see the module docstring)."""
+    mode = os.environ.get(PATH_ENV, "mixer")
+    if mode not in PATHS:
+        raise ValueError(f"{PATH_ENV}={mode!r}: expected one of {list(PATHS)}")
+    return mode
 
 
 def cast_mode() -> str:
@@ -169,7 +184,13 @@ class MixerAttention(nn.Module):
                 and cast_mode() == "once"):
             x = x.to(torch.get_autocast_dtype(dev))                  # [B,N,D] bf16, one cast
         h = permute(x, order, self.grid_size, prefix or 0)          # [B,N,D] scan order
-        y, _ = self.mixer(h)                                          # [B,N,D]
+        y = None
+        if not torch.compiler.is_compiling() and path_mode() == "fused":
+            from .fast_deltanet import fused_applies, fused_forward     # needs Triton
+            if fused_applies(self.mixer, h):
+                y = fused_forward(self.mixer, h)                      # [B,N,D]
+        if y is None:
+            y, _ = self.mixer(h)                                      # [B,N,D]
         y = unpermute(y, order, self.grid_size, prefix or 0)        # [B,N,D] timm order
         return self.proj_drop(y)
 

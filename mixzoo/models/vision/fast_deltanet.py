@@ -1,0 +1,111 @@
+"""Eager fast path of the bidirectional (vision) DeltaNet layer, taken by the timm adapter
+with MIXZOO_VISION_PATH=fused (adapter.py; imported only then, as it needs Triton).
+
+At ViT sizes (196 tokens, batch 128) one DeltaNet layer's GPU work is a few hundred
+microseconds per kernel, and a training step's host side (Python, dispatch, launches) is
+as long as its GPU side: on the H100 host, timm's own ViT-S step was host-bound at 224 px
+(session 3 call 11: 38.2 ms of host time for a 38.1 ms step). The mixer's default path calls
+three custom ops per layer (`short_conv_bidir_fwd`, `delta_rule_chunk_fwd`, `rms_norm_fwd`,
+each with a backward op); torch.library's eager dispatch (schema defaults, pytree, the
+autograd wrapper, redispatch, dynamo-disable wrappers) costs ~0.1-0.2 ms of host time per op
+call on a slow host, ~1 ms per layer per step. This path runs the same launchers, with the
+same arguments and the same saved tensors, through ONE torch.autograd.Function per layer:
+
+    forward:  conv (q|k|v of both scan directions, one launch) -> delta-rule chunk forward
+              (prep + state pass) -> output RMSNorm combining the two directions
+    backward: RMSNorm backward -> delta-rule chunk backward -> conv backward
+
+so it computes the same values as the mixer (tested equal: output and every gradient). The
+projections, beta and the output gate stay plain torch ops, as in the mixer.
+
+It applies only where the mixer itself would run exactly these kernels: a bidirectional
+DeltaNet (causal=False) with its short conv, the Triton backend, no carried state, half or
+fp32 inputs, q|k|v channel groups the grouped conv kernel takes. Everything else, and
+everything under torch.compile (which needs the custom ops), takes the mixer's own path.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mixzoo.kernels._common import resolve_backend
+from mixzoo.kernels.conv1d import ops as conv_ops
+from mixzoo.kernels.conv1d.triton_conv import ACT_CODES, group_block_d
+from mixzoo.kernels.delta_rule import MAX_HEAD_DIM
+from mixzoo.kernels.delta_rule.chunk import chunk_bwd, chunk_fwd
+from mixzoo.kernels.rmsnorm.triton_rmsnorm import rmsnorm_bwd, rmsnorm_fwd
+from mixzoo.mixers.deltanet import DeltaNetMixer
+
+_SILU = ACT_CODES["silu"]
+
+
+class _BidirScan(torch.autograd.Function):
+    """qkv [B,T,2HK+HV] -> o_norm(scan(fwd) + flip(scan(rev))) [B,T,H,V]; see the module
+    docstring. beta [2B,T,H] (rows B.. for the reversed sequence), conv_w [2HK+HV, W],
+    norm_w [V]."""
+
+    @staticmethod
+    def forward(ctx, qkv, conv_w, beta, norm_w, heads: int, k_dim: int, v_dim: int,
+                eps: float):
+        B, T, _ = qkv.shape
+        H, K, V = heads, k_dim, v_dim
+        save = any(ctx.needs_input_grad[:4])
+        variant = conv_ops.current_variant("bidirectional")
+        q, k, v = conv_ops._fwd_impl(variant)(qkv, conv_w, None, None, _SILU, True,
+                                              bidir=True, splits=[H * K, H * K, H * V])
+        q = q.view(2 * B, T, H, K)  # [2B,T,H,K], rows B.. = reversed sequence
+        k = k.view(2 * B, T, H, K)  # [2B,T,H,K]
+        v = v.view(2 * B, T, H, V)  # [2B,T,H,V]
+        scale = K ** -0.5
+        o, _, vn, tinv, hbuf = chunk_fwd(q, k, v, beta, scale, None, False, True, save)
+        y, rstd = rmsnorm_fwd(o, norm_w, eps, True)  # [B,T,H,V]
+        if save:
+            ctx.save_for_backward(qkv, conv_w, q, k, v, beta, vn, tinv, hbuf, o, norm_w, rstd)
+            ctx.variant, ctx.scale = variant, scale
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        qkv, conv_w, q, k, v, beta, vn, tinv, hbuf, o, norm_w, rstd = ctx.saved_tensors
+        do, dnorm_w = rmsnorm_bwd(dy, o, norm_w, rstd, True)  # [2B,T,H,V], [V]
+        dq, dk, dv, dbeta, _ = chunk_bwd(q, k, v, beta, ctx.scale, None, True, vn, tinv,
+                                         hbuf, do, None)
+        B2, T = q.shape[:2]
+        dys = [dq.view(B2, T, -1), dk.view(B2, T, -1), dv.view(B2, T, -1)]  # [2B,T,*]
+        dqkv, dconv_w, _ = conv_ops._bwd_impl(ctx.variant)(dys, qkv, conv_w, None, None,
+                                                           _SILU, True, bidir=True)
+        return dqkv, dconv_w, dbeta, dnorm_w, None, None, None, None
+
+
+def fused_applies(m, x: torch.Tensor) -> bool:
+    """Whether `fused_forward(m, x)` runs exactly the kernels `m(x)` would (module docstring)."""
+    if not isinstance(m, DeltaNetMixer) or m.config.causal or m.conv_weight is None:
+        return False
+    if torch.compiler.is_compiling() or x.dtype == torch.float64 or x.shape[1] == 0:
+        return False
+    if max(m.K, m.V) > MAX_HEAD_DIM:
+        return False
+    if not group_block_d([m.H * m.K, m.H * m.K, m.H * m.V], m.qkv_dim):
+        return False
+    try:
+        return resolve_backend(m.config.backend, x, has_triton=True, algo="delta_rule") == "triton"
+    except NotImplementedError:     # backend="triton" asked for where Triton cannot run
+        return False
+
+
+def fused_forward(m: DeltaNetMixer, x: torch.Tensor) -> torch.Tensor:
+    """y [B,T,D] = m(x)[0] for a bidirectional DeltaNet, through `_BidirScan`."""
+    B, T, _ = x.shape
+    w_qkv, w_b = m.in_proj.weight.split([m.qkv_dim, m.H])
+    b_qkv, b_b = (None, None) if m.in_proj.bias is None else m.in_proj.bias.split(
+        [m.qkv_dim, m.H])
+    qkv = F.linear(x, w_qkv, b_qkv)  # [B,T,qkv_dim]
+    b_logit = F.linear(x, w_b, b_b)  # [B,T,H]
+    beta = torch.sigmoid(torch.cat([b_logit, b_logit.flip(dims=[1])], dim=0))  # [2B,T,H]
+    if m.config.allow_neg_eigval:
+        beta = 2.0 * beta
+    o = _BidirScan.apply(qkv, m.conv_weight, beta, m.o_norm.weight, m.H, m.K, m.V,
+                         float(m.o_norm.eps))  # [B,T,H,V]
+    if m.g_proj is not None:
+        o = o * F.silu(m.g_proj(x)).reshape(B, T, m.H, m.V)  # [B,T,H,V]
+    return m.o_proj(o.reshape(B, T, m.H * m.V))  # [B,T,D]
