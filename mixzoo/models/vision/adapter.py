@@ -140,6 +140,7 @@ class MixerAttention(nn.Module):
         self.num_heads = getattr(self.config, "num_heads", num_heads)
         self.num_prefix_tokens = self.default_num_prefix_tokens
         self.grid_size = self.default_grid_size
+        self._fused_ok: bool | None = None     # MIXZOO_VISION_PATH=fused applies (cached)
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
 
@@ -186,8 +187,10 @@ class MixerAttention(nn.Module):
         h = permute(x, order, self.grid_size, prefix or 0)          # [B,N,D] scan order
         y = None
         if not torch.compiler.is_compiling() and path_mode() == "fused":
-            from .fast_deltanet import fused_applies, fused_forward     # needs Triton
-            if fused_applies(self.mixer, h):
+            from .fast_deltanet import fused_applies, fused_forward, fused_mixer  # Triton
+            if getattr(self, "_fused_ok", None) is None:   # fixed by the mixer: once
+                self._fused_ok = fused_mixer(self.mixer)
+            if fused_applies(self.mixer, h, self._fused_ok):
                 y = fused_forward(self.mixer, h)                      # [B,N,D]
         if y is None:
             y, _ = self.mixer(h)                                      # [B,N,D]

@@ -77,15 +77,20 @@ class _BidirScan(torch.autograd.Function):
         return dqkv, dconv_w, dbeta, dnorm_w, None, None, None, None
 
 
-def fused_applies(m, x: torch.Tensor) -> bool:
-    """Whether `fused_forward(m, x)` runs exactly the kernels `m(x)` would (module docstring)."""
-    if not isinstance(m, DeltaNetMixer) or m.config.causal or m.conv_weight is None:
+def fused_mixer(m) -> bool:
+    """The part of `fused_applies` fixed by the mixer's config and widths (callers may cache
+    it per mixer)."""
+    return (isinstance(m, DeltaNetMixer) and not m.config.causal
+            and m.conv_weight is not None and max(m.K, m.V) <= MAX_HEAD_DIM
+            and bool(group_block_d([m.H * m.K, m.H * m.K, m.H * m.V], m.qkv_dim)))
+
+
+def fused_applies(m, x: torch.Tensor, mixer_ok: bool | None = None) -> bool:
+    """Whether `fused_forward(m, x)` runs exactly the kernels `m(x)` would (module docstring).
+    mixer_ok: a cached `fused_mixer(m)`."""
+    if not (fused_mixer(m) if mixer_ok is None else mixer_ok):
         return False
     if torch.compiler.is_compiling() or x.dtype == torch.float64 or x.shape[1] == 0:
-        return False
-    if max(m.K, m.V) > MAX_HEAD_DIM:
-        return False
-    if not group_block_d([m.H * m.K, m.H * m.K, m.H * m.V], m.qkv_dim):
         return False
     try:
         return resolve_backend(m.config.backend, x, has_triton=True, algo="delta_rule") == "triton"
