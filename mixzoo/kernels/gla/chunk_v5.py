@@ -94,45 +94,22 @@ def _fwd_A_v5_kernel(
 
 
 # ----------------------------------------------------------------------------- backward
-# sm_90 registers: 80 / 88 / 140 / 172, no spills: several CTAs per SM
-@autotuned(configs((32, 4, 2), (64, 8, 2), (64, 4, 2), (128, 8, 2), names=("BK",)), key=("K",))
 @triton.jit
-def _bwd_intra_v5_kernel(
-    q, k, gc,           # [B,T,H,K] q, k and the chunk-local cumulative gate (fp32)
-    dA,                 # [B,T,H,BT] fp32 dA[t, s] = do_t . v_s (s <= t)
-    dqi, dki,           # [B,T,H,K] fp32 out: intra-chunk dq, dk without the s == t terms
-    scale, T, H: tl.constexpr, K: tl.constexpr,
-    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
+def _intra_dqk(
+    q, k, gc, dA,       # pointers to token 0 of this (b, h) (dA: [B,T,H,BT] fp32)
+    b_q, b_k, b_g,      # [BC, BK] fp32 rows of sub-chunk i (q, k, gc), zero where masked
+    t0, i_n, i_i, o_k, m_k, T,
+    H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+    PREC: tl.constexpr,
 ):
-    """Intra-chunk dq, dk of sub-chunk i (BC rows), one K block.
-    dq_t = scale sum_{s<t} dA_ts k_s e^(b_t - b_s), dk_s = scale sum_{t>s} dA_ts q_t e^(b_t - b_s).
-    Earlier sub-chunks through r = b at the first row of i, later ones through r2 = b at
-    the last row of i (both exponents <= 0); the diagonal block pairwise, row by row."""
-    i_k, i_c, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b, i_h = i_bh // H, i_bh % H
+    """Unscaled intra-chunk (dq, dk) of sub-chunk i (first row t0) for one K block,
+    without the s == t terms: earlier sub-chunks through r = b at row t0, later ones
+    through r2 = b at the last row of i (exponents <= 0), the diagonal block pairwise
+    with row j of i as [BK] vectors and e^(-|b_t - b_j|) for both sides."""
     NS: tl.constexpr = BT // BC
-    i_n, i_i = i_c // NS, i_c % NS
-    t0 = i_n * BT + i_i * BC
-    if t0 >= T:
-        return
-    base = (i_b * T * H + i_h).to(tl.int64)
-    # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
-    q += base * K
-    k += base * K
-    gc += base * K
-    dA += base * BT
-    dqi += base * K
-    dki += base * K
     o_c = tl.arange(0, BC)
-    o_k = i_k * BK + tl.arange(0, BK)
-    m_k = o_k < K
     t_i = t0 + o_c
     m_i = t_i < T
-    m_ik = m_i[:, None] & m_k[None, :]
-    p_i = t_i[:, None] * (H * K) + o_k[None, :]
-    b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
-    b_k = tl.load(k + p_i, mask=m_ik, other=0.).to(tl.float32)
-    b_g = tl.load(gc + p_i, mask=m_ik, other=0.)
     # dq from earlier sub-chunks, through r = b at row t0
     b_r = tl.load(gc + t0 * (H * K) + o_k, mask=m_k, other=0.)
     b_dq = tl.zeros([BC, BK], dtype=tl.float32)
@@ -179,8 +156,52 @@ def _bwd_intra_v5_kernel(
                        mask=(o_c * 0 + tj) < T, other=0.)                         # dA[tj, s]
         b_dqd += tl.where((o_c > j)[:, None], b_ac[:, None] * b_kj[None, :] * b_e, 0.)
         b_dkd += tl.where((o_c < j)[:, None], b_ar[:, None] * b_qj[None, :] * b_e, 0.)
-    tl.store(dqi + p_i, (b_dq + b_dqd) * scale, mask=m_ik)
-    tl.store(dki + p_i, (b_dk + b_dkd) * scale, mask=m_ik)
+    return b_dq + b_dqd, b_dk + b_dkd
+
+
+# sm_90 registers: 80 / 88 / 140 / 172, no spills: several CTAs per SM
+@autotuned(configs((32, 4, 2), (64, 8, 2), (64, 4, 2), (128, 8, 2), names=("BK",)), key=("K",))
+@triton.jit
+def _bwd_intra_v5_kernel(
+    q, k, gc,           # [B,T,H,K] q, k and the chunk-local cumulative gate (fp32)
+    dA,                 # [B,T,H,BT] fp32 dA[t, s] = do_t . v_s (s <= t)
+    dqi, dki,           # [B,T,H,K] fp32 out: intra-chunk dq, dk without the s == t terms
+    scale, T, H: tl.constexpr, K: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
+):
+    """Intra-chunk dq, dk of sub-chunk i (BC rows), one K block.
+    dq_t = scale sum_{s<t} dA_ts k_s e^(b_t - b_s), dk_s = scale sum_{t>s} dA_ts q_t e^(b_t - b_s).
+    Earlier sub-chunks through r = b at the first row of i, later ones through r2 = b at
+    the last row of i (both exponents <= 0); the diagonal block pairwise, row by row."""
+    i_k, i_c, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    NS: tl.constexpr = BT // BC
+    i_n, i_i = i_c // NS, i_c % NS
+    t0 = i_n * BT + i_i * BC
+    if t0 >= T:
+        return
+    base = (i_b * T * H + i_h).to(tl.int64)
+    # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
+    q += base * K
+    k += base * K
+    gc += base * K
+    dA += base * BT
+    dqi += base * K
+    dki += base * K
+    o_c = tl.arange(0, BC)
+    o_k = i_k * BK + tl.arange(0, BK)
+    m_k = o_k < K
+    t_i = t0 + o_c
+    m_i = t_i < T
+    m_ik = m_i[:, None] & m_k[None, :]
+    p_i = t_i[:, None] * (H * K) + o_k[None, :]
+    b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
+    b_k = tl.load(k + p_i, mask=m_ik, other=0.).to(tl.float32)
+    b_g = tl.load(gc + p_i, mask=m_ik, other=0.)
+    b_dq, b_dk = _intra_dqk(q, k, gc, dA, b_q, b_k, b_g, t0, i_n, i_i, o_k, m_k, T,
+                            H, K, BT, BC, BK, PREC)
+    tl.store(dqi + p_i, b_dq * scale, mask=m_ik)
+    tl.store(dki + p_i, b_dk * scale, mask=m_ik)
 
 
 # sm_90 registers: 208 / 219 / 254 / 255, no spills (64x64 at 4 warps spilled 200 bytes)
