@@ -288,7 +288,7 @@ def test_state_backward_every_w_source(bv, mode, monkeypatch):
     from Tm) at both V blocks; the block follows the head count, so force it here."""
     from mixzoo.kernels.delta_rule import chunk
     monkeypatch.setattr(chunk.params, "state_bv",
-                        lambda BH, BVfull, backward=False: min(bv, BVfull))
+                        lambda BH, BVfull, backward=False, half=True: min(bv, BVfull))
     monkeypatch.setenv("MIXZOO_DELTA_STATE_W", mode)
     check_against_reference("chunk", 1, 130, 2, 32, 64, True, l2=False)
 
@@ -319,3 +319,15 @@ def test_fused_backward_prune_through_the_autotuner(monkeypatch):
     tuner = chunk._fused_bwd_kernel
     monkeypatch.setattr(tuner, "nargs", {"q": torch.empty(1, dtype=torch.float32)}, raising=False)
     assert len(tuner.prune_configs({"K": 64, "H": 2, "V": 64})) == 1
+
+
+def test_chunk_fits_the_h100_limits():
+    """On CUDA, delta_rule runs the chunk kernels only where their tiles were checked to fit
+    (half precision up to head dim 128, fp32 up to 64); beyond, the fused recurrent kernels."""
+    from mixzoo.kernels.delta_rule import params
+    assert params.chunk_fits(torch.bfloat16, 128, 128)
+    assert not params.chunk_fits(torch.bfloat16, 256, 64)
+    assert params.chunk_fits(torch.float32, 64, 64)
+    assert not params.chunk_fits(torch.float32, 128, 128)
+    assert params.state_bv(16, 128, backward=True, half=False) == 32
+    assert params.state_bv(16, 128, backward=True) == 64

@@ -12,9 +12,10 @@ __all__ = ["delta_rule", "delta_rule_chunk_ref", "delta_rule_recurrent_ref", "de
 
 try:  # the Triton kernels need the triton package (Linux); the reference works everywhere
     from . import ops as _ops
+    from . import params as _params
     _HAS_TRITON = True
 except ImportError:  # pragma: no cover - depends on the platform
-    _ops = None
+    _ops = _params = None
     _HAS_TRITON = False
 
 MAX_HEAD_DIM = 256  # register tiles hold whole K rows and [K, BV] state blocks
@@ -60,7 +61,10 @@ def delta_rule(q, k, v, beta, *, scale=None, initial_state=None, output_final_st
         if d > MAX_HEAD_DIM:
             raise ValueError(f"delta_rule: backend='triton' supports head dims up to "
                              f"{MAX_HEAD_DIM}, got {name}={d}; use backend='reference'")
-    algo = "recurrent" if q.shape[1] == 1 else "chunk"
+    # T == 1 (decode) and, on CUDA, tiles too large for the chunk kernels (params.chunk_fits)
+    # run the fused recurrent kernels
+    fits = not q.is_cuda or _params.chunk_fits(v.dtype, q.shape[-1], v.shape[-1])
+    algo = "recurrent" if q.shape[1] == 1 or not fits else "chunk"
     return delta_rule_triton(q, k, v, beta, scale=scale, initial_state=initial_state,
                              output_final_state=output_final_state, use_qk_l2norm=use_qk_l2norm,
                              algo=algo)

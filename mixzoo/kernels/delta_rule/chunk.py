@@ -538,7 +538,7 @@ def chunk_fwd(q, k, v, beta, scale: float, initial_state, output_final_state: bo
     ht = q.new_empty((B, H, K, V) if output_final_state else (0,), dtype=torch.float32)
     hbuf = q.new_empty((B, H, NT, K, V) if save_for_bwd else (0,))
     vn = torch.empty_like(v) if save_for_bwd else v.new_empty((0,))
-    BV = params.state_bv(B * H, BVf)
+    BV = params.state_bv(B * H, BVf, half=q.dtype != torch.float32)
     h0 = initial_state if initial_state is not None else ht
     _state_fwd_kernel[(cdiv(V, BV), B * H)](
         q, k, w, u, o, h0, ht, hbuf, vn, scale, T, H=H, K=K, V=V, BK=BK, BV=BV, USE_L2=use_l2,
@@ -558,7 +558,7 @@ def chunk_bwd(q, k, v, beta, scale: float, initial_state, use_l2: bool, vn, tinv
     dhbuf = torch.empty_like(hbuf)
     has_h0 = initial_state is not None
     dh0 = q.new_empty((B, H, K, V) if has_h0 else (0,), dtype=torch.float32)
-    BV = params.state_bv(B * H, BVf, backward=True)
+    BV = params.state_bv(B * H, BVf, backward=True, half=q.dtype != torch.float32)
     has_dht = dht is not None
     # W for the state pass (params.state_w_mode; README, "Saved for the backward"). W is freed
     # before dq, dk, dv are allocated, so it does not raise the peak.

@@ -80,16 +80,29 @@ def dot_precision(x: torch.Tensor) -> str:
     return "tf32x3" if x.dtype == torch.float32 else "tf32"
 
 
-def state_bv(BH: int, BVfull: int, backward: bool = False) -> int:
-    """v-block for the sequential passes. Forward: 64 when that still gives >= 128 programs
-    (one H100 has 132 SMs; each program walks all chunks in turn), else 32. Backward: 64
-    whenever V allows, because the state backward with a loaded W computed wrong gradients
-    at V blocks of 32 on the H100 (Triton 3.6; RESULTS.md session 3, calls 9-11) and the
-    rebuilt-W alternative cost 0.6 ms at B1 T16384 H16 D128. MIXZOO_DELTA_STATE_BWD_BV
-    overrides the backward's (diagnosis)."""
+def state_bv(BH: int, BVfull: int, backward: bool = False, half: bool = True) -> int:
+    """v-block for the sequential passes. Half-precision inputs, forward: 64 when that still
+    gives >= 128 programs (one H100 has 132 SMs; each program walks all chunks in turn), else
+    32; backward: 64 whenever V allows, because the state backward with a loaded W computed
+    wrong gradients at V blocks of 32 on the H100 (Triton 3.6; RESULTS.md session 3, calls
+    9-11) and the rebuilt-W alternative cost 0.6 ms at B1 T16384 H16 D128. fp32 inputs: 32
+    (fp32 tiles at 64 needed 280 KB of shared memory, more than the H100's 227 KB; with
+    32 the backward rebuilds W, the form checked right on the H100 in fp32).
+    MIXZOO_DELTA_STATE_BWD_BV overrides the backward's (diagnosis)."""
+    if not half:
+        return min(32, BVfull)
     if backward:
         bv = int(os.environ.get("MIXZOO_DELTA_STATE_BWD_BV", 64))
         return min(bv, BVfull)
     if BVfull >= 64 and BH * cdiv(BVfull, 64) >= 128:
         return 64
     return min(32, BVfull)
+
+
+def chunk_fits(dtype: torch.dtype, K: int, V: int) -> bool:
+    """Whether the chunk kernels' tiles fit an H100's shared memory at the pipeline depths
+    checked right on it: head dims up to 128 in half precision, up to 64 in fp32. Beyond,
+    `delta_rule` on CUDA runs the fused recurrent kernels (registers only; exact, slower).
+    Three stages of [64,256] tiles need 320 KB, two 278 KB, and one stage miscompiled."""
+    limit = 64 if dtype == torch.float32 else 128
+    return K <= limit and V <= limit
