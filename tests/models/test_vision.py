@@ -532,23 +532,28 @@ def test_whole_model_pickles_and_deepcopies():
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_gpu_registered_model_triton_matches_reference(name, monkeypatch):
     """bf16 autocast training step on the Triton kernels vs the fp32 reference backend, at
-    the real ViT-S/16 width and 224 px (196 tokens)."""
-    from mixzoo.kernels._common import assert_close
+    the real ViT-S/16 width and 224 px (196 tokens): its error is at most 1.5x that of the
+    same bf16 autocast step on the plain-PyTorch reference backend (12 blocks of bf16 put
+    the logits 2-4e-2 from fp32 on the H100 whatever the mixer kernels), and below 0.1."""
+    from mixzoo.kernels._common import rel_rms
     torch.manual_seed(0)
     model = timm.create_model(name, num_classes=10).cuda().train()
     x = torch.randn(4, 3, 224, 224, device="cuda")
-    monkeypatch.setenv("MIXZOO_BACKEND", "reference")
-    ref = model(x)
-    ref.float().square().mean().backward()
-    ref_grads = [p.grad.float().clone() for p in model.parameters()]
-    model.zero_grad()
-    monkeypatch.delenv("MIXZOO_BACKEND")
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        out = model(x)
-    out.float().square().mean().backward()
-    assert_close(ref, out.float(), 2e-2, name=f"{name} logits")
-    got = torch.cat([p.grad.float().flatten() for p in model.parameters()])
-    assert_close(torch.cat([g.flatten() for g in ref_grads]), got, 5e-2, name=f"{name} grads")
+
+    def step(backend, autocast):
+        monkeypatch.setenv("MIXZOO_BACKEND", backend)
+        model.zero_grad()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            out = model(x)
+        out.float().square().mean().backward()
+        return out.float(), torch.cat([p.grad.float().flatten() for p in model.parameters()])
+    ref, ref_g = step("reference", False)                       # fp32 reference
+    plain, plain_g = step("reference", True)                    # bf16, plain PyTorch mixers
+    out, got = step("triton", True)                             # bf16, our kernels
+    for what, r, p, o in (("logits", ref, plain, out), ("grads", ref_g, plain_g, got)):
+        err, base = rel_rms(r, o), rel_rms(r, p)
+        print(f"{name} {what}: triton bf16 {err:.2e}, plain bf16 {base:.2e}")
+        assert err <= 1.5 * base + 5e-3 and err < 0.1, f"{name} {what}: {err:.2e} vs {base:.2e}"
 
 
 @pytest.mark.gpu
