@@ -53,7 +53,7 @@ def _variant(name: str):
 
 
 # chunk variants timed side by side as mixzoo_<variant> (README "Kernel variants")
-VARIANTS = ("v1", "v2", "v4", "v5", "v6", "v7")
+VARIANTS = ("v1", "v2", "v4", "v5", "v6", "v7", "v8")
 
 
 def _fla_chunk(x):
@@ -167,6 +167,11 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
         ("gla v5 bwd_inter", G5._bwd_inter_v5_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P,
                                                           dA=F, dqi=F, dki=F, dq=P, dk=P, dg=F,
                                                           **io), base),
+        ("gla v8 bwd_dqk", G5._bwd_dqk_v8_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P,
+                                                      dA=F, dq=P, dk=P, x=F, cpart=F, **io),
+         dict(base, BC=16)),
+        ("gla v8 bwd_dg", G5._bwd_dg_v8_kernel, dict(x=F, cpart=F, dg=F, T=I),
+         dict(H=16, K=K, BT=64, BC=16)),
         ("ret fwd_h", RC._fwd_h_kernel, dict(k=P, v=P, g=F, sgb=I, sgt=I, sgh=I, gc=F, h=P,
                                              h0=F, ht=F, **io), dict(base, HAS_H0=True)),
         ("ret fwd_o", RC._fwd_o_kernel, dict(q=P, k=P, v=P, gc=F, h=P, o=P, **io), base),

@@ -112,10 +112,12 @@ TRITON_CASES = [(1, True), (15, False), (64, True), (65, False), (100, False), (
 TRITON_TOL = dict(o=1e-5, final_state=1e-5, dq=1e-5, dk=1e-5, dv=1e-5, dg=1e-4, dh0=1e-5)
 
 
-@pytest.fixture(params=["v1", "v2", "v4", "v5", "v6", "v7"])
+VARIANTS = ["v1", "v2", "v4", "v5", "v6", "v7", "v8"]
+
+
+@pytest.fixture(params=VARIANTS)
 def variant(request, monkeypatch):
-    """Chunk kernel variant (ops.VARIANT, normally from MIXZOO_GLA_VARIANT): every Triton
-    chunk test runs against both."""
+    """Chunk kernel variant (ops.VARIANT, normally from MIXZOO_GLA_VARIANT)."""
     from mixzoo.kernels.gla import ops
     monkeypatch.setattr(ops, "VARIANT", request.param)
     return request.param
@@ -129,7 +131,20 @@ def _public(fn, backend):
 
 @pytest.mark.parametrize("T, with_h0", TRITON_CASES)
 @pytest.mark.parametrize("strength", ["strong", "weak"])
-def test_triton_chunk_matches_recurrence(T, with_h0, strength, variant):
+def test_triton_chunk_matches_recurrence(T, with_h0, strength):
+    """The default variant on every case (the other variants: the next test)."""
+    _check_chunk_case(T, with_h0, strength)
+
+
+# per variant, three cases that reach every branch: one token (one partial sub-chunk),
+# a chunk plus one token (an empty-ish second chunk), and three chunks with padded rows
+@pytest.mark.parametrize("T, with_h0, strength", [(1, True, "strong"), (65, False, "strong"),
+                                                   (130, True, "weak")])
+def test_triton_chunk_variants_match_recurrence(T, with_h0, strength, variant):
+    _check_chunk_case(T, with_h0, strength)
+
+
+def _check_chunk_case(T, with_h0, strength):
     args = make_inputs(1, T, 1, 16, 32, strength, with_h0=with_h0, seed=T)
     ref = run_with_grads(gla_recurrent_ref, *args)
     out = run_with_grads(_public(gla, "triton"), *args)
@@ -169,7 +184,7 @@ def test_triton_fused_recurrent_matches_recurrence(T, with_h0):
         assert_close(r, x, TRITON_TOL[name], name)
 
 
-def test_triton_without_final_state_and_state_carry(variant):
+def test_triton_without_final_state_and_state_carry():
     """No final state requested: o alone back-propagates; two halves with the state
     carried give the one-pass output."""
     q, k, v, g, h0 = make_inputs(1, 40, 2, 16, 16, "weak", with_h0=True)
@@ -185,7 +200,7 @@ def test_triton_without_final_state_and_state_carry(variant):
     assert_close(o.detach(), torch.cat([o1, o2], dim=1), 1e-5, "carried state")
 
 
-def test_triton_fake_tensor_shapes(variant):
+def test_triton_fake_tensor_shapes():
     """register_fake gives the real op's shapes and dtypes (what torch.compile sees)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from mixzoo.kernels.gla.ops import gla_chunk_fwd_op
@@ -198,7 +213,7 @@ def test_triton_fake_tensor_shapes(variant):
         assert r.shape == f.shape and r.dtype == f.dtype
 
 
-def test_triton_torch_compile_fullgraph(variant):
+def test_triton_torch_compile_fullgraph():
     """The custom op traces under torch.compile without graph breaks, gradients included."""
     q, k, v, g, h0 = make_inputs(1, 20, 2, 16, 16, "weak", with_h0=True)
 

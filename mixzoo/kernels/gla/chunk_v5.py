@@ -279,6 +279,115 @@ def _bwd_inter_v5_kernel(
     tl.store(dk + p_tk, b_dk.to(dk.dtype.element_ty), mask=m_tk)
 
 
+# v8: inter and intra in one light per-sub-chunk program (inter at M = 16), dg after
+@autotuned(configs((64, 64, 4, 2), (32, 64, 4, 2), (64, 128, 8, 2)))
+@triton.jit
+def _bwd_dqk_v8_kernel(
+    q, k, v, gc, h, do, dh, dA,     # inputs (chunk.py)
+    dq, dk,                         # [B,T,H,K] out
+    x,                              # [B,T,H,K] fp32 out: q dq - k dk without the s == t terms
+    cpart,                          # [B,N,NS,H,K] fp32 out: this sub-chunk's part of dg's seed
+    scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+):
+    """dq, dk of sub-chunk i (BC rows) and one K block: inter-chunk products for its own
+    rows ([BC, BV] x [BV, BK] dots), intra-chunk terms (_intra_dqk), the s == t terms.
+    dg needs sums over the whole chunk, so this program leaves x = q dq - k dk and its
+    part of the seed, sum_s k_s dk_inter_s (+ e^(b_C) sum_v dh h for i = 0), to _bwd_dg_v8."""
+    i_k, i_c, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    NS: tl.constexpr = BT // BC
+    i_n, i_i = i_c // NS, i_c % NS
+    N = tl.cdiv(T, BT)
+    t0 = i_n * BT + i_i * BC
+    if t0 >= T:
+        return
+    base = (i_b * T * H + i_h).to(tl.int64)
+    # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
+    q += base * K
+    k += base * K
+    v += base * V
+    gc += base * K
+    do += base * V
+    dA += base * BT
+    dq += base * K
+    dk += base * K
+    x += base * K
+    o_c = tl.arange(0, BC)
+    o_k = i_k * BK + tl.arange(0, BK)
+    m_k = o_k < K
+    t_i = t0 + o_c
+    m_i = t_i < T
+    m_ik = m_i[:, None] & m_k[None, :]
+    p_i = t_i[:, None] * (H * K) + o_k[None, :]
+    b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
+    b_k = tl.load(k + p_i, mask=m_ik, other=0.).to(tl.float32)
+    b_g = tl.load(gc + p_i, mask=m_ik, other=0.)
+    b_last = tl.load(gc + (tl.minimum(i_n * BT + BT, T) - 1) * (H * K) + o_k, mask=m_k, other=0.)
+    p_h = ((i_b * N + i_n) * H + i_h).to(tl.int64) * K * V
+    b_dq = tl.zeros([BC, BK], dtype=tl.float32)
+    b_dk = tl.zeros([BC, BK], dtype=tl.float32)
+    b_hh = tl.zeros([BK], dtype=tl.float32)
+    for i_v in range(0, tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)
+        m_v = o_v < V
+        p_v = t_i[:, None] * (H * V) + o_v[None, :]
+        m_iv = m_i[:, None] & m_v[None, :]
+        b_do = tl.load(do + p_v, mask=m_iv, other=0.)
+        b_v = tl.load(v + p_v, mask=m_iv, other=0.)
+        p_T = o_k[None, :] * V + o_v[:, None]               # [BV,BK] (transposed state)
+        m_vk = m_v[:, None] & m_k[None, :]
+        b_hT = tl.load(h + p_h + p_T, mask=m_vk, other=0.)
+        b_dhT = tl.load(dh + p_h + p_T, mask=m_vk, other=0.)
+        b_dq += tl.dot(b_do.to(q.dtype.element_ty), b_hT.to(q.dtype.element_ty),
+                       input_precision=PREC)
+        b_dk += tl.dot(b_v.to(q.dtype.element_ty), b_dhT.to(q.dtype.element_ty),
+                       input_precision=PREC)
+        b_hh += tl.sum(b_dhT.to(tl.float32) * b_hT.to(tl.float32), axis=0)
+    b_dq = b_dq * tl.exp(b_g) * scale
+    b_dk = b_dk * tl.exp(tl.minimum(b_last[None, :] - b_g, 0.))
+    b_c = tl.sum(b_k * b_dk, axis=0) + tl.where(i_i == 0, b_hh * tl.exp(b_last), 0.)
+    tl.store(cpart + (((i_b * N + i_n) * NS + i_i) * H + i_h).to(tl.int64) * K + o_k, b_c,
+             mask=m_k)
+    b_dqi, b_dki = _intra_dqk(q, k, gc, dA, b_q, b_k, b_g, t0, i_n, i_i, o_k, m_k, T,
+                              H, K, BT, BC, BK, PREC)
+    b_dq += b_dqi * scale
+    b_dk += b_dki * scale
+    tl.store(x + p_i, tl.where(m_ik, b_q * b_dq - b_k * b_dk, 0.), mask=m_ik)
+    b_dAd = tl.load(dA + t_i * (H * BT) + i_i * BC + o_c, mask=m_i, other=0.) * scale  # dA[t, t]
+    tl.store(dq + p_i, (b_dq + b_dAd[:, None] * b_k).to(dq.dtype.element_ty), mask=m_ik)
+    tl.store(dk + p_i, (b_dk + b_dAd[:, None] * b_q).to(dk.dtype.element_ty), mask=m_ik)
+
+
+@autotuned(configs((64, 4, 1), (32, 4, 1), names=("BK",)), key=("K",))
+@triton.jit
+def _bwd_dg_v8_kernel(
+    x,                  # [B,T,H,K] fp32 q dq - k dk (without the s == t terms)
+    cpart,              # [B,N,NS,H,K] fp32 per-sub-chunk parts of the chunk's seed
+    dg,                 # [B,T,H,K] out
+    T, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+):
+    """dg_t = seed + sum_{u>=t in chunk} x_u, seed = the sum of the chunk's parts."""
+    i_k, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    NS: tl.constexpr = BT // BC
+    N = tl.cdiv(T, BT)
+    base = (i_b * T * H + i_h).to(tl.int64)
+    t = i_n * BT + tl.arange(0, BT)
+    o_k = i_k * BK + tl.arange(0, BK)
+    m_k = o_k < K
+    m_tk = (t[:, None] < T) & m_k[None, :]
+    p = base * K + t[:, None] * (H * K) + o_k[None, :]
+    b_x = tl.load(x + p, mask=m_tk, other=0.)
+    b_c = tl.zeros([BK], dtype=tl.float32)
+    for i in range(0, NS):                              # sub-chunks past T wrote nothing
+        m_c = m_k & ((o_k * 0 + i_n * BT + i * BC) < T)
+        b_c += tl.load(cpart + (((i_b * N + i_n) * NS + i) * H + i_h).to(tl.int64) * K + o_k,
+                       mask=m_c, other=0.)
+    b_dg = b_c[None, :] + tl.sum(b_x, axis=0)[None, :] - tl.cumsum(b_x, axis=0) + b_x
+    tl.store(dg + p, b_dg.to(dg.dtype.element_ty), mask=m_tk)
+
+
 # ----------------------------------------------------------------------------- launchers
 def gla_chunk_fwd_v5(q, k, v, g, h0, scale: float):
     """As chunk.gla_chunk_fwd: (o, final_state fp32, gc fp32, A fp32, h)."""
@@ -332,4 +441,28 @@ def gla_chunk_bwd_v5(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torc
     dg = torch.empty(B, T, H, K, device=q.device, dtype=g_dtype)
     _bwd_inter_v5_kernel[lambda m: (cdiv(K, m["BK"]), N, B * H)](
         q, k, v, gc, h, do, dh, dA, dqi, dki, dq, dk, dg, scale, T, H, K, V, BT=BT, PREC=prec)
+    return dq, dk, dv, dg, dh0
+
+
+def gla_chunk_bwd_v8(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torch.dtype):
+    """As chunk.gla_chunk_bwd, with dq/dk in one per-sub-chunk kernel and dg after it."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    N = cdiv(T, BT)
+    NS = BT // BC
+    prec = _dot_precision(q.dtype)
+    dh = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)
+    dh0 = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
+    _bwd_dh_v2_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
+        q, do, gc, dht, dh, dh0, scale, T, H, K, V, BT=BT, HAS_DHT=dht is not None, PREC=prec)
+    dA = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
+    dv = torch.empty_like(v)
+    _bwd_dv_kernel[(N, B * H)](k, v, gc, A, do, dh, dA, dv, T, H, K, V, BT=BT, PREC=prec)
+    dq, dk = torch.empty_like(q), torch.empty_like(k)
+    x = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
+    cpart = torch.empty(B, N, NS, H, K, device=q.device, dtype=torch.float32)
+    _bwd_dqk_v8_kernel[lambda m: (cdiv(K, m["BK"]), N * NS, B * H)](
+        q, k, v, gc, h, do, dh, dA, dq, dk, x, cpart, scale, T, H, K, V, BT=BT, BC=BC, PREC=prec)
+    dg = torch.empty(B, T, H, K, device=q.device, dtype=g_dtype)
+    _bwd_dg_v8_kernel[lambda m: (cdiv(K, m["BK"]), N, B * H)](x, cpart, dg, T, H, K, BT=BT, BC=BC)
     return dq, dk, dv, dg, dh0
