@@ -16,6 +16,13 @@ in that backbone at that size. The ratio column is
 always against the anchor: the first entry without options whose name does not start with
 "mixzoo_" (else the first such entry with options).
 
+Issue 7's comparison with the opt-in DeltaNet variants side by side (eager rows first):
+
+    python benchmarks/bench_vision.py --sizes 224 1024 --out vision.md --warmup 2 --iters 5 \
+        --models mixzoo_deltanet_vit_small_patch16_224 \
+        mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_CAST=once,MIXZOO_VISION_PATH=fused \
+        vit_small_patch16_224 vit_small_patch16_224@nomix
+
 For every image size and model: build the model at that resolution (`img_size=`, 1000
 classes, patch 16, so 196 / 1024 / 4096 tokens at 224 / 512 / 1024 px), then time one
 training step = forward + cross-entropy + backward (no optimizer step) on fresh random
