@@ -286,16 +286,19 @@ def test_deltanet_bidirectional_fast_path_equals_two_scan_definition(backend, d_
         assert_close(b, a, 1e-5, f"item {i}")
 
 
-def test_fused_vision_path_equals_the_mixer(monkeypatch):
+@pytest.mark.parametrize("extras", [True, False])
+def test_fused_vision_path_equals_the_mixer(extras, monkeypatch):
     """MIXZOO_VISION_PATH=fused (conv, delta rule and norm in one autograd.Function) against
     the mixer's own path on the same Triton kernels (interpreter, fp32): output and every
-    input/parameter grad, with in_proj bias and the output gate; T=11 is not a multiple of
-    the chunk."""
+    input/parameter grad, plain and with in_proj bias, output gate and beta in (0,2); T=11
+    is not a multiple of the chunk."""
     torch.manual_seed(0)
-    spec = {"type": "deltanet", "backend": "triton", "use_output_gate": True}
-    attn = timm_attn(spec)(32, num_heads=2, qkv_bias=True, proj_bias=True)
-    with torch.no_grad():
-        attn.mixer.in_proj.bias.normal_()
+    spec = {"type": "deltanet", "backend": "triton", "use_output_gate": extras,
+            "allow_neg_eigval": extras}
+    attn = timm_attn(spec)(32, num_heads=2, qkv_bias=extras, proj_bias=extras)
+    if extras:
+        with torch.no_grad():
+            attn.mixer.in_proj.bias.normal_()
     x = torch.randn(2, 11, 32)
     dy = torch.randn(2, 11, 32)
     params = list(attn.parameters())

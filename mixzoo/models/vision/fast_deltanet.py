@@ -15,8 +15,9 @@ same arguments and the same saved tensors, through ONE torch.autograd.Function p
               (prep + state pass) -> output RMSNorm combining the two directions
     backward: RMSNorm backward -> delta-rule chunk backward -> conv backward
 
-so it computes the same values as the mixer (tested equal: output and every gradient). The
-projections, beta and the output gate stay plain torch ops, as in the mixer.
+so it computes the same values as the mixer (tested equal: output and every gradient). beta
+for both directions (sigmoid, flip, concatenation) is built inside the Function too; the
+projections and the output gate stay plain torch ops, as in the mixer.
 
 It applies only where the mixer itself would run exactly these kernels: a bidirectional
 DeltaNet (causal=False) with its short conv, the Triton backend, no carried state, half or
@@ -40,16 +41,19 @@ _SILU = ACT_CODES["silu"]
 
 
 class _BidirScan(torch.autograd.Function):
-    """qkv [B,T,2HK+HV] -> o_norm(scan(fwd) + flip(scan(rev))) [B,T,H,V]; see the module
-    docstring. beta [2B,T,H] (rows B.. for the reversed sequence), conv_w [2HK+HV, W],
-    norm_w [V]."""
+    """qkv [B,T,2HK+HV], beta logits [B,T,H] -> o_norm(scan(fwd) + flip(scan(rev)))
+    [B,T,H,V]; see the module docstring. conv_w [2HK+HV, W], norm_w [V]. beta =
+    sigmoid(logits) (times 2 with neg_eig) is built here for both directions ([2B,T,H], rows
+    B.. reversed in time), so its flip, concatenation and sigmoid add no autograd nodes."""
 
     @staticmethod
-    def forward(ctx, qkv, conv_w, beta, norm_w, heads: int, k_dim: int, v_dim: int,
-                eps: float):
+    def forward(ctx, qkv, conv_w, b_logit, norm_w, heads: int, k_dim: int, v_dim: int,
+                eps: float, neg_eig: bool):
         B, T, _ = qkv.shape
         H, K, V = heads, k_dim, v_dim
         save = any(ctx.needs_input_grad[:4])
+        sig = torch.sigmoid(torch.cat([b_logit, b_logit.flip(dims=[1])], dim=0))  # [2B,T,H]
+        beta = 2.0 * sig if neg_eig else sig
         variant = conv_ops.current_variant("bidirectional")
         q, k, v = conv_ops._fwd_impl(variant)(qkv, conv_w, None, None, _SILU, True,
                                               bidir=True, splits=[H * K, H * K, H * V])
@@ -60,13 +64,14 @@ class _BidirScan(torch.autograd.Function):
         o, _, vn, tinv, hbuf = chunk_fwd(q, k, v, beta, scale, None, False, True, save)
         y, rstd = rmsnorm_fwd(o, norm_w, eps, True)  # [B,T,H,V]
         if save:
-            ctx.save_for_backward(qkv, conv_w, q, k, v, beta, vn, tinv, hbuf, o, norm_w, rstd)
-            ctx.variant, ctx.scale = variant, scale
+            ctx.save_for_backward(qkv, conv_w, q, k, v, sig, beta, vn, tinv, hbuf, o, norm_w,
+                                  rstd)
+            ctx.variant, ctx.scale, ctx.neg_eig = variant, scale, neg_eig
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        qkv, conv_w, q, k, v, beta, vn, tinv, hbuf, o, norm_w, rstd = ctx.saved_tensors
+        qkv, conv_w, q, k, v, sig, beta, vn, tinv, hbuf, o, norm_w, rstd = ctx.saved_tensors
         do, dnorm_w = rmsnorm_bwd(dy, o, norm_w, rstd, True)  # [2B,T,H,V], [V]
         dq, dk, dv, dbeta, _ = chunk_bwd(q, k, v, beta, ctx.scale, None, True, vn, tinv,
                                          hbuf, do, None)
@@ -74,7 +79,11 @@ class _BidirScan(torch.autograd.Function):
         dys = [dq.view(B2, T, -1), dk.view(B2, T, -1), dv.view(B2, T, -1)]  # [2B,T,*]
         dqkv, dconv_w, _ = conv_ops._bwd_impl(ctx.variant)(dys, qkv, conv_w, None, None,
                                                            _SILU, True, bidir=True)
-        return dqkv, dconv_w, dbeta, dnorm_w, None, None, None, None
+        if ctx.neg_eig:
+            dbeta = 2.0 * dbeta
+        dz = torch.ops.aten.sigmoid_backward(dbeta, sig)  # [2B,T,H]
+        db_logit = dz[:B2 // 2] + dz[B2 // 2:].flip(dims=[1])  # [B,T,H], both directions
+        return dqkv, dconv_w, db_logit, dnorm_w, None, None, None, None, None
 
 
 def fused_mixer(m) -> bool:
@@ -106,11 +115,8 @@ def fused_forward(m: DeltaNetMixer, x: torch.Tensor) -> torch.Tensor:
         [m.qkv_dim, m.H])
     qkv = F.linear(x, w_qkv, b_qkv)  # [B,T,qkv_dim]
     b_logit = F.linear(x, w_b, b_b)  # [B,T,H]
-    beta = torch.sigmoid(torch.cat([b_logit, b_logit.flip(dims=[1])], dim=0))  # [2B,T,H]
-    if m.config.allow_neg_eigval:
-        beta = 2.0 * beta
-    o = _BidirScan.apply(qkv, m.conv_weight, beta, m.o_norm.weight, m.H, m.K, m.V,
-                         float(m.o_norm.eps))  # [B,T,H,V]
+    o = _BidirScan.apply(qkv, m.conv_weight, b_logit, m.o_norm.weight, m.H, m.K, m.V,
+                         float(m.o_norm.eps), m.config.allow_neg_eigval)  # [B,T,H,V]
     if m.g_proj is not None:
         o = o * F.silu(m.g_proj(x)).reshape(B, T, m.H, m.V)  # [B,T,H,V]
     return m.o_proj(o.reshape(B, T, m.H * m.V))  # [B,T,D]
