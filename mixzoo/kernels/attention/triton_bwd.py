@@ -52,9 +52,10 @@ _DKDV_OPTS = [(64, 32, 8, 3), (128, 32, 8, 2), (128, 64, 8, 2), (64, 32, 4, 3), 
 _ATOMIC_OPTS = [(64, 32, 8, 3), (128, 32, 8, 2), (128, 32, 8, 3), (128, 64, 8, 2),
                 (64, 64, 4, 3), (64, 32, 4, 2)]
 _DQ_OPTS = [(128, 32, 8, 2), (128, 64, 8, 2), (64, 32, 4, 3), (64, 64, 4, 3)]
-# TMA dq: also 128/32/8w capped at 128 registers (122 used, no stack, 98 KB shared: two
-# programs per SM)
-_DQ_TMA_OPTS = _DQ_OPTS + [(128, 32, 8, 2, 128)]
+# TMA dq: 128/32/8w capped at 128 registers (122 used, no stack, 98 KB shared: two
+# programs per SM); 128/32 and 128/64 at 8 warps uncapped crashed ptxas (Triton 3.6, GPU
+# calls 10-11)
+_DQ_TMA_OPTS = [(64, 32, 4, 3), (64, 64, 4, 3), (128, 32, 8, 2, 128)]
 # variants "split2" / "dqdelta2": more candidates (host builds: dkdv 128/32/8w s3 no stack
 # 115 KB; 64/32/4w s2 48 B stack, 66 KB; dq 128/32/8w capped at 128 registers 32 B stack,
 # two programs per SM; 64/32/4w s2 no stack, 66 KB, three per SM; 128/64/8w s3 no stack)
