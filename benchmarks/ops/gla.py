@@ -53,7 +53,7 @@ def _variant(name: str):
 
 
 # chunk variants timed side by side as mixzoo_<variant> (README "Kernel variants")
-VARIANTS = ("v1", "v2", "v4", "v5", "v6", "v7", "v8")
+VARIANTS = ("v1", "v2", "v4", "v5", "v6", "v7", "v8", "v9")
 
 
 def _fla_chunk(x):
@@ -167,6 +167,8 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
         ("gla v5 bwd_inter", G5._bwd_inter_v5_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P,
                                                           dA=F, dqi=F, dki=F, dq=P, dk=P, dg=F,
                                                           **io), base),
+        ("gla v9 fwd_Ao", G5._fwd_Ao_v9_kernel, dict(q=P, k=P, v=P, gc=F, h=P, A=F, o=P, **io),
+         dict(base, BC=16)),
         ("gla v8 bwd_dqk", G5._bwd_dqk_v8_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P,
                                                       dA=F, dq=P, dk=P, x=F, cpart=F, **io),
          dict(base, BC=16)),

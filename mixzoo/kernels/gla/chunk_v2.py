@@ -130,14 +130,28 @@ def _diag_scores(
         p_i = t_i[:, None] * (H * K) + o_k[None, :]
         b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
         b_g = tl.load(gc + p_i, mask=m_ik, other=0.)
-        for j in range(0, BC):
-            m_j = m_k & ((o_k * 0 + t0 + j) < T)
-            b_kj = tl.load(k + (t0 + j) * (H * K) + o_k, mask=m_j, other=0.).to(tl.float32)
-            b_gj = tl.load(gc + (t0 + j) * (H * K) + o_k, mask=m_j, other=0.)
-            b_a = tl.sum(b_q * b_kj[None, :] * tl.exp(-tl.abs(b_g - b_gj[None, :])), axis=1)
-            b_A += tl.where(o_c[None, :] == j, b_a[:, None], 0.)
+        b_A += _diag_part(k, gc, b_q, b_g, t0, o_k, m_k, T, H, K, BC)
     b_A = tl.where(o_c[:, None] >= o_c[None, :], b_A * scale, 0.)
     tl.store(p_A, b_A, mask=m_i[:, None])
+
+
+@triton.jit
+def _diag_part(
+    k, gc,              # pointers to token 0 of this (b, h) in [B,T,H,K] k, gc
+    b_q, b_g,           # [BC, BK] fp32 q and gc of the block's rows for one K block
+    t0, o_k, m_k, T, H: tl.constexpr, K: tl.constexpr, BC: tl.constexpr,
+):
+    """One K block's share of a diagonal block, unscaled and unmasked: column j is
+    sum_k q_t k_(t0+j) e^(-|b_t - b_(t0+j)|), row t0 + j of k and gc read as vectors."""
+    o_c = tl.arange(0, BC)
+    b_A = tl.zeros([BC, BC], dtype=tl.float32)
+    for j in range(0, BC):
+        m_j = m_k & ((o_k * 0 + t0 + j) < T)
+        b_kj = tl.load(k + (t0 + j) * (H * K) + o_k, mask=m_j, other=0.).to(tl.float32)
+        b_gj = tl.load(gc + (t0 + j) * (H * K) + o_k, mask=m_j, other=0.)
+        b_a = tl.sum(b_q * b_kj[None, :] * tl.exp(-tl.abs(b_g - b_gj[None, :])), axis=1)
+        b_A += tl.where(o_c[None, :] == j, b_a[:, None], 0.)
+    return b_A
 
 
 # [64,64] fp32 score tile + [64,BK] q/k/gc tiles; sm_90 report in the README
