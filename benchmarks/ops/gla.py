@@ -109,8 +109,9 @@ def _breakdown(shape: dict) -> None:
     x = make_inputs(shape, torch.bfloat16, "cuda")
     do = torch.randn_like(x["v"])
     for v in VARIANTS:
-        print(f"breakdown {NAME} {shape}, ours variant {v}" + (" (default)" if v == ops.VARIANT else "")
-              + ", 5 fwd+bwd:\n" + kernel_table(_variant(v), x, do, iters=5))
+        tag = " (default)" if v == ops.VARIANT else ""
+        print(f"breakdown {NAME} {shape}, ours variant {v}{tag}, 5 fwd+bwd:\n"
+              + kernel_table(_variant(v), x, do, iters=5))
     if chunk_gla is not None:
         print("fla chunk_gla, 5 fwd+bwd:\n" + kernel_table(_fla_chunk, x, do, iters=5))
 
@@ -144,6 +145,8 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
                                                 ht=F, dq=P, dk=P, dg=F, **io),
          dict(base, BC=16)),
         ("gla v2 fwd_gc", G2._fwd_gc_kernel, dict(g=P, gc=F, T=I), dict(H=16, K=K, BT=64)),
+        ("gla v5 bwd_dv", G2._bwd_dv_v2_kernel,
+         dict(k=P, v=P, gc=F, A=F, do=P, dh=P, dA=F, dv=P, T=I), base),
         ("gla v2 fwd_h", G2._fwd_h_v2_kernel, dict(k=P, v=P, gc=F, h=P, h0=F, ht=F, T=I),
          dict(base, HAS_H0=True)),
         ("gla v2 bwd_dh", G2._bwd_dh_v2_kernel, dict(q=P, do=P, gc=F, dht=F, dh=P, dh0=F, **io),
@@ -162,7 +165,8 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
          dict(base, BC=16)),
         ("gla v5 fwd_A", G5._fwd_A_v5_kernel, dict(q=P, k=P, gc=F, A=F, **io),
          dict(H=16, K=K, BT=64, BC=16, PREC=base["PREC"])),
-        ("gla v5 bwd_intra", G5._bwd_intra_v5_kernel, dict(q=P, k=P, gc=F, dA=F, dqi=F, dki=F, **io),
+        ("gla v5 bwd_intra", G5._bwd_intra_v5_kernel,
+         dict(q=P, k=P, gc=F, dA=F, dqi=F, dki=F, **io),
          dict(H=16, K=K, BT=64, BC=16, PREC=base["PREC"])),
         ("gla v5 bwd_inter", G5._bwd_inter_v5_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P,
                                                           dA=F, dqi=F, dki=F, dq=P, dk=P, dg=F,

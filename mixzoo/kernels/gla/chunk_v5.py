@@ -32,9 +32,10 @@ import triton.language as tl
 
 from mixzoo.kernels._common import cdiv
 
-from .chunk import BC, BT, _bwd_dv_kernel, _dot_precision, autotuned, configs
-from .chunk_v2 import (_bwd_dh_v2_kernel, _diag_part, _diag_scores, _fwd_gc_kernel,
-                       _fwd_h_v2_kernel, _fwd_o_v2_kernel, gla_chunk_fwd_v2, gla_chunk_fwd_v4)
+from .chunk import BC, BT, _dot_precision, autotuned, configs
+from .chunk_v2 import (_bwd_dh_v2_kernel, _bwd_dv_v2_kernel, _diag_part, _diag_scores,
+                       _fwd_gc_kernel, _fwd_h_v2_kernel, _fwd_o_v2_kernel, gla_chunk_fwd_v2,
+                       gla_chunk_fwd_v4)
 
 
 # ----------------------------------------------------------------------------- forward
@@ -518,7 +519,7 @@ def gla_chunk_bwd_v5(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torc
         q, do, gc, dht, dh, dh0, scale, T, H, K, V, BT=BT, HAS_DHT=dht is not None, PREC=prec)
     dA = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
     dv = torch.empty_like(v)
-    _bwd_dv_kernel[(N, B * H)](k, v, gc, A, do, dh, dA, dv, T, H, K, V, BT=BT, PREC=prec)
+    _bwd_dv_v2_kernel[(N, B * H)](k, v, gc, A, do, dh, dA, dv, T, H, K, V, BT=BT, PREC=prec)
     dqi = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
     dki = torch.empty_like(dqi)
     _bwd_intra_v5_kernel[lambda m: (cdiv(K, m["BK"]), N * (BT // BC), B * H)](
@@ -543,7 +544,7 @@ def gla_chunk_bwd_v8(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torc
         q, do, gc, dht, dh, dh0, scale, T, H, K, V, BT=BT, HAS_DHT=dht is not None, PREC=prec)
     dA = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
     dv = torch.empty_like(v)
-    _bwd_dv_kernel[(N, B * H)](k, v, gc, A, do, dh, dA, dv, T, H, K, V, BT=BT, PREC=prec)
+    _bwd_dv_v2_kernel[(N, B * H)](k, v, gc, A, do, dh, dA, dv, T, H, K, V, BT=BT, PREC=prec)
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     x = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
     cpart = torch.empty(B, N, NS, H, K, device=q.device, dtype=torch.float32)

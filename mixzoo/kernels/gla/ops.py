@@ -16,9 +16,10 @@ score kernel; "v5" = chunk_v5.py's per-sub-chunk intra kernels and split backwar
 "v6" = v4's forward with v5's backward; "v7" = v6 with the fused forward's diagonal
 blocks per sub-chunk; "v8" = v4's forward with a backward whose dq/dk kernel runs per
 sub-chunk, inter-chunk products included, and a separate dg pass; "v9" = v8 with a
-forward whose scores and output run in one per-sub-chunk kernel (README "Kernel variants"). The forward reads it when called and
-the backward uses the forward's choice, so a benchmark can time every variant in one
-process by setting `ops.VARIANT` around its calls.
+forward whose scores and output run in one per-sub-chunk kernel (README "Kernel
+variants"). The forward reads it when called and the backward uses the forward's
+choice, so a benchmark can time every variant in one process by setting `ops.VARIANT`
+around its calls.
 """
 from __future__ import annotations
 
@@ -36,17 +37,20 @@ from .chunk_v5 import (gla_chunk_bwd_v5, gla_chunk_bwd_v8, gla_chunk_fwd_v5, gla
                        gla_chunk_fwd_v7, gla_chunk_fwd_v9)
 from .recurrent import fused_recurrent_bwd, fused_recurrent_fwd
 
-_CHUNK_VARIANTS = {"v1": (gla_chunk_fwd, gla_chunk_bwd), "v2": (gla_chunk_fwd_v2, gla_chunk_bwd_v2),
-                   "v4": (gla_chunk_fwd_v4, gla_chunk_bwd_v2),
-                   "v5": (gla_chunk_fwd_v5, gla_chunk_bwd_v5), "v6": (gla_chunk_fwd_v6, gla_chunk_bwd_v5),
-                   "v7": (gla_chunk_fwd_v7, gla_chunk_bwd_v5), "v8": (gla_chunk_fwd_v4, gla_chunk_bwd_v8),
-                   "v9": (gla_chunk_fwd_v9, gla_chunk_bwd_v8)}
+# variant -> (forward, backward)
+_CHUNK_VARIANTS = {
+    "v1": (gla_chunk_fwd, gla_chunk_bwd), "v2": (gla_chunk_fwd_v2, gla_chunk_bwd_v2),
+    "v4": (gla_chunk_fwd_v4, gla_chunk_bwd_v2), "v5": (gla_chunk_fwd_v5, gla_chunk_bwd_v5),
+    "v6": (gla_chunk_fwd_v6, gla_chunk_bwd_v5), "v7": (gla_chunk_fwd_v7, gla_chunk_bwd_v5),
+    "v8": (gla_chunk_fwd_v4, gla_chunk_bwd_v8), "v9": (gla_chunk_fwd_v9, gla_chunk_bwd_v8),
+}
 VARIANT = os.environ.get("MIXZOO_GLA_VARIANT", "v4")
 
 
 def _variant(name: str) -> tuple:
     if name not in _CHUNK_VARIANTS:
-        raise ValueError(f"MIXZOO_GLA_VARIANT={name!r}: expected one of {sorted(_CHUNK_VARIANTS)}")
+        raise ValueError(f"MIXZOO_GLA_VARIANT={name!r}: expected one of "
+                         f"{sorted(_CHUNK_VARIANTS)}")
     return _CHUNK_VARIANTS[name]
 
 
