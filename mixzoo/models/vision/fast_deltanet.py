@@ -3,8 +3,10 @@ with MIXZOO_VISION_PATH=fused (adapter.py; imported only then, as it needs Trito
 
 At ViT sizes (196 tokens, batch 128) one DeltaNet layer's GPU work is a few hundred
 microseconds per kernel, and a training step's host side (Python, dispatch, launches) is
-as long as its GPU side: on the H100 host, timm's own ViT-S step was host-bound at 224 px
-(session 3 call 11: 38.2 ms of host time for a 38.1 ms step). The mixer's default path calls
+as long as its GPU side: on the H100 host the DeltaNet ViT-S step took exactly its host time
+at 224 and 1024 px (session 3 calls 12-13: 72.9 ms host for a 72.8 ms step at 224 px, while
+its kernels add up to ~55 ms at 1024 px), and timm's own ViT-S step was host-bound at 224 px
+too (call 11: 38.2 ms host for a 38.1 ms step). The mixer's default path calls
 three custom ops per layer (`short_conv_bidir_fwd`, `delta_rule_chunk_fwd`, `rms_norm_fwd`,
 each with a backward op); torch.library's eager dispatch (schema defaults, pytree, the
 autograd wrapper, redispatch, dynamo-disable wrappers) costs ~0.1-0.2 ms of host time per op
