@@ -135,12 +135,12 @@ def test_kernel_variants_agree_with_reference(B, T, H, K, V, gate, dtype, monkey
     from mixzoo.kernels.gla import ops
     args = _inputs(B, T, H, K, V, gate, dtype, seed=T)
     errs = {}
-    for variant in ("v1", "v5", "v6", "v7", "v8", "v9"):
+    for variant in ("v1", "v6", "v10"):
         monkeypatch.setattr(ops, "VARIANT", variant)
         errs[variant] = _errors(f"{variant} {str(dtype)[6:]} T{T} K{K} V{V} {gate}", args,
                                 use_fla=False)
     tol = 1e-5 if dtype == torch.float32 else 1e-2
-    for variant in ("v5", "v6", "v7", "v8", "v9"):
+    for variant in ("v6", "v10"):
         for name, (e, _) in errs[variant].items():
             assert e < tol, f"{variant} {name}: {e:.2e}"
             assert e <= 1.2 * errs["v1"][name][0] + 1e-4, f"{variant} {name}: {e:.2e} vs v1"

@@ -32,10 +32,10 @@ import triton.language as tl
 
 from mixzoo.kernels._common import cdiv
 
-from .chunk import BC, BT, _dot_precision, autotuned, configs
-from .chunk_v2 import (_bwd_dh_v2_kernel, _bwd_dv_v2_kernel, _diag_part, _diag_scores,
-                       _fwd_gc_kernel, _fwd_h_v2_kernel, _fwd_o_v2_kernel, gla_chunk_fwd_v2,
-                       gla_chunk_fwd_v4)
+from .chunk import BC, BT, _dot_precision, _fwd_h_kernel, autotuned, configs
+from .chunk_v2 import (V2_STATE_CONFIGS, _bwd_dh_v2_kernel, _bwd_dv_v2_kernel, _diag_part,
+                       _diag_scores, _fwd_A_v2_kernel, _fwd_gc_kernel, _fwd_h_v2_kernel,
+                       _fwd_o_v2_kernel, _pow2, gla_chunk_fwd_v2, gla_chunk_fwd_v4)
 
 
 # ----------------------------------------------------------------------------- forward
@@ -571,4 +571,27 @@ def gla_chunk_fwd_v9(q, k, v, g, h0, scale: float):
     o = torch.empty_like(v)
     _fwd_Ao_v9_kernel[lambda m: (cdiv(V, m["BV"]), N * (BT // BC), B * H)](
         q, k, v, gc, h, A, o, scale, T, H, K, V, BT=BT, BC=BC, PREC=prec)
+    return o, ht, gc, A, h
+
+
+# v1's state pass (it forms gc itself on every step) offered the v2 state configs
+_fwd_h_gc_kernel = autotuned(V2_STATE_CONFIGS)(_fwd_h_kernel.fn)
+
+
+def gla_chunk_fwd_v10(q, k, v, g, h0, scale: float):
+    """v4's forward without the separate cumsum pass: the state pass makes gc (v1's
+    kernel, v2's configs), then v4's fused scores + output kernel."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    N = cdiv(T, BT)
+    prec = _dot_precision(q.dtype)
+    gc = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
+    h = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)
+    ht = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
+    _fwd_h_gc_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
+        k, v, g, gc, h, h0, ht, T, H, K, V, BT=BT, HAS_H0=h0 is not None, PREC=prec)
+    A = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
+    o = torch.empty_like(v)
+    _fwd_A_v2_kernel[(N, B * H)](q, k, gc, A, v, h, o, scale, T, H, K, V, BT=BT, BC=BC,
+                                 BV=min(128, _pow2(V)), PREC=prec, WITH_O=True, DIAG_SUB=False)
     return o, ht, gc, A, h

@@ -9,17 +9,18 @@ The forward ops also return what the backward reuses (chunk-local cumulative gat
 intra-chunk scores, per-chunk states), so nothing is recomputed.
 
 Kernel variant of the chunk ops: `VARIANT`, from the environment variable
-MIXZOO_GLA_VARIANT (default v4, the fastest measured: call 10 on the H100, fwd 1.44x and
-fwd+bwd 1.21x v1 at B4 T4096 H16 D128, errors at or below v1's). "v1" = chunk.py;
-"v2" = chunk_v2.py's whole-chunk intra kernels; "v4" = v2 with the output inside the
-score kernel; "v5" = chunk_v5.py's per-sub-chunk intra kernels and split backward;
-"v6" = v4's forward with v5's backward; "v7" = v6 with the fused forward's diagonal
-blocks per sub-chunk; "v8" = v4's forward with a backward whose dq/dk kernel runs per
-sub-chunk, inter-chunk products included, and a separate dg pass; "v9" = v8 with a
-forward whose scores and output run in one per-sub-chunk kernel (README "Kernel
-variants"). The forward reads it when called and the backward uses the forward's
-choice, so a benchmark can time every variant in one process by setting `ops.VARIANT`
-around its calls.
+MIXZOO_GLA_VARIANT (default v6, the fastest measured: call 13 on the H100 at B4 T4096
+H16 D128, fwd 0.882 / fwd+bwd 2.867 ms against v1's 1.240 / 4.450 and fla's 0.823 /
+3.472, errors at or below v1's). "v1" = chunk.py; "v2" = chunk_v2.py's whole-chunk intra
+kernels; "v4" = v2 with the output inside the score kernel; "v5" = chunk_v5.py's
+per-sub-chunk intra kernels and split backward; "v6" = v4's forward with v5's backward;
+"v7" = v6 with the fused forward's diagonal blocks per sub-chunk; "v8" = v4's forward
+with a backward whose dq/dk kernel runs per sub-chunk, inter-chunk products included,
+and a separate dg pass; "v9" = v8 with a forward whose scores and output run in one
+per-sub-chunk kernel; "v10" = v6 with the gate cumsum inside the state pass instead of
+its own kernel (README "Kernel variants"). The forward reads it when called and the
+backward uses the forward's choice, so a benchmark can time every variant in one
+process by setting `ops.VARIANT` around its calls.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from mixzoo.kernels._common import cdiv
 from .chunk import BT, gla_chunk_bwd, gla_chunk_fwd
 from .chunk_v2 import gla_chunk_bwd_v2, gla_chunk_fwd_v2, gla_chunk_fwd_v4
 from .chunk_v5 import (gla_chunk_bwd_v5, gla_chunk_bwd_v8, gla_chunk_fwd_v5, gla_chunk_fwd_v6,
-                       gla_chunk_fwd_v7, gla_chunk_fwd_v9)
+                       gla_chunk_fwd_v7, gla_chunk_fwd_v9, gla_chunk_fwd_v10)
 from .recurrent import fused_recurrent_bwd, fused_recurrent_fwd
 
 # variant -> (forward, backward)
@@ -43,8 +44,9 @@ _CHUNK_VARIANTS = {
     "v4": (gla_chunk_fwd_v4, gla_chunk_bwd_v2), "v5": (gla_chunk_fwd_v5, gla_chunk_bwd_v5),
     "v6": (gla_chunk_fwd_v6, gla_chunk_bwd_v5), "v7": (gla_chunk_fwd_v7, gla_chunk_bwd_v5),
     "v8": (gla_chunk_fwd_v4, gla_chunk_bwd_v8), "v9": (gla_chunk_fwd_v9, gla_chunk_bwd_v8),
+    "v10": (gla_chunk_fwd_v10, gla_chunk_bwd_v5),
 }
-VARIANT = os.environ.get("MIXZOO_GLA_VARIANT", "v4")
+VARIANT = os.environ.get("MIXZOO_GLA_VARIANT", "v6")
 
 
 def _variant(name: str) -> tuple:
