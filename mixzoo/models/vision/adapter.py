@@ -195,7 +195,7 @@ class MixerAttention(nn.Module):
         if y is None:
             y, _ = self.mixer(h)                                      # [B,N,D]
         y = unpermute(y, order, self.grid_size, prefix or 0)        # [B,N,D] timm order
-        return self.proj_drop(y)
+        return self.proj_drop(y) if self.proj_drop.p else y           # p=0: skip the call
 
     def extra_repr(self) -> str:
         return (f"scan={self.scan_order!r}, qkv_bias={self.qkv_bias}, "

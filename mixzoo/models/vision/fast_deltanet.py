@@ -121,4 +121,4 @@ def fused_forward(m: DeltaNetMixer, x: torch.Tensor) -> torch.Tensor:
                          float(m.o_norm.eps), m.config.allow_neg_eigval)  # [B,T,H,V]
     if m.g_proj is not None:
         o = o * F.silu(m.g_proj(x)).reshape(B, T, m.H, m.V)  # [B,T,H,V]
-    return m.o_proj(o.reshape(B, T, m.H * m.V))  # [B,T,D]
+    return F.linear(o.reshape(B, T, m.H * m.V), m.o_proj.weight, m.o_proj.bias)  # [B,T,D]
