@@ -322,12 +322,12 @@ def test_fused_backward_prune_through_the_autotuner(monkeypatch):
 
 
 def test_chunk_fits_the_h100_limits():
-    """On CUDA, delta_rule runs the chunk kernels only where their tiles were checked to fit
-    (half precision up to head dim 128, fp32 up to 64); beyond, the fused recurrent kernels."""
+    """On CUDA, delta_rule runs the chunk kernels only where they were checked on the H100
+    (half precision up to head dim 128); beyond, the fused recurrent kernels."""
     from mixzoo.kernels.delta_rule import params
     assert params.chunk_fits(torch.bfloat16, 128, 128)
     assert not params.chunk_fits(torch.bfloat16, 256, 64)
-    assert params.chunk_fits(torch.float32, 64, 64)
-    assert not params.chunk_fits(torch.float32, 128, 128)
+    assert params.chunk_fits(torch.float16, 64, 128)
+    assert not params.chunk_fits(torch.float32, 64, 64)
     assert params.state_bv(16, 128, backward=True, half=False) == 32
     assert params.state_bv(16, 128, backward=True) == 64

@@ -100,9 +100,11 @@ def state_bv(BH: int, BVfull: int, backward: bool = False, half: bool = True) ->
 
 
 def chunk_fits(dtype: torch.dtype, K: int, V: int) -> bool:
-    """Whether the chunk kernels' tiles fit an H100's shared memory at the pipeline depths
-    checked right on it: head dims up to 128 in half precision, up to 64 in fp32. Beyond,
-    `delta_rule` on CUDA runs the fused recurrent kernels (registers only; exact, slower).
-    Three stages of [64,256] tiles need 320 KB, two 278 KB, and one stage miscompiled."""
-    limit = 64 if dtype == torch.float32 else 128
-    return K <= limit and V <= limit
+    """Whether `delta_rule` on CUDA runs the chunk kernels: half-precision inputs with head
+    dims up to 128. Beyond, it runs the fused recurrent kernels (registers only; exact,
+    slower). Head dim 256: the sequential passes need 320 KB of shared memory at three
+    pipeline stages and 278 KB at two (an H100 has 227 KB), and one stage miscompiled. fp32:
+    the fused backward's first candidate needed 280 KB with the in-kernel L2 norm (GPU call
+    13), another candidate faulted (call 10). `delta_rule_triton(algo="chunk")` still runs
+    the chunk kernels in fp32 (tested on the H100 at head dim 64 without the L2 norm)."""
+    return dtype != torch.float32 and K <= 128 and V <= 128
