@@ -576,11 +576,16 @@ def gla_chunk_fwd_v9(q, k, v, g, h0, scale: float):
 
 # v1's state pass (it forms gc itself on every step) offered the v2 state configs
 _fwd_h_gc_kernel = autotuned(V2_STATE_CONFIGS)(_fwd_h_kernel.fn)
+# v4's fused scores + output kernel offered 16-warp and BK 16 tiles too (sm_90, WITH_O:
+# 113 / 127 / 184 / 161 registers besides v4's three; no spills)
+_fwd_Ao_v10_kernel = autotuned(
+    configs((64, 8, 2), (32, 8, 1), (32, 16, 1), (64, 16, 2), (32, 8, 2), (16, 8, 2),
+            names=("BK",)), key=("K", "V", "WITH_O", "DIAG_SUB"))(_fwd_A_v2_kernel.fn)
 
 
 def gla_chunk_fwd_v10(q, k, v, g, h0, scale: float):
     """v4's forward without the separate cumsum pass: the state pass makes gc (v1's
-    kernel, v2's configs), then v4's fused scores + output kernel."""
+    kernel, v2's configs), then v4's fused scores + output kernel (more configs)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = cdiv(T, BT)
@@ -592,6 +597,6 @@ def gla_chunk_fwd_v10(q, k, v, g, h0, scale: float):
         k, v, g, gc, h, h0, ht, T, H, K, V, BT=BT, HAS_H0=h0 is not None, PREC=prec)
     A = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
     o = torch.empty_like(v)
-    _fwd_A_v2_kernel[(N, B * H)](q, k, gc, A, v, h, o, scale, T, H, K, V, BT=BT, BC=BC,
-                                 BV=min(128, _pow2(V)), PREC=prec, WITH_O=True, DIAG_SUB=False)
+    _fwd_Ao_v10_kernel[(N, B * H)](q, k, gc, A, v, h, o, scale, T, H, K, V, BT=BT, BC=BC,
+                                   BV=min(128, _pow2(V)), PREC=prec, WITH_O=True, DIAG_SUB=False)
     return o, ht, gc, A, h

@@ -18,9 +18,10 @@ per-sub-chunk intra kernels and split backward; "v6" = v4's forward with v5's ba
 with a backward whose dq/dk kernel runs per sub-chunk, inter-chunk products included,
 and a separate dg pass; "v9" = v8 with a forward whose scores and output run in one
 per-sub-chunk kernel; "v10" = v6 with the gate cumsum inside the state pass instead of
-its own kernel (README "Kernel variants"). The forward reads it when called and the
-backward uses the forward's choice, so a benchmark can time every variant in one
-process by setting `ops.VARIANT` around its calls.
+its own kernel and more configs for the fused forward kernel (README "Kernel
+variants"). The forward reads it when called and the backward uses the forward's
+choice, so a benchmark can time every variant in one process by setting `ops.VARIANT`
+around its calls.
 """
 from __future__ import annotations
 
