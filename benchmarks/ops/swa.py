@@ -71,13 +71,12 @@ def _variant(fwd: str, bwd: str):
 # 4-8 candidates on its first call, so the default rows are the most telling ones;
 # MIXZOO_BENCH_VARIANTS=all adds the rest (atomic and TMA backward forms: slower in GPU
 # call 10), MIXZOO_BENCH_VARIANTS=name,name,... keeps only those rows ("" = none).
-VARIANTS = [("mixzoo_old_default", "base", "split"),
-            ("mixzoo_fwd_tune2_fold", "tune2_fold", "split"),
-            ("mixzoo_bwd_dqdelta", "tma_fold", "dqdelta"),
-            ("mixzoo_bwd_split2", "tma_fold", "split2"),
-            ("mixzoo_bwd_dqdelta2", "tma_fold", "dqdelta2"),
-            ("mixzoo_tune2_fold_dqdelta2", "tune2_fold", "dqdelta2")]
-MORE_VARIANTS = [("mixzoo_tma_atomicred", "tma", "atomic_tmared"),
+VARIANTS = [("mixzoo_old_default", "base", "split"), ("mixzoo_bwd_split", "tma_fold", "split"),
+            ("mixzoo_fwd_tune2_fold", "tune2_fold", "dqdelta"),
+            ("mixzoo_bwd_dqdelta2", "tma_fold", "dqdelta2")]
+MORE_VARIANTS = [("mixzoo_bwd_split2", "tma_fold", "split2"),
+                 ("mixzoo_tune2_fold_dqdelta2", "tune2_fold", "dqdelta2"),
+                 ("mixzoo_tma_atomicred", "tma", "atomic_tmared"),
                  ("mixzoo_tma_atomic", "tma", "atomic_tma"),
                  ("mixzoo_bwd_atomic", "base", "atomic"), ("mixzoo_fwd_tma", "tma", "split"),
                  ("mixzoo_tma_split", "tma", "split_tma"),

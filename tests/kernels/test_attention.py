@@ -226,7 +226,7 @@ VARIANT_CASES = [  # (B, Tq, Tk, H, Hkv, D, causal, window): masked/full runs, G
 
 
 @pytest.mark.parametrize("fwd_variant,bwd_variant", [
-    ("tune2", "dqdelta"), ("base_fold", "atomic"), ("tma", "split_tma"),
+    ("base", "split"), ("tune2", "dqdelta"), ("base_fold", "atomic"), ("tma", "split_tma"),
     ("tma_fold", "dqdelta_tma"), ("tune2_fold", "atomic_tma"), ("base", "split2"),
     ("tune2_fold", "dqdelta2"),
     pytest.param("tma", "atomic_tmared", marks=pytest.mark.skipif(
