@@ -146,7 +146,7 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
                                                 ht=F, dq=P, dk=P, dg=F, **io),
          dict(base, BC=16)),
         ("gla v2 fwd_gc", G2._fwd_gc_kernel, dict(g=P, gc=F, T=I), dict(H=16, K=K, BT=64)),
-        ("gla v5 bwd_dv", G2._bwd_dv_v2_kernel,
+        ("gla v8 bwd_dv", G2._bwd_dv_v2_kernel,
          dict(k=P, v=P, gc=F, A=F, do=P, dh=P, dA=F, dv=P, T=I), base),
         ("gla v2 fwd_h", G2._fwd_h_v2_kernel, dict(k=P, v=P, gc=F, h=P, h0=F, ht=F, T=I),
          dict(base, HAS_H0=True)),

@@ -56,8 +56,8 @@ def _fwd_gc_kernel(
 V2_STATE_CONFIGS = configs((64, 64, 8, 2), (32, 64, 8, 2), (32, 32, 4, 2), (64, 64, 8, 3))
 # v1's reverse state pass, offered the same configs
 _bwd_dh_v2_kernel = autotuned(V2_STATE_CONFIGS)(_bwd_dh_kernel.fn)
-# v1's dv / dA pass for the v5-v9 backwards: v1's two configs spill 16-24 bytes on
-# sm_90; also offered three spill-free ones (249 / 236 / 128 registers)
+# v1's dv / dA pass for v8's backward (opt-in, unmeasured with it): v1's two configs
+# spill 16-24 bytes on sm_90; also offered three spill-free ones (249 / 236 / 128 regs)
 _bwd_dv_v2_kernel = autotuned(configs((64, 64, 8, 2), (64, 128, 8, 1), (64, 64, 8, 1),
                                       (32, 128, 8, 1), (32, 128, 16, 1)))(_bwd_dv_kernel.fn)
 # v1's output pass (memory-bound), also offered two smaller spill-free tiles

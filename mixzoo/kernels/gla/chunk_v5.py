@@ -32,7 +32,7 @@ import triton.language as tl
 
 from mixzoo.kernels._common import cdiv
 
-from .chunk import BC, BT, _dot_precision, _fwd_h_kernel, autotuned, configs
+from .chunk import BC, BT, _bwd_dv_kernel, _dot_precision, _fwd_h_kernel, autotuned, configs
 from .chunk_v2 import (V2_STATE_CONFIGS, _bwd_dh_v2_kernel, _bwd_dv_v2_kernel, _diag_part,
                        _diag_scores, _fwd_A_v2_kernel, _fwd_gc_kernel, _fwd_h_v2_kernel,
                        _fwd_o_v2_kernel, _pow2, gla_chunk_fwd_v2, gla_chunk_fwd_v4)
@@ -508,7 +508,8 @@ def gla_chunk_fwd_v7(q, k, v, g, h0, scale: float):
 
 
 def gla_chunk_bwd_v5(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torch.dtype):
-    """As chunk.gla_chunk_bwd: (dq, dk, dv, dg, dh0 fp32)."""
+    """As chunk.gla_chunk_bwd: (dq, dk, dv, dg, dh0 fp32). (dv / dA: v1's kernel and
+    configs, as measured in call 13; v8 offers it the spill-free configs too.)"""
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = cdiv(T, BT)
@@ -519,7 +520,7 @@ def gla_chunk_bwd_v5(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torc
         q, do, gc, dht, dh, dh0, scale, T, H, K, V, BT=BT, HAS_DHT=dht is not None, PREC=prec)
     dA = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
     dv = torch.empty_like(v)
-    _bwd_dv_v2_kernel[(N, B * H)](k, v, gc, A, do, dh, dA, dv, T, H, K, V, BT=BT, PREC=prec)
+    _bwd_dv_kernel[(N, B * H)](k, v, gc, A, do, dh, dA, dv, T, H, K, V, BT=BT, PREC=prec)
     dqi = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
     dki = torch.empty_like(dqi)
     _bwd_intra_v5_kernel[lambda m: (cdiv(K, m["BK"]), N * (BT // BC), B * H)](
