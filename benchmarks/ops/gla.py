@@ -53,7 +53,7 @@ def _variant(name: str):
 
 
 # chunk variants timed side by side as mixzoo_<variant> (README "Kernel variants"); the
-# others (v2, v5, v7, v9) were slower than v6 in call 13 and stay selectable only
+# others (v2, v5, v7) were slower than v6 in call 13 and stay selectable only
 VARIANTS = ("v1", "v4", "v6", "v8", "v10")
 
 
@@ -177,8 +177,6 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
         ("gla v10 fwd_Ao", G5._fwd_Ao_v10_kernel, dict(q=P, k=P, gc=F, A=F, v=P, h=P, o=P, **io),
          dict(H=16, K=K, V=V, BT=64, BC=16, BV=min(128, V), PREC=base["PREC"], WITH_O=True,
               DIAG_SUB=False)),
-        ("gla v9 fwd_Ao", G5._fwd_Ao_v9_kernel, dict(q=P, k=P, v=P, gc=F, h=P, A=F, o=P, **io),
-         dict(base, BC=16)),
         ("gla v8 bwd_dqk", G5._bwd_dqk_v8_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P,
                                                       dA=F, dq=P, dk=P, x=F, cpart=F, **io),
          dict(base, BC=16)),

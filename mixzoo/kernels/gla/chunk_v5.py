@@ -33,7 +33,7 @@ import triton.language as tl
 from mixzoo.kernels._common import cdiv
 
 from .chunk import BC, BT, _bwd_dv_kernel, _dot_precision, _fwd_h_kernel, autotuned, configs
-from .chunk_v2 import (V2_STATE_CONFIGS, _bwd_dh_v2_kernel, _bwd_dv_v2_kernel, _diag_part,
+from .chunk_v2 import (V2_STATE_CONFIGS, _bwd_dh_v2_kernel, _bwd_dv_v2_kernel,
                        _diag_scores, _fwd_A_v2_kernel, _fwd_gc_kernel, _fwd_h_v2_kernel,
                        _fwd_o_v2_kernel, _pow2, gla_chunk_fwd_v2, gla_chunk_fwd_v4)
 
@@ -92,92 +92,6 @@ def _fwd_A_v5_kernel(
     # sub-chunks j > i are above the diagonal: zeros, so A may start uninitialised
     for j in range(i_i + 1, NS):
         tl.store(p_A + j * BC, tl.zeros([BC, BC], dtype=tl.float32), mask=m_i[:, None])
-
-
-# v9: scores and output of one sub-chunk in one program (per V block); sm_90 registers
-# 168 / 186 / 255, no spills (64x128 at 4 warps spilled 8 bytes)
-@autotuned(configs((32, 128, 4, 2), (64, 128, 8, 2), (64, 64, 4, 2)))
-@triton.jit
-def _fwd_Ao_v9_kernel(
-    q, k, v, gc, h,     # inputs; h [B,N,H,K,V] states before each chunk
-    A,                  # [B,T,H,BT] fp32 out (written by the V block 0 programs)
-    o,                  # [B,T,H,V] out
-    scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
-):
-    """Rows of sub-chunk i, one V block: o_i = (scale q_i e^b) h[n] + sum_{j<=i} A_ij v_j,
-    A_ij as in _fwd_A_v5 (through i's first row for j < i, pairwise on the diagonal)."""
-    i_v, i_c, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b, i_h = i_bh // H, i_bh % H
-    NS: tl.constexpr = BT // BC
-    i_n, i_i = i_c // NS, i_c % NS
-    N = tl.cdiv(T, BT)
-    t0 = i_n * BT + i_i * BC
-    if t0 >= T:
-        return
-    base = (i_b * T * H + i_h).to(tl.int64)
-    # pointers to token 0 of this (b, h): in-sequence offsets below stay int32
-    q += base * K
-    k += base * K
-    gc += base * K
-    v += base * V
-    o += base * V
-    A += base * BT
-    o_c = tl.arange(0, BC)
-    t_i = t0 + o_c
-    m_i = t_i < T
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
-    p_hc = h + ((i_b * N + i_n) * H + i_h).to(tl.int64) * K * V
-    p_A = A + t_i[:, None] * (H * BT) + o_c[None, :]    # + j * BC: block j
-    # inter-chunk output and the diagonal block's scores, sharing the q / gc loads
-    b_o = tl.zeros([BC, BV], dtype=tl.float32)
-    b_Ad = tl.zeros([BC, BC], dtype=tl.float32)
-    for i_k in range(0, tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)
-        m_k = o_k < K
-        m_ik = m_i[:, None] & m_k[None, :]
-        p_i = t_i[:, None] * (H * K) + o_k[None, :]
-        b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
-        b_g = tl.load(gc + p_i, mask=m_ik, other=0.)
-        b_h = tl.load(p_hc + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :],
-                      other=0.)
-        b_o += tl.dot((b_q * tl.exp(b_g) * scale).to(q.dtype.element_ty),
-                      b_h.to(q.dtype.element_ty), input_precision=PREC)
-        b_Ad += _diag_part(k, gc, b_q, b_g, t0, o_k, m_k, T, H, K, BC)
-    b_Ad = tl.where(o_c[:, None] >= o_c[None, :], b_Ad * scale, 0.)
-    b_vi = tl.load(v + t_i[:, None] * (H * V) + o_v[None, :], mask=m_i[:, None] & m_v[None, :],
-                   other=0.)
-    b_o += tl.dot(b_Ad.to(v.dtype.element_ty), b_vi, input_precision=PREC)
-    if i_v == 0:
-        tl.store(p_A + i_i * BC, b_Ad, mask=m_i[:, None])
-        for j in range(i_i + 1, NS):        # above the diagonal: zeros
-            tl.store(p_A + j * BC, tl.zeros([BC, BC], dtype=tl.float32), mask=m_i[:, None])
-    # earlier sub-chunks: A_ij through r = b at row t0, then A_ij v_j
-    for j in range(0, i_i):
-        b_A = tl.zeros([BC, BC], dtype=tl.float32)
-        t_j = i_n * BT + j * BC + o_c                    # all < t0 < T
-        for i_k in range(0, tl.cdiv(K, BK)):
-            o_k = i_k * BK + tl.arange(0, BK)
-            m_k = o_k < K
-            m_ik = m_i[:, None] & m_k[None, :]
-            p_i = t_i[:, None] * (H * K) + o_k[None, :]
-            p_j = t_j[:, None] * (H * K) + o_k[None, :]
-            b_r = tl.load(gc + t0 * (H * K) + o_k, mask=m_k, other=0.)
-            b_q = tl.load(q + p_i, mask=m_ik, other=0.).to(tl.float32)
-            b_gi = tl.load(gc + p_i, mask=m_ik, other=0.)
-            b_k = tl.load(k + p_j, mask=m_k[None, :], other=0.).to(tl.float32)
-            b_gj = tl.load(gc + p_j, mask=m_k[None, :], other=0.)
-            b_qd = b_q * tl.exp(tl.minimum(b_gi - b_r[None, :], 0.)) * scale
-            b_kd = b_k * tl.exp(b_r[None, :] - b_gj)
-            b_A += tl.dot(b_qd.to(q.dtype.element_ty), tl.trans(b_kd.to(k.dtype.element_ty)),
-                          input_precision=PREC)
-        b_vj = tl.load(v + t_j[:, None] * (H * V) + o_v[None, :], mask=m_v[None, :], other=0.)
-        b_o += tl.dot(b_A.to(v.dtype.element_ty), b_vj, input_precision=PREC)
-        if i_v == 0:
-            tl.store(p_A + j * BC, b_A, mask=m_i[:, None])
-    tl.store(o + t_i[:, None] * (H * V) + o_v[None, :], b_o.to(o.dtype.element_ty),
-             mask=m_i[:, None] & m_v[None, :])
 
 
 # ----------------------------------------------------------------------------- backward
@@ -554,25 +468,6 @@ def gla_chunk_bwd_v8(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torc
     dg = torch.empty(B, T, H, K, device=q.device, dtype=g_dtype)
     _bwd_dg_v8_kernel[lambda m: (cdiv(K, m["BK"]), N, B * H)](x, cpart, dg, T, H, K, BT=BT, BC=BC)
     return dq, dk, dv, dg, dh0
-
-
-def gla_chunk_fwd_v9(q, k, v, g, h0, scale: float):
-    """gc -> state pass -> per-sub-chunk scores and output (_fwd_Ao_v9)."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    N = cdiv(T, BT)
-    prec = _dot_precision(q.dtype)
-    gc = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
-    h = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)
-    ht = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
-    _fwd_gc_kernel[lambda m: (cdiv(K, m["BK"]), N, B * H)](g, gc, T, H, K, BT=BT)
-    _fwd_h_v2_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
-        k, v, gc, h, h0, ht, T, H, K, V, BT=BT, HAS_H0=h0 is not None, PREC=prec)
-    A = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
-    o = torch.empty_like(v)
-    _fwd_Ao_v9_kernel[lambda m: (cdiv(V, m["BV"]), N * (BT // BC), B * H)](
-        q, k, v, gc, h, A, o, scale, T, H, K, V, BT=BT, BC=BC, PREC=prec)
-    return o, ht, gc, A, h
 
 
 # v1's state pass (it forms gc itself on every step) offered the v2 state configs

@@ -16,8 +16,7 @@ kernels; "v4" = v2 with the output inside the score kernel; "v5" = chunk_v5.py's
 per-sub-chunk intra kernels and split backward; "v6" = v4's forward with v5's backward;
 "v7" = v6 with the fused forward's diagonal blocks per sub-chunk; "v8" = v4's forward
 with a backward whose dq/dk kernel runs per sub-chunk, inter-chunk products included,
-and a separate dg pass; "v9" = v8 with a forward whose scores and output run in one
-per-sub-chunk kernel; "v10" = v6 with the gate cumsum inside the state pass instead of
+and a separate dg pass; "v10" = v6 with the gate cumsum inside the state pass instead of
 its own kernel and more configs for the fused forward kernel (README "Kernel
 variants"). The forward reads it when called and the backward uses the forward's
 choice, so a benchmark can time every variant in one process by setting `ops.VARIANT`
@@ -36,7 +35,7 @@ from mixzoo.kernels._common import cdiv
 from .chunk import BT, gla_chunk_bwd, gla_chunk_fwd
 from .chunk_v2 import gla_chunk_bwd_v2, gla_chunk_fwd_v2, gla_chunk_fwd_v4
 from .chunk_v5 import (gla_chunk_bwd_v5, gla_chunk_bwd_v8, gla_chunk_fwd_v5, gla_chunk_fwd_v6,
-                       gla_chunk_fwd_v7, gla_chunk_fwd_v9, gla_chunk_fwd_v10)
+                       gla_chunk_fwd_v7, gla_chunk_fwd_v10)
 from .recurrent import fused_recurrent_bwd, fused_recurrent_fwd
 
 # variant -> (forward, backward)
@@ -44,7 +43,7 @@ _CHUNK_VARIANTS = {
     "v1": (gla_chunk_fwd, gla_chunk_bwd), "v2": (gla_chunk_fwd_v2, gla_chunk_bwd_v2),
     "v4": (gla_chunk_fwd_v4, gla_chunk_bwd_v2), "v5": (gla_chunk_fwd_v5, gla_chunk_bwd_v5),
     "v6": (gla_chunk_fwd_v6, gla_chunk_bwd_v5), "v7": (gla_chunk_fwd_v7, gla_chunk_bwd_v5),
-    "v8": (gla_chunk_fwd_v4, gla_chunk_bwd_v8), "v9": (gla_chunk_fwd_v9, gla_chunk_bwd_v8),
+    "v8": (gla_chunk_fwd_v4, gla_chunk_bwd_v8),
     "v10": (gla_chunk_fwd_v10, gla_chunk_bwd_v5),
 }
 VARIANT = os.environ.get("MIXZOO_GLA_VARIANT", "v6")
