@@ -52,8 +52,7 @@ def run_one(idx: int, B: int, T: int, H: int, D: int, l2: bool) -> None:
         w, _, tinv = chunk.prep(kb, vb, bb, l2, True)
         w2 = torch.empty_like(w)
         chunk._w_kernel[(tinv.shape[2], B * H)](kb, bb, tinv, w2, T, H=H, K=D, BK=D, USE_L2=l2,
-                                                PREC="tf32" if DEV == "cuda" else "ieee", TRANS=False,
-                                                num_warps=4)
+                                                PREC="tf32" if DEV == "cuda" else "ieee", num_warps=4)
         torch.cuda.synchronize() if DEV == "cuda" else None
         print(f"w_kernel vs prep W: {rel_rms(w.float(), w2.float()):.1e}", flush=True)
     names = ["o", "ht", "dq", "dk", "dv", "dbeta", "dh0"]

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(not is_interpreting(), reason="wraps the Triton 
 
 
 @pytest.mark.parametrize("mode,T,D,l2", [("rebuild", 130, 64, False), ("load", 300, 32, True),
-                                         ("loadt", 130, 64, True)])
+                                         ("load", 130, 64, True)])
 def test_delta_in_bounds(memcheck, mode, T, D, l2, monkeypatch):  # noqa: F811
     monkeypatch.setenv("MIXZOO_DELTA_STATE_W", mode)
     g = torch.Generator().manual_seed(0)

@@ -320,50 +320,36 @@ def _state_fwd_kernel(
 @triton.jit
 def _w_kernel(
     k, beta, tinv,       # k [B,T,H,K]; beta [B,T,H]; Tm [B,H,NT,64,64] fp32 (saved)
-    w,                   # output W [B,T,H,K], or W^T [B*H,K,NT*64] if TRANS (input dtype)
+    w,                   # output W [B,T,H,K] (input dtype)
     T, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, USE_L2: tl.constexpr,
-    PREC: tl.constexpr, TRANS: tl.constexpr,
+    PREC: tl.constexpr,
 ):
     """W = Tm diag(beta) K for one chunk, in parallel over chunks, for the state backward (the
-    forward saves U', not W; rebuilding W inside the sequential pass cost 0.51 vs 0.20 ms).
-    TRANS stores it transposed through transposed pointers (no tl.trans of a dot result)."""
+    forward saves U', not W; rebuilding W inside the sequential pass cost 0.51 vs 0.20 ms)."""
     i_c, i_bh = tl.program_id(0), tl.program_id(1)
     b, h = i_bh // H, i_bh % H
     t0 = i_c * 64
     kd = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 64, 0), USE_L2).to(k.dtype.element_ty)
     wc = _w_from_tm(tinv, beta, kd, b, h, i_bh, i_c, tl.cdiv(T, 64), T, H, PREC)
-    if TRANS:
-        p, m = _wt_ptrs(w, i_bh, t0, tl.cdiv(T, 64) * 64, K, BK)
-        tl.store(tl.trans(p), wc.to(w.dtype.element_ty), mask=tl.trans(m))
-    else:
-        _store_rows(w, wc, b, h, t0, T, H, K, BK, 64, 0)
-
-
-@triton.jit
-def _wt_ptrs(wt, i_bh, t0, TP, K: tl.constexpr, BK: tl.constexpr):
-    """Pointers [BK,64] and mask of chunk t0's columns in W^T [B*H,K,TP] (TP = NT*64)."""
-    kk = tl.arange(0, BK)
-    r = tl.arange(0, 64)
-    return (wt + i_bh.to(tl.int64) * K * TP + (kk * TP)[:, None] + (t0 + r)[None, :],
-            (kk < K)[:, None] & (r < 64)[None, :])
+    _store_rows(w, wc, b, h, t0, T, H, K, BK, 64, 0)
 
 
 @triton.jit
 def _state_bwd_kernel(
-    q, k, w,             # q, k [B,T,H,K]; W [B,T,H,K] (W_SRC 0) or W^T [B*H,K,NT*64] (1)
-    beta, tinv,          # beta [B,T,H], Tm [B,H,NT,64,64] fp32 (used if W_SRC 2)
+    q, k, w,             # q, k [B,T,H,K]; W [B,T,H,K] (from _w_kernel; unused if W_FROM_T)
+    beta, tinv,          # beta [B,T,H], Tm [B,H,NT,64,64] fp32 (used if W_FROM_T)
     do,                  # output grad [B,T,H,V]
     dht, dh0,            # final-state grad in, initial-state grad out [B,H,K,V] fp32
     dhbuf,               # dS after each chunk [B,H,NT,K,V] (input dtype), written
     scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_L2: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr,
-    W_SRC: tl.constexpr,
+    W_FROM_T: tl.constexpr,
 ):
     """Reverse pass over chunks. With dS = dL/dS_{c+1} (the state after chunk c):
     dU' = (Q K^T * M)^T dO + K dS;   dS_c = dS + Q^T dO - W^T dU'.
-    W_SRC (params.state_w_mode): 0 loads W and transposes it, 1 loads W^T, 2 rebuilds
-    W = Tm diag(beta) K per chunk inside the loop (slower; right where 0 was wrong)."""
+    W_FROM_T (params.state_w_mode 'rebuild') rebuilds W = Tm diag(beta) K per chunk inside
+    the loop instead of loading it (slower; right where the loaded form was wrong)."""
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     b, h = i_bh // H, i_bh % H
     dt = q.dtype.element_ty
@@ -382,10 +368,7 @@ def _state_bwd_kernel(
         tl.store(ph, dS.to(dhbuf.dtype.element_ty), mask=mh)
         qc = (_l2n(_load_rows(q, b, h, t0, T, H, K, BK, 64, 0), USE_L2) * scale).to(dt)
         kc = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 64, 0), USE_L2).to(dt)
-        if W_SRC == 1:
-            pw, mw = _wt_ptrs(w, i_bh, t0, NT * 64, K, BK)
-            wt = tl.load(pw, mask=mw, other=0.)                                 # W^T [BK,64]
-        elif W_SRC == 2:
+        if W_FROM_T:
             wt = tl.trans(_w_from_tm(tinv, beta, kc, b, h, i_bh, c, NT, T, H, PREC).to(dt))
         else:
             wt = tl.trans(_load_rows(w, b, h, t0, T, H, K, BK, 64, 0).to(dt))
@@ -562,16 +545,15 @@ def chunk_bwd(q, k, v, beta, scale: float, initial_state, use_l2: bool, vn, tinv
     has_dht = dht is not None
     # W for the state pass (params.state_w_mode; README, "Saved for the backward"). W is freed
     # before dq, dk, dv are allocated, so it does not raise the peak.
-    src = params.STATE_W_MODES.index(params.state_w_mode(BV)) - 1      # load 0, loadt 1, rebuild 2
-    w = (k.new_empty((0,)) if src == 2 else torch.empty_like(k) if src == 0
-         else k.new_empty((B * H, K, NT * CHUNK)))
-    if src != 2:
+    w_from_t = params.state_w_mode(BV) == "rebuild"
+    w = k.new_empty((0,)) if w_from_t else torch.empty_like(k)
+    if not w_from_t:
         _w_kernel[(NT, B * H)](k, beta, tinv, w, T, H=H, K=K, BK=BK, USE_L2=use_l2, PREC=prec,
-                               TRANS=src == 1, num_warps=4)
+                               num_warps=4)
     _state_bwd_kernel[(cdiv(V, BV), B * H)](
         q, k, w, beta, tinv, do, dht if has_dht else dh0, dh0, dhbuf, scale, T, H=H, K=K, V=V,
-        BK=BK, BV=BV, USE_L2=use_l2, HAS_DHT=has_dht, STORE_DH0=has_h0, PREC=prec, W_SRC=src,
-        num_warps=params.state_warps(BK, BV), num_stages=params.state_stages(BK))
+        BK=BK, BV=BV, USE_L2=use_l2, HAS_DHT=has_dht, STORE_DH0=has_h0, PREC=prec,
+        W_FROM_T=w_from_t,        num_warps=params.state_warps(BK, BV), num_stages=params.state_stages(BK))
     del w
     dq, dk, dv, dbeta = (torch.empty_like(x) for x in (q, k, v, beta))
     _fused_bwd_kernel[(NT, B * H)](q, k, v, beta, vn, tinv, hbuf, dhbuf, do, dq, dk, dv, dbeta,

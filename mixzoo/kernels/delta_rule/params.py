@@ -4,7 +4,7 @@ environment knobs that choose between equivalent kernel variants.
 Knobs (read at every call unless noted, so one process can time or check each variant):
     MIXZOO_DELTA_TUNE=narrow       autotune lists of run 1 (read at import)
     MIXZOO_DELTA_INV=stacked       one [4,16,16] pass for the diagonal inverses (opt-in)
-    MIXZOO_DELTA_STATE_W=auto|load|loadt|rebuild
+    MIXZOO_DELTA_STATE_W=auto|load|rebuild
                                    where the state backward gets W (see state_w_mode)
     MIXZOO_DELTA_STATE_WARPS=N     warps of the state kernels (diagnosis)
     MIXZOO_DELTA_STATE_STAGES=N    pipeline stages of the state kernels (diagnosis)
@@ -21,7 +21,7 @@ from .._common import cdiv
 
 CHUNK = 64
 
-STATE_W_MODES = ("auto", "load", "loadt", "rebuild")
+STATE_W_MODES = ("auto", "load", "rebuild")
 
 
 def wide_tuning() -> bool:
@@ -42,10 +42,10 @@ def stacked_inverse() -> bool:
 
 def state_w_mode(bv: int) -> str:
     """How the state backward gets W = Tm diag(beta) K for a V block of `bv` columns:
-    'load' (W from _w_kernel, transposed inside the kernel), 'loadt' (W^T written by
-    _w_kernel, no transpose in the kernel) or 'rebuild' (from Tm inside the sequential loop,
-    slower). On the H100 with Triton 3.6, 'load' gave wrong gradients at bv=32 (right at 64)
-    while 'rebuild' was right at both (benchmarks/RESULTS.md, session 3). Default ('auto'):
+    'load' (W from _w_kernel) or 'rebuild' (from Tm inside the sequential loop, slower). On
+    the H100 with Triton 3.6, 'load' gave wrong gradients at bv=32 (right at 64), also with W
+    written transposed (a variant measured in call 10 and removed), while 'rebuild' was
+    right at both (benchmarks/RESULTS.md, session 3). Default ('auto'):
     'load' at bv >= 64, 'rebuild' below."""
     mode = os.environ.get("MIXZOO_DELTA_STATE_W", "auto")
     if mode not in STATE_W_MODES:
