@@ -1,7 +1,8 @@
 """Kernel benchmark harness: our kernels against their anchors, in one process.
 
     python benchmarks/bench_kernels.py --op delta_rule [--shapes B,T,H,D ...] [--dtype bf16]
-                                       [--json out.json] [--check] [--isolate [--time-budget S]]
+                                       [--json out.json] [--check] [--impls NAME ...] [--profile]
+                                       [--isolate [--time-budget S]]
 
 Loads benchmarks/ops/<OP>.py, which defines
     NAME: str
@@ -155,7 +156,7 @@ def bench_shape(mod, shape: dict, dtype, args) -> list[dict]:
     ours first. A failing implementation gives a row with "error" instead of numbers."""
     not_comparable = set(getattr(mod, "NOT_COMPARABLE", ()))
     torch.manual_seed(0)
-    impls = mod.implementations(shape)
+    impls = select_impls(mod.implementations(shape), args.impls)
     inputs = mod.make_inputs(shape, dtype, "cuda")
     probe = next(iter(impls.values()))(inputs)
     do = torch.randn_like(probe)
@@ -183,8 +184,23 @@ def bench_shape(mod, shape: dict, dtype, args) -> list[dict]:
         done = (f"fwd {r['fwd']:.3f} ms, fwd+bwd {r['fwdbwd']:.3f} ms, peak {r['peak_mib']:.0f} MiB"
                 if "error" not in r else r["error"])
         print(f"# {shape_str(shape)} {name}: {done}", flush=True)
+        if args.profile and "error" not in r:
+            print(f"# kernels of {name} at {shape_str(shape)}, 3 fwd+bwd:\n"
+                  + kernel_table(fn, inputs, do), flush=True)
         torch.cuda.empty_cache()
     return rows
+
+
+def select_impls(impls: dict, names: list[str] | None) -> dict:
+    """The implementations named by --impls, in the op's order (ours stays first when
+    named); all of them when names is None."""
+    if names is None:
+        return impls
+    unknown = [n for n in names if n not in impls]
+    if unknown:
+        raise SystemExit(f"--impls {unknown}: not implementations of this op; "
+                         f"expected some of {list(impls)}")
+    return {n: fn for n, fn in impls.items() if n in names}
 
 
 def render(mod, dtype, rows: list[dict]) -> list[str]:
@@ -233,6 +249,7 @@ def run_isolated(args, shapes: list[dict]) -> list[dict]:
         cmd = [sys.executable, __file__, "--op", args.op, "--dtype", args.dtype, "--json", out,
                "--warmup", str(args.warmup), "--rep", str(args.rep),
                "--shapes", ",".join(str(v) for v in shape.values())] + (["--check"] if args.check else [])
+        cmd += (["--impls", *args.impls] if args.impls else []) + (["--profile"] if args.profile else [])
         try:
             proc = subprocess.run(cmd, timeout=left, capture_output=True, text=True)
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or [""]
@@ -261,6 +278,10 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true", help="also print errors vs the fp32 reference")
     ap.add_argument("--warmup", type=int, default=25, help="do_bench warm-up, ms")
     ap.add_argument("--rep", type=int, default=100, help="do_bench repetition time, ms")
+    ap.add_argument("--impls", nargs="+", default=None,
+                    help="time only these implementations (ratios are to the first kept)")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print each implementation's per-kernel CUDA times")
     ap.add_argument("--isolate", action="store_true",
                     help="run each shape in its own process (a kernel fault loses one shape)")
     ap.add_argument("--time-budget", type=float, default=None,
