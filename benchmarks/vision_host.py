@@ -1,0 +1,182 @@
+"""Host-side cost of a ViT training step, measured on a CPU with the Triton kernels stubbed.
+
+    python benchmarks/vision_host.py [--models NAME[@KEY=VALUE,...] ...] [--iters 40]
+        [--rounds 5] [--no-amp] [--counts] [--cprofile N]
+
+At ViT-S sizes on the H100 host the DeltaNet ViT's training step is host-bound (the GPU
+waits for Python, dispatch and launches: RESULTS.md, session 3 calls 12-13), so its host
+work is the number to cut. This script measures it without a GPU: TRITON_INTERPRET=1 and
+MIXZOO_BACKEND=triton make every mixzoo layer take its Triton path on CPU tensors (the
+same Python as on CUDA: custom ops or autograd Functions, launchers, allocations, grid
+lambdas, autotuner lookups), and every kernel launch (`InterpretedFunction.run`) is
+replaced by a counter that returns at once, so no kernel math runs. The model has the real
+depth but a tiny width and image (embed 16 in 2 heads, 32 px = 4 tokens, batch 1) so the
+CPU's own aten kernels cost little next to their dispatch. A step = forward under
+autocast(bf16) (as bench_vision's --amp) + loss + backward, the same as bench_vision.py.
+
+Models are measured in interleaved rounds (one round = `--iters` steps of each model, in
+turn) and the median step of all rounds is reported, so both models see the same machine
+state. `NAME@KEY=VALUE` sets an environment variable for that row, as in bench_vision.py
+(e.g. `mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_PATH=mixer`). `--counts` adds,
+per step, the aten ops dispatched (views counted apart), autograd nodes and Triton launches.
+
+The numbers are relative: this 2-core CPU host measured timm ViT-S at ~5 ms per step where
+the H100 host took ~28 ms, so compare models within one run, not with the GPU's host ms.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+# Before triton / mixzoo are imported: Triton path on CPU tensors, kernels interpreted.
+os.environ["TRITON_INTERPRET"] = "1"
+os.environ["MIXZOO_BACKEND"] = "triton"
+
+import torch  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "benchmarks"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from bench_vision import NOMIX, NoMix, _Env, parse_entry  # noqa: E402
+
+DEFAULT_MODELS = ["vit_small_patch16_224", "mixzoo_deltanet_vit_small_patch16_224"]
+# Real depth, tiny tensors: 32 px = 4 tokens, batch 1, width 16 in 2 heads (head dim 8; the
+# bidirectional conv kernel wants q|k|v group boundaries at multiples of 16). At these sizes
+# the CPU's bf16 GEMMs cost ~5 us instead of ~20 us at width 48 (they are launches on a GPU).
+SMALL = dict(img_size=32, embed_dim=16, num_heads=2, num_classes=10)
+BATCH = 1
+LAUNCHES = collections.Counter()
+
+
+def stub_triton() -> None:
+    """Every interpreted kernel launch only counts itself (no kernel math)."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    def run(self, *args, grid, warmup, **kwargs):
+        if not warmup:
+            LAUNCHES[self.fn.__name__] += 1
+
+    InterpretedFunction.run = run
+
+
+def build(entry: str):
+    from mixzoo.models.vision import import_timm
+    timm = import_timm()
+    name, compile_, env = parse_entry(entry)
+    if compile_:
+        raise SystemExit(f"{entry}: compiled rows are not host-measured here")
+    nomix = env.pop(NOMIX, None) is not None
+    model = timm.create_model(name, **SMALL).train()
+    if nomix:
+        for block in model.blocks:
+            block.attn = NoMix()
+    return model, env
+
+
+def step(model, x, y, amp: bool) -> None:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        logits = model(x)
+    torch.nn.functional.cross_entropy(logits.float(), y).backward()
+
+
+def timed(model, env, x, y, amp: bool, n: int) -> list[float]:
+    out = []
+    with _Env(env):
+        for _ in range(n):
+            t0 = time.perf_counter()
+            step(model, x, y, amp)
+            out.append((time.perf_counter() - t0) * 1e3)
+            model.zero_grad(set_to_none=False)
+    return out
+
+
+def counts(model, env, x, y, amp: bool) -> dict[str, int]:
+    """aten ops (views apart), autograd nodes and Triton launches of one step."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    views = {"view", "_unsafe_view", "t", "transpose", "expand", "slice", "split",
+             "split_with_sizes", "alias", "reshape", "unsqueeze", "squeeze", "permute",
+             "select", "as_strided", "unbind", "detach", "unflatten"}
+    n = collections.Counter()
+
+    class Log(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            n["aten views" if func.overloadpacket.__name__ in views else "aten compute"] += 1
+            return func(*args, **(kwargs or {}))
+
+    with _Env(env):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        seen, todo = set(), [logits.grad_fn]
+        while todo:                                  # autograd nodes of the step
+            node = todo.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            todo.extend(f for f, _ in node.next_functions)
+        n["autograd nodes"] = len(seen)
+        model.zero_grad(set_to_none=False)
+        LAUNCHES.clear()
+        with Log():
+            step(model, x, y, amp)
+        n["triton launches"] = sum(LAUNCHES.values())
+        model.zero_grad(set_to_none=False)
+    return dict(n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
+    ap.add_argument("--iters", type=int, default=40, help="steps per model per round")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--no-amp", action="store_true", help="fp32, no autocast")
+    ap.add_argument("--counts", action="store_true", help="aten ops / nodes / launches")
+    ap.add_argument("--cprofile", type=int, default=0, metavar="N",
+                    help="cProfile the last model's steps, print the top N functions")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    import mixzoo  # noqa: F401  (registers the mixzoo_* timm models)
+    stub_triton()
+    amp = not args.no_amp
+    torch.manual_seed(0)
+    x = torch.randn(BATCH, 3, SMALL["img_size"], SMALL["img_size"])
+    y = torch.randint(0, SMALL["num_classes"], (BATCH,))
+    rows = [(entry, *build(entry)) for entry in args.models]
+    for _, model, env in rows:                      # warm up (first-call caches)
+        timed(model, env, x, y, amp, 3)
+    times = {entry: [] for entry, _, _ in rows}
+    for _ in range(args.rounds):
+        for entry, model, env in rows:
+            times[entry] += timed(model, env, x, y, amp, args.iters)
+    base = statistics.median(times[rows[0][0]])
+    print(f"host ms per training step, kernels stubbed ({'autocast bf16' if amp else 'fp32'}, "
+          f"CPU, 1 thread; median of {args.rounds}x{args.iters}; torch {torch.__version__})")
+    print("| model | host ms | vs first | " + ("counts |" if args.counts else ""))
+    for entry, model, env in rows:
+        ms = statistics.median(times[entry])
+        extra = ""
+        if args.counts:
+            extra = " " + ", ".join(f"{k} {v}" for k, v in
+                                    sorted(counts(model, env, x, y, amp).items())) + " |"
+        print(f"| {entry} | {ms:.2f} | {ms / base:.2f}x |{extra}")
+    if args.cprofile:
+        import cProfile
+        import pstats
+        entry, model, env = rows[-1]
+        pr = cProfile.Profile()
+        pr.enable()
+        timed(model, env, x, y, amp, 10)
+        pr.disable()
+        print(f"\ncProfile of 10 steps of {entry}:")
+        pstats.Stats(pr).sort_stats("tottime").print_stats(args.cprofile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
