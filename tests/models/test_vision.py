@@ -286,37 +286,71 @@ def test_deltanet_bidirectional_fast_path_equals_two_scan_definition(backend, d_
         assert_close(b, a, 1e-5, f"item {i}")
 
 
-@pytest.mark.parametrize("extras", [True, False])
-def test_fused_vision_path_equals_the_mixer(extras, monkeypatch):
-    """MIXZOO_VISION_PATH=fused (conv, delta rule and norm in one autograd.Function) against
-    the mixer's own path on the same Triton kernels (interpreter, fp32): output and every
-    input/parameter grad, plain and with in_proj bias, output gate and beta in (0,2); T=11
-    is not a multiple of the chunk."""
+@pytest.mark.parametrize("path,extras", [("fused", True), ("layer", True), ("layer", False)])
+def test_fast_vision_paths_equal_the_mixer(path, extras, monkeypatch):
+    """MIXZOO_VISION_PATH=fused (conv, delta rule and norm in one autograd.Function) and
+    =layer (the whole layer, projections included, as one autograd node) against the mixer's
+    own path on the same Triton kernels (interpreter, fp32): output and every input/parameter
+    grad, plain and with in_proj/o_proj biases and beta in (0,2) (plus an output gate, which
+    sends "layer" to the fused path); T=11 is not a multiple of the chunk."""
     torch.manual_seed(0)
-    spec = {"type": "deltanet", "backend": "triton", "use_output_gate": extras,
+    spec = {"type": "deltanet", "backend": "triton", "use_output_gate": extras and path == "fused",
             "allow_neg_eigval": extras}
     attn = timm_attn(spec)(32, num_heads=2, qkv_bias=extras, proj_bias=extras)
     if extras:
         with torch.no_grad():
             attn.mixer.in_proj.bias.normal_()
+            attn.mixer.o_proj.bias.normal_()
     x = torch.randn(2, 11, 32)
     dy = torch.randn(2, 11, 32)
     params = list(attn.parameters())
-    outs = []
-    for path in ("mixer", "fused"):
-        monkeypatch.setenv("MIXZOO_VISION_PATH", path)
+    outs, nodes = [], []
+    for p in ("mixer", path):
+        monkeypatch.setenv("MIXZOO_VISION_PATH", p)
         xx = x.clone().requires_grad_()
         y = attn(xx)
+        nodes.append(type(y.grad_fn).__name__)
         outs.append([y.detach()] + list(torch.autograd.grad((y * dy).sum(), [xx] + params)))
     for i, (a, b) in enumerate(zip(*outs)):
         assert_close(a, b, 1e-6, f"item {i}")
-    from mixzoo.models.vision.fast_deltanet import fused_applies
+    if path == "layer":
+        assert nodes[1] == "_BidirLayerBackward"           # one autograd node per layer
+    from mixzoo.models.vision.fast_deltanet import fused_applies, layer_applies
     assert fused_applies(attn.mixer, x)
+    assert layer_applies(attn.mixer, x) == (not spec["use_output_gate"])
     causal = timm_attn({"type": "deltanet", "backend": "triton"}, causal=True)(32, num_heads=2)
     assert not fused_applies(causal.mixer, torch.randn(2, 5, 32))    # causal: the mixer's
     monkeypatch.setenv("MIXZOO_VISION_PATH", "fast")
     with pytest.raises(ValueError, match="MIXZOO_VISION_PATH"):
         attn(x)
+
+
+def test_layer_path_under_autocast_casts_once_and_returns_param_dtypes(monkeypatch):
+    """MIXZOO_VISION_PATH=layer under autocast: output in the autocast dtype, every gradient
+    in its input's dtype (fp32 params and input), and exactly one fp32 -> bf16 cast of x.
+    (Values need bf16 Triton math, which the interpreter gets wrong: GPU test.)"""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountCasts(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if (func is torch.ops.aten._to_copy.default and args[0].shape == (2, 9, 32)
+                    and kwargs.get("dtype") == torch.bfloat16):
+                CountCasts.n += 1
+            return func(*args, **kwargs)
+
+    monkeypatch.setenv("MIXZOO_VISION_PATH", "layer")
+    attn = timm_attn({"type": "deltanet", "backend": "triton"})(32, num_heads=2)
+    xx = torch.randn(2, 9, 32, requires_grad=True)
+    with CountCasts(), torch.autocast("cpu", dtype=torch.bfloat16):
+        y = attn(xx * 1.0)
+    assert CountCasts.n == 1 and y.dtype == torch.bfloat16
+    params = list(attn.parameters())
+    grads = torch.autograd.grad(y.float().sum(), [xx] + params)
+    assert [g.dtype for g in grads] == [torch.float32] * len(grads)
+    assert [g.shape for g in grads] == [xx.shape] + [p.shape for p in params]
 
 
 def test_combine_directions_forward_and_backward():
@@ -561,18 +595,23 @@ def test_gpu_registered_model_triton_matches_reference(name, monkeypatch):
 
 @pytest.mark.gpu
 def test_gpu_deltanet_vit_variants_match_the_default(monkeypatch):
-    """The opt-in speed variants (MIXZOO_VISION_CAST=once, MIXZOO_RMSNORM_DISPATCH=function,
-    MIXZOO_VISION_PATH=fused) against the default path: one bf16 autocast training step of
-    the DeltaNet ViT-S."""
+    """The speed variants (MIXZOO_VISION_CAST=once, MIXZOO_RMSNORM_DISPATCH=function,
+    MIXZOO_VISION_PATH=fused, fused with cast-once, layer) against the mixer's own path: one
+    bf16 autocast training step of the DeltaNet ViT-S."""
     from mixzoo.kernels._common import assert_close
     torch.manual_seed(0)
     model = timm.create_model("mixzoo_deltanet_vit_small_patch16_224", num_classes=10)
     model = model.cuda().train()
     x = torch.randn(8, 3, 224, 224, device="cuda")
     runs = []
-    for env in ({}, {"MIXZOO_VISION_CAST": "once", "MIXZOO_RMSNORM_DISPATCH": "function"},
+    variants = ({"MIXZOO_VISION_PATH": "mixer", "MIXZOO_VISION_CAST": "autocast",
+                 "MIXZOO_RMSNORM_DISPATCH": "op"},
+                {"MIXZOO_VISION_CAST": "once", "MIXZOO_RMSNORM_DISPATCH": "function"},
                 {"MIXZOO_VISION_CAST": "autocast", "MIXZOO_RMSNORM_DISPATCH": "op",
-                 "MIXZOO_VISION_PATH": "fused"}):
+                 "MIXZOO_VISION_PATH": "fused"},
+                {"MIXZOO_VISION_CAST": "once", "MIXZOO_VISION_PATH": "fused"},
+                {"MIXZOO_VISION_PATH": "layer"})
+    for env in variants:
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         model.zero_grad(set_to_none=True)
@@ -581,6 +620,6 @@ def test_gpu_deltanet_vit_variants_match_the_default(monkeypatch):
         out.float().square().mean().backward()
         runs.append((out.float().detach(),
                      torch.cat([p.grad.float().flatten() for p in model.parameters()])))
-    for i in (1, 2):
+    for i in range(1, len(variants)):
         assert_close(runs[0][0], runs[i][0], 1e-2, name=f"variant {i} logits")
         assert_close(runs[0][1], runs[i][1], 2e-2, name=f"variant {i} grads")

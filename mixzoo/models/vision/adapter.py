@@ -38,10 +38,13 @@ per-projection casts) casts x once on entry instead: the same forward values, on
 kernel instead of several, and the input gradients summed in the autocast dtype (bf16)
 before one cast back, as timm's own Attention (one qkv projection) does.
 
-Eager fast path: MIXZOO_VISION_PATH=fused (read at every call; default "mixer") runs a
-bidirectional DeltaNet's conv, delta rule and output norm through one autograd.Function per
-layer instead of three custom ops (same kernels and values; far less host time per layer,
-see `fast_deltanet.py`). Other mixers, and torch.compile, always take the mixer's forward.
+Eager fast paths, MIXZOO_VISION_PATH (read at every call; default "mixer" = the mixer's own
+forward): "fused" runs a bidirectional DeltaNet's conv, delta rule and output norm through
+one autograd.Function per layer instead of three custom ops; "layer" runs the whole layer
+(in_proj, conv, delta rule, norm, o_proj; x cast once to the autocast dtype inside) as one
+autograd.Function, for DeltaNets without output gate (else "fused"). Same kernels and
+values, far less host time per layer (see `fast_deltanet.py`). Other mixers, and
+torch.compile, always take the mixer's forward.
 
 Scan order: `scan="row" | "row_rev" | "col" | "col_rev"` (see `scan.py`). Column orders need
 the patch grid and the number of prefix tokens: pass them to `timm_attn`, or call
@@ -66,7 +69,7 @@ from .scan import check_order, needs_grid, permute, unpermute
 CAST_ENV = "MIXZOO_VISION_CAST"
 CAST_MODES = ("autocast", "once")
 PATH_ENV = "MIXZOO_VISION_PATH"
-PATHS = ("mixer", "fused")
+PATHS = ("mixer", "fused", "layer")
 
 
 def path_mode() -> str:
@@ -180,20 +183,28 @@ class MixerAttention(nn.Module):
             raise ValueError(f"{type(self).__name__}: scan order {order!r} needs the number "
                              f"of prefix tokens; call mixzoo.models.vision.bind_layout(model) "
                              f"or pass num_prefix_tokens to timm_attn")
-        dev = x.device.type
-        if (x.dtype == torch.float32 and torch.is_autocast_enabled(dev)
-                and cast_mode() == "once"):
-            x = x.to(torch.get_autocast_dtype(dev))                  # [B,N,D] bf16, one cast
-        h = permute(x, order, self.grid_size, prefix or 0)          # [B,N,D] scan order
-        y = None
-        if not torch.compiler.is_compiling() and path_mode() == "fused":
-            from .fast_deltanet import fused_applies, fused_forward, fused_mixer  # Triton
+        path = path_mode()
+        fast = None
+        if path != "mixer" and not torch.compiler.is_compiling():
+            from . import fast_deltanet as fd  # Triton
             if getattr(self, "_fused_ok", None) is None:   # fixed by the mixer: once
-                self._fused_ok = fused_mixer(self.mixer)
-            if fused_applies(self.mixer, h, self._fused_ok):
-                y = fused_forward(self.mixer, h)                      # [B,N,D]
-        if y is None:
-            y, _ = self.mixer(h)                                      # [B,N,D]
+                self._fused_ok = fd.fused_mixer(self.mixer)
+            if self._fused_ok:
+                fast = fd
+        if path == "layer" and fast is not None and fast.layer_applies(self.mixer, x, True):
+            # one autograd node for the whole layer, x cast inside (cast-once semantics)
+            h = permute(x, order, self.grid_size, prefix or 0)      # [B,N,D] scan order
+            y = fast.layer_forward(self.mixer, h)                     # [B,N,D]
+        else:
+            dev = x.device.type
+            if (x.dtype == torch.float32 and torch.is_autocast_enabled(dev)
+                    and cast_mode() == "once"):
+                x = x.to(torch.get_autocast_dtype(dev))              # [B,N,D] bf16, one cast
+            h = permute(x, order, self.grid_size, prefix or 0)      # [B,N,D] scan order
+            if fast is not None and fast.fused_applies(self.mixer, h, True):
+                y = fast.fused_forward(self.mixer, h)                 # [B,N,D]
+            else:
+                y, _ = self.mixer(h)                                  # [B,N,D]
         y = unpermute(y, order, self.grid_size, prefix or 0)        # [B,N,D] timm order
         return self.proj_drop(y) if self.proj_drop.p else y           # p=0: skip the call
 

@@ -42,6 +42,47 @@ from mixzoo.mixers.deltanet import DeltaNetMixer
 _SILU = ACT_CODES["silu"]
 
 
+def _scan_fwd(ctx, qkv, conv_w, b_logit, norm_w, H: int, K: int, V: int, eps: float,
+              neg_eig: bool, save: bool):
+    """conv -> delta rule (both directions as one doubled batch) -> combining RMSNorm:
+    qkv [B,T,2HK+HV], b_logit [B,T,H] -> y [B,T,H,V]. With `save`, ctx gets the scan's saved
+    tensors (`ctx.scan`, a tuple) and constants, for `_scan_bwd`."""
+    B, T, _ = qkv.shape
+    sig = torch.sigmoid(torch.cat([b_logit, b_logit.flip(dims=[1])], dim=0))  # [2B,T,H]
+    beta = 2.0 * sig if neg_eig else sig
+    variant = conv_ops.current_variant("bidirectional")
+    q, k, v = conv_ops._fwd_impl(variant)(qkv, conv_w, None, None, _SILU, True,
+                                          bidir=True, splits=[H * K, H * K, H * V])
+    q = q.view(2 * B, T, H, K)  # [2B,T,H,K], rows B.. = reversed sequence
+    k = k.view(2 * B, T, H, K)  # [2B,T,H,K]
+    v = v.view(2 * B, T, H, V)  # [2B,T,H,V]
+    scale = K ** -0.5
+    o, _, vn, tinv, hbuf = chunk_fwd(q, k, v, beta, scale, None, False, True, save)
+    y, rstd = rmsnorm_fwd(o, norm_w, eps, True)  # [B,T,H,V]
+    if save:
+        ctx.scan = (qkv, conv_w, q, k, v, sig, beta, vn, tinv, hbuf, o, norm_w, rstd)
+        ctx.variant, ctx.scale, ctx.neg_eig = variant, scale, neg_eig
+    return y
+
+
+def _scan_bwd(ctx, scan, dy):
+    """Gradients of `_scan_fwd` from its saved tensors `scan` and dy [B,T,H,V]:
+    (dqkv [B,T,2HK+HV], dconv_w, db_logit [B,T,H], dnorm_w)."""
+    qkv, conv_w, q, k, v, sig, beta, vn, tinv, hbuf, o, norm_w, rstd = scan
+    do, dnorm_w = rmsnorm_bwd(dy, o, norm_w, rstd, True)  # [2B,T,H,V], [V]
+    dq, dk, dv, dbeta, _ = chunk_bwd(q, k, v, beta, ctx.scale, None, True, vn, tinv, hbuf,
+                                     do, None)
+    B2, T = q.shape[:2]
+    dys = [dq.view(B2, T, -1), dk.view(B2, T, -1), dv.view(B2, T, -1)]  # [2B,T,*]
+    dqkv, dconv_w, _ = conv_ops._bwd_impl(ctx.variant)(dys, qkv, conv_w, None, None, _SILU,
+                                                       True, bidir=True)
+    if ctx.neg_eig:
+        dbeta = 2.0 * dbeta
+    dz = torch.ops.aten.sigmoid_backward(dbeta, sig)  # [2B,T,H]
+    db_logit = dz[:B2 // 2] + dz[B2 // 2:].flip(dims=[1])  # [B,T,H], both directions
+    return dqkv, dconv_w, db_logit, dnorm_w
+
+
 class _BidirScan(torch.autograd.Function):
     """qkv [B,T,2HK+HV], beta logits [B,T,H] -> o_norm(scan(fwd) + flip(scan(rev)))
     [B,T,H,V]; see the module docstring. conv_w [2HK+HV, W], norm_w [V]. beta =
@@ -51,41 +92,73 @@ class _BidirScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv, conv_w, b_logit, norm_w, heads: int, k_dim: int, v_dim: int,
                 eps: float, neg_eig: bool):
-        B, T, _ = qkv.shape
-        H, K, V = heads, k_dim, v_dim
         save = any(ctx.needs_input_grad[:4])
-        sig = torch.sigmoid(torch.cat([b_logit, b_logit.flip(dims=[1])], dim=0))  # [2B,T,H]
-        beta = 2.0 * sig if neg_eig else sig
-        variant = conv_ops.current_variant("bidirectional")
-        q, k, v = conv_ops._fwd_impl(variant)(qkv, conv_w, None, None, _SILU, True,
-                                              bidir=True, splits=[H * K, H * K, H * V])
-        q = q.view(2 * B, T, H, K)  # [2B,T,H,K], rows B.. = reversed sequence
-        k = k.view(2 * B, T, H, K)  # [2B,T,H,K]
-        v = v.view(2 * B, T, H, V)  # [2B,T,H,V]
-        scale = K ** -0.5
-        o, _, vn, tinv, hbuf = chunk_fwd(q, k, v, beta, scale, None, False, True, save)
-        y, rstd = rmsnorm_fwd(o, norm_w, eps, True)  # [B,T,H,V]
+        y = _scan_fwd(ctx, qkv, conv_w, b_logit, norm_w, heads, k_dim, v_dim, eps, neg_eig,
+                      save)
         if save:
-            ctx.save_for_backward(qkv, conv_w, q, k, v, sig, beta, vn, tinv, hbuf, o, norm_w,
-                                  rstd)
-            ctx.variant, ctx.scale, ctx.neg_eig = variant, scale, neg_eig
+            ctx.save_for_backward(*ctx.scan)
+            del ctx.scan
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        qkv, conv_w, q, k, v, sig, beta, vn, tinv, hbuf, o, norm_w, rstd = ctx.saved_tensors
-        do, dnorm_w = rmsnorm_bwd(dy, o, norm_w, rstd, True)  # [2B,T,H,V], [V]
-        dq, dk, dv, dbeta, _ = chunk_bwd(q, k, v, beta, ctx.scale, None, True, vn, tinv,
-                                         hbuf, do, None)
-        B2, T = q.shape[:2]
-        dys = [dq.view(B2, T, -1), dk.view(B2, T, -1), dv.view(B2, T, -1)]  # [2B,T,*]
-        dqkv, dconv_w, _ = conv_ops._bwd_impl(ctx.variant)(dys, qkv, conv_w, None, None,
-                                                           _SILU, True, bidir=True)
-        if ctx.neg_eig:
-            dbeta = 2.0 * dbeta
-        dz = torch.ops.aten.sigmoid_backward(dbeta, sig)  # [2B,T,H]
-        db_logit = dz[:B2 // 2] + dz[B2 // 2:].flip(dims=[1])  # [B,T,H], both directions
+        dqkv, dconv_w, db_logit, dnorm_w = _scan_bwd(ctx, ctx.saved_tensors, dy)
         return dqkv, dconv_w, db_logit, dnorm_w, None, None, None, None, None
+
+
+class _BidirLayer(torch.autograd.Function):
+    """The whole layer, x [B,T,D] -> o_proj(o_norm(bidirectional scan(in_proj(x)))) [B,T,D],
+    as ONE autograd node (MIXZOO_VISION_PATH=layer): the projections run as plain GEMMs in
+    the compute dtype `dt` (autocast's dtype under autocast, else x's), x and the weights are
+    cast to it once inside, and the backward returns each gradient in its input's dtype
+    (dx summed over the q|k|v and beta projections in `dt` before that one cast, as with
+    MIXZOO_VISION_CAST=once). w_in [2HK+HV+H, D] = q|k|v|beta-logit rows, w_o [D, HV]."""
+
+    @staticmethod
+    def forward(ctx, x, w_in, b_in, conv_w, norm_w, w_o, b_o, dt: torch.dtype, heads: int,
+                k_dim: int, v_dim: int, eps: float, neg_eig: bool):
+        B, T, D = x.shape
+        H, V = heads, v_dim
+        n_qkv = w_in.shape[0] - H
+        xc = x.to(dt)                                     # [B,T,D], one cast (or none)
+        w = w_in.to(dt)                                   # [qkv+H, D]
+        bi = None if b_in is None else b_in.to(dt)
+        qkv = F.linear(xc, w[:n_qkv], None if bi is None else bi[:n_qkv])  # [B,T,qkv]
+        b_logit = F.linear(xc, w[n_qkv:], None if bi is None else bi[n_qkv:])  # [B,T,H]
+        save = any(ctx.needs_input_grad[:7])
+        y = _scan_fwd(ctx, qkv, conv_w, b_logit, norm_w, H, k_dim, V, eps, neg_eig, save)
+        yf = y.view(B, T, H * V)                          # [B,T,HV] normed scan output
+        wo = w_o.to(dt)
+        out = F.linear(yf, wo, None if b_o is None else b_o.to(dt))  # [B,T,D]
+        if save:
+            ctx.save_for_backward(xc, w, wo, yf, *ctx.scan)
+            del ctx.scan
+            ctx.n_qkv, ctx.has_bias = n_qkv, (b_in is not None, b_o is not None)
+            ctx.dtypes = (x.dtype, w_in.dtype, w_o.dtype)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        xc, w, wo, yf, *scan = ctx.saved_tensors
+        B, T, D = xc.shape
+        n = ctx.n_qkv
+        x_dt, win_dt, wo_dt = ctx.dtypes
+        g = dout.to(wo.dtype).reshape(B * T, D)           # [BT,D]
+        dyf = torch.mm(g, wo)                             # [BT,HV]
+        dwo = torch.mm(g.t(), yf.reshape(B * T, -1))      # [D,HV]
+        dbo = g.sum(0).to(wo_dt) if ctx.has_bias[1] else None
+        H = scan[6].shape[-1]                             # beta [2B,T,H]
+        dqkv, dconv_w, db_logit, dnorm_w = _scan_bwd(ctx, scan, dyf.view(B, T, H, -1))
+        dqkv = dqkv.reshape(B * T, n)                     # [BT,qkv]
+        db = db_logit.reshape(B * T, H).to(dqkv.dtype)    # [BT,H]
+        x2 = xc.reshape(B * T, D)                         # [BT,D]
+        dx = torch.addmm(torch.mm(db, w[n:]), dqkv, w[:n])  # [BT,D], both projections
+        dw = torch.empty_like(w)                          # [qkv+H, D]: rows as in w_in
+        torch.mm(dqkv.t(), x2, out=dw[:n])
+        torch.mm(db.t(), x2, out=dw[n:])
+        dbi = torch.cat([dqkv.sum(0), db.sum(0)]).to(win_dt) if ctx.has_bias[0] else None
+        return (dx.view(B, T, D).to(x_dt), dw.to(win_dt), dbi, dconv_w, dnorm_w,
+                dwo.to(wo_dt), dbo, None, None, None, None, None, None)
 
 
 def fused_mixer(m) -> bool:
@@ -122,3 +195,19 @@ def fused_forward(m: DeltaNetMixer, x: torch.Tensor) -> torch.Tensor:
     if m.g_proj is not None:
         o = o * F.silu(m.g_proj(x)).reshape(B, T, m.H, m.V)  # [B,T,H,V]
     return F.linear(o.reshape(B, T, m.H * m.V), m.o_proj.weight, m.o_proj.bias)  # [B,T,D]
+
+
+def layer_applies(m, x: torch.Tensor, mixer_ok: bool | None = None) -> bool:
+    """Whether `layer_forward(m, x)` applies: `fused_applies` and no output gate."""
+    return m.g_proj is None and fused_applies(m, x, mixer_ok)
+
+
+def layer_forward(m: DeltaNetMixer, x: torch.Tensor) -> torch.Tensor:
+    """y [B,T,D] = m(x)[0] for a bidirectional DeltaNet without output gate, through
+    `_BidirLayer` (one autograd node). Under autocast the layer computes in autocast's dtype
+    and casts x once (MIXZOO_VISION_CAST=once semantics); otherwise in x's dtype."""
+    dev = x.device.type
+    dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+    return _BidirLayer.apply(x, m.in_proj.weight, m.in_proj.bias, m.conv_weight,
+                             m.o_norm.weight, m.o_proj.weight, m.o_proj.bias, dt, m.H, m.K,
+                             m.V, float(m.o_norm.eps), m.config.allow_neg_eigval)
