@@ -106,9 +106,16 @@ def _layout(x: torch.Tensor, combine: bool):
     return x4, (nb_out,) + tuple(x.shape[1:]), nb_out * T * M, T, M, NB // 2
 
 
-def _blocks(V: int):
-    bv = triton.next_power_of_2(V)
-    return max(1, 4096 // bv), bv
+_BLOCKS: dict[int, tuple[int, int]] = {}
+
+
+def _blocks(V: int) -> tuple[int, int]:
+    """(rows per program, BLOCK_V), cached per V (host time: two launches per layer)."""
+    blocks = _BLOCKS.get(V)
+    if blocks is None:
+        bv = 1 << max(0, V - 1).bit_length()             # next power of two >= V
+        blocks = _BLOCKS[V] = (max(1, 4096 // bv), bv)
+    return blocks
 
 
 def rmsnorm_fwd(x, weight, eps: float, combine: bool):

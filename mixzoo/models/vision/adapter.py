@@ -73,7 +73,7 @@ PATHS = ("mixer", "fused", "layer")
 
 
 def path_mode() -> str:
-    """MIXZOO_VISION_PATH: "mixer" (default) or "fused" (see the module docstring)."""
+    """MIXZOO_VISION_PATH: "mixer" (default), "fused" or "layer" (module docstring)."""
     mode = os.environ.get(PATH_ENV, "mixer")
     if mode not in PATHS:
         raise ValueError(f"{PATH_ENV}={mode!r}: expected one of {list(PATHS)}")
@@ -186,7 +186,7 @@ class MixerAttention(nn.Module):
         path = path_mode()
         fast = None
         if path != "mixer" and not torch.compiler.is_compiling():
-            from . import fast_deltanet as fd  # Triton
+            fd = _fast_module()
             if getattr(self, "_fused_ok", None) is None:   # fixed by the mixer: once
                 self._fused_ok = fd.fused_mixer(self.mixer)
             if self._fused_ok:
@@ -220,6 +220,17 @@ class MixerAttention(nn.Module):
                 spec.causal, self.scan_order, self.default_num_prefix_tokens,
                 self.default_grid_size)
         return (_unpickle, args, self.__dict__)
+
+
+_FAST: list = []
+
+
+def _fast_module():
+    """fast_deltanet, imported on first use (it imports the Triton launchers)."""
+    if not _FAST:
+        from . import fast_deltanet
+        _FAST.append(fast_deltanet)
+    return _FAST[0]
 
 
 def _unpickle(spec: dict, causal: bool, scan: str, num_prefix_tokens, grid_size):
