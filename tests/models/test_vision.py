@@ -315,6 +315,8 @@ def test_fast_vision_paths_equal_the_mixer(path, extras, monkeypatch):
         assert_close(a, b, 1e-6, f"item {i}")
     if path == "layer":
         assert nodes[1] == "_BidirLayerBackward"           # one autograd node per layer
+        with torch.no_grad():                              # inference: nothing saved
+            assert torch.equal(attn(x), outs[1][0])
     from mixzoo.models.vision.fast_deltanet import fused_applies, layer_applies
     assert fused_applies(attn.mixer, x)
     assert layer_applies(attn.mixer, x) == (not spec["use_output_gate"])

@@ -1,5 +1,5 @@
-"""Eager fast path of the bidirectional (vision) DeltaNet layer, taken by the timm adapter
-with MIXZOO_VISION_PATH=fused (adapter.py; imported only then, as it needs Triton).
+"""Eager fast paths of the bidirectional (vision) DeltaNet layer, taken by the timm adapter
+with MIXZOO_VISION_PATH=fused or =layer (adapter.py; imported only then, as it needs Triton).
 
 At ViT sizes (196 tokens, batch 128) one DeltaNet layer's GPU work is a few hundred
 microseconds per kernel, and a training step's host side (Python, dispatch, launches) is
@@ -10,21 +10,33 @@ too (call 11: 38.2 ms host for a 38.1 ms step). The mixer's default path calls
 three custom ops per layer (`short_conv_bidir_fwd`, `delta_rule_chunk_fwd`, `rms_norm_fwd`,
 each with a backward op); torch.library's eager dispatch (schema defaults, pytree, the
 autograd wrapper, redispatch, dynamo-disable wrappers) costs ~0.1-0.2 ms of host time per op
-call on a slow host, ~1 ms per layer per step. This path runs the same launchers, with the
-same arguments and the same saved tensors, through ONE torch.autograd.Function per layer:
+call on a slow host, ~1 ms per layer per step. These paths run the same launchers, with the
+same arguments and the same saved tensors, through plain torch.autograd.Functions:
 
+"fused" (`_BidirScan`, one Function per layer for the scan; the projections and the output
+gate stay torch ops, as in the mixer):
     forward:  conv (q|k|v of both scan directions, one launch) -> delta-rule chunk forward
               (prep + state pass) -> output RMSNorm combining the two directions
     backward: RMSNorm backward -> delta-rule chunk backward -> conv backward
+"layer" (`_BidirLayer`, the whole layer as ONE autograd node): the same, with in_proj
+    (q|k|v and beta-logit GEMMs) before and o_proj after, x and the weights cast once to the
+    compute dtype inside. Backward: o_proj GEMMs -> the scan's backward -> dx (one addmm over
+    both in_proj GEMMs) and dW_in (written into one buffer in w_in's row order).
+    Host work per DeltaNet ViT-S training step, kernels stubbed (benchmarks/vision_host.py,
+    autocast bf16; 2-core CPU host): timm ViT-S 7.0 ms, "layer" 8.3, "fused" with
+    MIXZOO_VISION_CAST=once 8.6, the mixer path ~15.
 
-so it computes the same values as the mixer (tested equal: output and every gradient). beta
-for both directions (sigmoid, flip, concatenation) is built inside the Function too; the
-projections and the output gate stay plain torch ops, as in the mixer.
+Both compute the same values as the mixer (tested equal in fp32: output and every
+gradient); beta for both directions (sigmoid, flip, concatenation) is built inside. Under
+autocast, "layer" has MIXZOO_VISION_CAST=once semantics (one cast of x; its gradient summed
+over the projections in the autocast dtype before the cast back).
 
-It applies only where the mixer itself would run exactly these kernels: a bidirectional
+They apply only where the mixer itself would run exactly these kernels: a bidirectional
 DeltaNet (causal=False) with its short conv, the Triton backend, no carried state, half or
-fp32 inputs, q|k|v channel groups the grouped conv kernel takes. Everything else, and
-everything under torch.compile (which needs the custom ops), takes the mixer's own path.
+fp32 inputs, q|k|v channel groups the grouped conv kernel takes ("layer" also: no output
+gate; otherwise it takes "fused"). Everything else, and everything under torch.compile
+(which needs the custom ops), takes the mixer's own path. Under torch.no_grad nothing is
+saved for a backward.
 """
 from __future__ import annotations
 
@@ -91,8 +103,8 @@ class _BidirScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, qkv, conv_w, b_logit, norm_w, heads: int, k_dim: int, v_dim: int,
-                eps: float, neg_eig: bool):
-        save = any(ctx.needs_input_grad[:4])
+                eps: float, neg_eig: bool, grad_mode: bool):
+        save = grad_mode and any(ctx.needs_input_grad[:4])   # nothing saved for inference
         y = _scan_fwd(ctx, qkv, conv_w, b_logit, norm_w, heads, k_dim, v_dim, eps, neg_eig,
                       save)
         if save:
@@ -103,7 +115,7 @@ class _BidirScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         dqkv, dconv_w, db_logit, dnorm_w = _scan_bwd(ctx, ctx.saved_tensors, dy)
-        return dqkv, dconv_w, db_logit, dnorm_w, None, None, None, None, None
+        return dqkv, dconv_w, db_logit, dnorm_w, None, None, None, None, None, None
 
 
 class _BidirLayer(torch.autograd.Function):
@@ -116,7 +128,7 @@ class _BidirLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w_in, b_in, conv_w, norm_w, w_o, b_o, dt: torch.dtype, heads: int,
-                k_dim: int, v_dim: int, eps: float, neg_eig: bool):
+                k_dim: int, v_dim: int, eps: float, neg_eig: bool, grad_mode: bool):
         B, T, D = x.shape
         H, V = heads, v_dim
         n_qkv = w_in.shape[0] - H
@@ -125,7 +137,7 @@ class _BidirLayer(torch.autograd.Function):
         bi = None if b_in is None else b_in.to(dt)
         qkv = F.linear(xc, w[:n_qkv], None if bi is None else bi[:n_qkv])  # [B,T,qkv]
         b_logit = F.linear(xc, w[n_qkv:], None if bi is None else bi[n_qkv:])  # [B,T,H]
-        save = any(ctx.needs_input_grad[:7])
+        save = grad_mode and any(ctx.needs_input_grad[:7])   # nothing saved for inference
         y = _scan_fwd(ctx, qkv, conv_w, b_logit, norm_w, H, k_dim, V, eps, neg_eig, save)
         yf = y.view(B, T, H * V)                          # [B,T,HV] normed scan output
         wo = w_o.to(dt)
@@ -158,7 +170,7 @@ class _BidirLayer(torch.autograd.Function):
         torch.mm(db.t(), x2, out=dw[n:])
         dbi = torch.cat([dqkv.sum(0), db.sum(0)]).to(win_dt) if ctx.has_bias[0] else None
         return (dx.view(B, T, D).to(x_dt), dw.to(win_dt), dbi, dconv_w, dnorm_w,
-                dwo.to(wo_dt), dbo, None, None, None, None, None, None)
+                dwo.to(wo_dt), dbo, None, None, None, None, None, None, None)
 
 
 def fused_mixer(m) -> bool:
@@ -191,7 +203,8 @@ def fused_forward(m: DeltaNetMixer, x: torch.Tensor) -> torch.Tensor:
     qkv = F.linear(x, w_qkv, b_qkv)  # [B,T,qkv_dim]
     b_logit = F.linear(x, w_b, b_b)  # [B,T,H]
     o = _BidirScan.apply(qkv, m.conv_weight, b_logit, m.o_norm.weight, m.H, m.K, m.V,
-                         float(m.o_norm.eps), m.config.allow_neg_eigval)  # [B,T,H,V]
+                         float(m.o_norm.eps), m.config.allow_neg_eigval,
+                         torch.is_grad_enabled())  # [B,T,H,V]
     if m.g_proj is not None:
         o = o * F.silu(m.g_proj(x)).reshape(B, T, m.H, m.V)  # [B,T,H,V]
     return F.linear(o.reshape(B, T, m.H * m.V), m.o_proj.weight, m.o_proj.bias)  # [B,T,D]
@@ -210,4 +223,5 @@ def layer_forward(m: DeltaNetMixer, x: torch.Tensor) -> torch.Tensor:
     dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
     return _BidirLayer.apply(x, m.in_proj.weight, m.in_proj.bias, m.conv_weight,
                              m.o_norm.weight, m.o_proj.weight, m.o_proj.bias, dt, m.H, m.K,
-                             m.V, float(m.o_norm.eps), m.config.allow_neg_eigval)
+                             m.V, float(m.o_norm.eps), m.config.allow_neg_eigval,
+                             torch.is_grad_enabled())
