@@ -54,7 +54,7 @@ def _variant(name: str):
 
 # chunk variants timed side by side as mixzoo_<variant> (README "Kernel variants"); the
 # others (v2, v5, v7) were slower than v6 in call 13 and stay selectable only
-VARIANTS = ("v1", "v4", "v6", "v8", "v10")
+VARIANTS = ("v1", "v4", "v6", "v8", "v10", "v11")
 
 
 def _fla_chunk(x):
@@ -177,6 +177,18 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
         ("gla v10 fwd_Ao", G5._fwd_Ao_v10_kernel, dict(q=P, k=P, gc=F, A=F, v=P, h=P, o=P, **io),
          dict(H=16, K=K, V=V, BT=64, BC=16, BV=min(128, V), PREC=base["PREC"], WITH_O=True,
               DIAG_SUB=False)),
+        ("gla v11 fwd_h", G2._fwd_h_v2_kernel, dict(k=P, v=P, gc=F, h=P, h0=F, ht=F, T=I),
+         dict(base, HAS_H0=True, HI_PREC=True)),
+        ("gla v11 fwd_Ao", G2._fwd_A_v2_kernel, dict(q=P, k=P, gc=F, A=F, v=P, h=P, o=P, **io),
+         dict(H=16, K=K, V=V, BT=64, BC=16, BV=min(128, V), PREC=base["PREC"], WITH_O=True,
+              DIAG_SUB=False, HI_PREC=True)),
+        ("gla v11 bwd_dh", G2._bwd_dh_v2_kernel, dict(q=P, do=P, gc=F, dht=F, dh=P, dh0=F, **io),
+         dict(base, HAS_DHT=True, HI_PREC=True)),
+        ("gla v11 bwd_dv", G._bwd_dv_kernel,
+         dict(k=P, v=P, gc=F, A=F, do=P, dh=P, dA=F, dv=P, T=I), dict(base, HI_PREC=True)),
+        ("gla v11 bwd_intra", G5._bwd_intra_v5_kernel,
+         dict(q=P, k=P, gc=F, dA=F, dqi=F, dki=F, **io),
+         dict(H=16, K=K, BT=64, BC=16, PREC=base["PREC"], HI_PREC=True)),
         ("gla v8 bwd_dqk", G5._bwd_dqk_v8_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P,
                                                       dA=F, dq=P, dk=P, x=F, cpart=F, **io),
          dict(base, BC=16)),

@@ -112,7 +112,7 @@ TRITON_CASES = [(1, True), (15, False), (64, True), (65, False), (100, False), (
 TRITON_TOL = dict(o=1e-5, final_state=1e-5, dq=1e-5, dk=1e-5, dv=1e-5, dg=1e-4, dh0=1e-5)
 
 
-VARIANTS = ["v1", "v2", "v4", "v5", "v6", "v7", "v8", "v10"]
+VARIANTS = ["v1", "v2", "v4", "v5", "v6", "v7", "v8", "v10", "v11"]
 
 
 @pytest.fixture(params=VARIANTS)

@@ -54,6 +54,18 @@ def _dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
+@triton.jit
+def _dot_hl(a, b, PREC: tl.constexpr):
+    """a @ b for fp32 `a` and `b` in the input dtype, keeping ~16 bits of `a`: with b in
+    bf16/fp16, a = hi + lo (both in b's dtype, lo the rounding residue) and two
+    tensor-core dots; with fp32 b, one dot at PREC (ieee)."""
+    if b.dtype == tl.float32:
+        return tl.dot(a, b, input_precision=PREC)
+    a_hi = a.to(b.dtype)
+    a_lo = (a - a_hi.to(tl.float32)).to(b.dtype)
+    return tl.dot(a_hi, b) + tl.dot(a_lo, b)
+
+
 # ----------------------------------------------------------------------------- forward
 @autotuned(STATE_CONFIGS)
 @triton.jit
@@ -224,9 +236,10 @@ def _bwd_dh_kernel(
     dh0,                # [B,H,K,V] fp32 out: gradient of the initial state
     scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    HAS_DHT: tl.constexpr, PREC: tl.constexpr,
+    HAS_DHT: tl.constexpr, PREC: tl.constexpr, HI_PREC: tl.constexpr = False,
 ):
-    """Reverse pass: dS <- e^(b_C) dS + (scale q e^b)^T do, from the last chunk down."""
+    """Reverse pass: dS <- e^(b_C) dS + (scale q e^b)^T do, from the last chunk down.
+    HI_PREC: (scale q e^b) enters the dot as hi + lo parts (_dot_hl), not rounded once."""
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, BT)
@@ -255,15 +268,19 @@ def _bwd_dh_kernel(
         b_last = tl.load(gc + t_last * (H * K) + o_k, mask=m_k, other=0.)
         b_q = tl.load(q + p_kT, mask=m_kt, other=0.).to(tl.float32)
         b_g = tl.load(gc + p_kT, mask=m_kt, other=0.)
-        b_qd = (b_q * tl.exp(b_g) * scale).to(q.dtype.element_ty)
         p_do = t[:, None] * (H * V) + o_v[None, :]
         b_do = tl.load(do + p_do, mask=(t[:, None] < T) & (o_v[None, :] < V), other=0.)
-        b_dh = b_dh * tl.exp(b_last)[:, None] + tl.dot(b_qd, b_do.to(q.dtype.element_ty),
-                                                       input_precision=PREC)
+        if HI_PREC:
+            b_dh = b_dh * tl.exp(b_last)[:, None] + _dot_hl(b_q * tl.exp(b_g) * scale,
+                                                            b_do.to(q.dtype.element_ty), PREC)
+        else:
+            b_qd = (b_q * tl.exp(b_g) * scale).to(q.dtype.element_ty)
+            b_dh = b_dh * tl.exp(b_last)[:, None] + tl.dot(b_qd, b_do.to(q.dtype.element_ty),
+                                                           input_precision=PREC)
     tl.store(dh0 + i_bh.to(tl.int64) * K * V + p_hs, b_dh, mask=m_kv)
 
 
-@autotuned(TILE_CONFIGS)
+@autotuned(TILE_CONFIGS, key=("K", "V", "HI_PREC"))
 @triton.jit
 def _bwd_dv_kernel(
     k, v, gc, A, do, dh,    # inputs (see above)
@@ -271,8 +288,10 @@ def _bwd_dv_kernel(
     dv,                     # [B,T,H,V] out
     T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+    HI_PREC: tl.constexpr = False,
 ):
-    """dv = A^T do + (k e^(b_C - b)) dh[n];  dA = do v^T (causal part), one chunk."""
+    """dv = A^T do + (k e^(b_C - b)) dh[n];  dA = do v^T (causal part), one chunk.
+    HI_PREC: A^T do with A as hi + lo parts (_dot_hl) instead of A rounded to v's dtype."""
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, BT)
@@ -291,7 +310,9 @@ def _bwd_dv_kernel(
     t_last = tl.minimum(i_n * BT + BT, T) - 1
     p_dh = dh + ((i_b * N + i_n) * H + i_h).to(tl.int64) * K * V
     p_A = t[:, None] * (H * BT) + o_t[None, :]
-    b_A = tl.load(A + p_A, mask=m_t[:, None], other=0.).to(v.dtype.element_ty)
+    b_A = tl.load(A + p_A, mask=m_t[:, None], other=0.)
+    if not HI_PREC:
+        b_A = b_A.to(v.dtype.element_ty)
     b_dA = tl.zeros([BT, BT], dtype=tl.float32)
     for i_v in range(0, tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
@@ -300,7 +321,10 @@ def _bwd_dv_kernel(
         b_v = tl.load(v + p_v, mask=m_tv, other=0.)
         b_do = tl.load(do + p_v, mask=m_tv, other=0.).to(v.dtype.element_ty)
         b_dA += tl.dot(b_do, tl.trans(b_v), input_precision=PREC)
-        b_dv = tl.dot(tl.trans(b_A), b_do, input_precision=PREC)
+        if HI_PREC:
+            b_dv = _dot_hl(tl.trans(b_A), b_do, PREC)
+        else:
+            b_dv = tl.dot(tl.trans(b_A), b_do, input_precision=PREC)
         for i_k in range(0, tl.cdiv(K, BK)):
             o_k = i_k * BK + tl.arange(0, BK)
             m_k = o_k < K

@@ -27,8 +27,8 @@ import triton.language as tl
 
 from mixzoo.kernels._common import cdiv
 
-from .chunk import (BC, BT, _bwd_dh_kernel, _bwd_dv_kernel, _dot_precision, _fwd_o_kernel,
-                    autotuned, configs)
+from .chunk import (BC, BT, _bwd_dh_kernel, _bwd_dv_kernel, _dot_hl, _dot_precision,
+                    _fwd_o_kernel, autotuned, configs)
 
 
 # ----------------------------------------------------------------------------- forward
@@ -55,7 +55,7 @@ def _fwd_gc_kernel(
 # B4 H16 D128, several per SM) and 3 stages; none spills on sm_90
 V2_STATE_CONFIGS = configs((64, 64, 8, 2), (32, 64, 8, 2), (32, 32, 4, 2), (64, 64, 8, 3))
 # v1's reverse state pass, offered the same configs
-_bwd_dh_v2_kernel = autotuned(V2_STATE_CONFIGS)(_bwd_dh_kernel.fn)
+_bwd_dh_v2_kernel = autotuned(V2_STATE_CONFIGS, key=("K", "V", "HI_PREC"))(_bwd_dh_kernel.fn)
 # v1's dv / dA pass for v8's backward (opt-in, unmeasured with it): v1's two configs
 # spill 16-24 bytes on sm_90; also offered three spill-free ones (249 / 236 / 128 regs)
 _bwd_dv_v2_kernel = autotuned(configs((64, 64, 8, 2), (64, 128, 8, 1), (64, 64, 8, 1),
@@ -68,7 +68,7 @@ _fwd_o_v2_kernel = autotuned(configs((64, 64, 8, 2), (64, 128, 8, 1), (32, 64, 4
 # The state pass reads gc made by _fwd_gc (v1 makes it inside the pass: a [BK, BT]
 # cumsum on every sequential step). Measured in session 2 (call 5): 0.172 ms + 0.072 ms
 # for _fwd_gc, against 0.416 ms for v1's pass, B4 T4096 H16 D128.
-@autotuned(V2_STATE_CONFIGS)
+@autotuned(V2_STATE_CONFIGS, key=("K", "V", "HI_PREC"))
 @triton.jit
 def _fwd_h_v2_kernel(
     k, v, gc,           # [B,T,H,K], [B,T,H,V] inputs, [B,T,H,K] fp32 chunk-local cumulative gate
@@ -76,9 +76,10 @@ def _fwd_h_v2_kernel(
     h0, ht,             # [B,H,K,V] fp32 initial state in / final state out
     T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    HAS_H0: tl.constexpr, PREC: tl.constexpr,
+    HAS_H0: tl.constexpr, PREC: tl.constexpr, HI_PREC: tl.constexpr = False,
 ):
-    """S <- exp(b_C) * S + (k * exp(b_C - b))^T v per chunk; stores S before each chunk."""
+    """S <- exp(b_C) * S + (k * exp(b_C - b))^T v per chunk; stores S before each chunk.
+    HI_PREC: k * exp(b_C - b) enters the dot as hi + lo parts (_dot_hl)."""
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, BT)
@@ -107,10 +108,14 @@ def _fwd_h_v2_kernel(
         b_gc = tl.load(gc + p_kT, mask=m_kt, other=0.)
         b_k = tl.load(k + p_kT, mask=m_kt, other=0.).to(tl.float32)
         # padded columns: k = 0, and the clamp keeps their exponent finite
-        b_kd = (b_k * tl.exp(tl.minimum(b_last[:, None] - b_gc, 0.))).to(k.dtype.element_ty)
+        b_kd = b_k * tl.exp(tl.minimum(b_last[:, None] - b_gc, 0.))
         p_v = t[:, None] * (H * V) + o_v[None, :]
         b_v = tl.load(v + p_v, mask=(t[:, None] < T) & (o_v[None, :] < V), other=0.)
-        b_h = b_h * tl.exp(b_last)[:, None] + tl.dot(b_kd, b_v, input_precision=PREC)
+        if HI_PREC:
+            b_h = b_h * tl.exp(b_last)[:, None] + _dot_hl(b_kd, b_v, PREC)
+        else:
+            b_h = b_h * tl.exp(b_last)[:, None] + tl.dot(b_kd.to(k.dtype.element_ty), b_v,
+                                                         input_precision=PREC)
     tl.store(ht + i_bh.to(tl.int64) * K * V + p_hs, b_h, mask=m_kv)
 
 
@@ -160,7 +165,7 @@ def _diag_part(
 
 # [64,64] fp32 score tile + [64,BK] q/k/gc tiles; sm_90 report in the README
 @autotuned(configs((32, 4, 2), (64, 8, 2), (32, 8, 1), names=("BK",)),
-           key=("K", "V", "WITH_O", "DIAG_SUB"))   # each variant tunes apart
+           key=("K", "V", "WITH_O", "DIAG_SUB", "HI_PREC"))   # each variant tunes apart
 @triton.jit
 def _fwd_A_v2_kernel(
     q, k, gc,           # [B,T,H,K] q, k and the chunk-local cumulative gate (fp32)
@@ -169,6 +174,7 @@ def _fwd_A_v2_kernel(
     scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     PREC: tl.constexpr, WITH_O: tl.constexpr, DIAG_SUB: tl.constexpr,
+    HI_PREC: tl.constexpr = False,
 ):
     """All intra scores of one chunk. Off-diagonal sub-chunk blocks (i > j), with r_i = b
     at the first row of sub-chunk i:  A_ij = (q_i e^(b_i - r_i)) (k_j e^(r_i - b_j))^T.
@@ -176,7 +182,10 @@ def _fwd_A_v2_kernel(
     WITH_O (variant v4): then o = (scale q e^b) h[n] + A v as in chunk._fwd_o, with A
     read back from the rows this program just stored (after a CTA barrier).
     DIAG_SUB (variant v7): the diagonal blocks one sub-chunk at a time (_diag_scores)
-    instead of the [64, BK] partner-row gathers."""
+    instead of the [64, BK] partner-row gathers.
+    HI_PREC (variant v11): the off-diagonal dots take their fp32 factors (tf32 on tensor
+    cores for bf16/fp16 inputs, not rounded to the input dtype), and A v takes A as
+    hi + lo parts (_dot_hl)."""
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NS: tl.constexpr = BT // BC
@@ -211,8 +220,11 @@ def _fwd_A_v2_kernel(
             b_kd = tl.where((o_t < i * BC)[:, None],
                             b_k * tl.exp(tl.minimum(b_ri[None, :] - b_g, 0.)), 0.)
             b_qi = tl.where((o_blk == i)[:, None], b_qd, 0.)
-            b_A += tl.dot(b_qi.to(q.dtype.element_ty), tl.trans(b_kd.to(k.dtype.element_ty)),
-                          input_precision=PREC)
+            if HI_PREC:
+                b_A += tl.dot(b_qi, tl.trans(b_kd), input_precision=PREC)
+            else:
+                b_A += tl.dot(b_qi.to(q.dtype.element_ty), tl.trans(b_kd.to(k.dtype.element_ty)),
+                              input_precision=PREC)
         if not DIAG_SUB:
             for j in range(0, BC):
                 s = t_ref + j                            # partner row of each row
@@ -259,7 +271,10 @@ def _fwd_A_v2_kernel(
             p_v = t[:, None] * (H * V) + o_v[None, :]
             m_tv = m_t[:, None] & m_v[None, :]
             b_v = tl.load(v + p_v, mask=m_tv, other=0.)
-            b_o += tl.dot(b_Af.to(v.dtype.element_ty), b_v, input_precision=PREC)
+            if HI_PREC:
+                b_o += _dot_hl(b_Af, b_v, PREC)
+            else:
+                b_o += tl.dot(b_Af.to(v.dtype.element_ty), b_v, input_precision=PREC)
             tl.store(o + p_v, b_o.to(o.dtype.element_ty), mask=m_tv)
 
 
@@ -401,8 +416,9 @@ def _bwd_dqk_v2_kernel(
 
 # ----------------------------------------------------------------------------- launchers
 def gla_chunk_fwd_v2(q, k, v, g, h0, scale: float, fuse_o: bool = False,
-                     diag_sub: bool = False):
-    """As chunk.gla_chunk_fwd: (o, final_state fp32, gc fp32, A fp32, h)."""
+                     diag_sub: bool = False, hi_prec: bool = False):
+    """As chunk.gla_chunk_fwd: (o, final_state fp32, gc fp32, A fp32, h). hi_prec: the
+    state pass and the fused scores + output kernel keep more bits (variant v11)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = cdiv(T, BT)
@@ -412,13 +428,14 @@ def gla_chunk_fwd_v2(q, k, v, g, h0, scale: float, fuse_o: bool = False,
     ht = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
     _fwd_gc_kernel[lambda m: (cdiv(K, m["BK"]), N, B * H)](g, gc, T, H, K, BT=BT)
     _fwd_h_v2_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
-        k, v, gc, h, h0, ht, T, H, K, V, BT=BT, HAS_H0=h0 is not None, PREC=prec)
+        k, v, gc, h, h0, ht, T, H, K, V, BT=BT, HAS_H0=h0 is not None, PREC=prec,
+        HI_PREC=hi_prec)
     A = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
     o = torch.empty_like(v)
     if fuse_o:
         _fwd_A_v2_kernel[(N, B * H)](q, k, gc, A, v, h, o, scale, T, H, K, V, BT=BT, BC=BC,
                                      BV=min(128, _pow2(V)), PREC=prec, WITH_O=True,
-                                     DIAG_SUB=diag_sub)
+                                     DIAG_SUB=diag_sub, HI_PREC=hi_prec)
         return o, ht, gc, A, h
     _fwd_A_v2_kernel[(N, B * H)](q, k, gc, A, q, h, q, scale, T, H, K, K, BT=BT, BC=BC,
                                  BV=16, PREC=prec, WITH_O=False, DIAG_SUB=diag_sub)

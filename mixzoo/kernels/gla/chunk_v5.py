@@ -101,12 +101,14 @@ def _intra_dqk(
     b_q, b_k, b_g,      # [BC, BK] fp32 rows of sub-chunk i (q, k, gc), zero where masked
     t0, i_n, i_i, o_k, m_k, T,
     H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
-    PREC: tl.constexpr,
+    PREC: tl.constexpr, HI_PREC: tl.constexpr,
 ):
     """Unscaled intra-chunk (dq, dk) of sub-chunk i (first row t0) for one K block,
     without the s == t terms: earlier sub-chunks through r = b at row t0, later ones
     through r2 = b at the last row of i (exponents <= 0), the diagonal block pairwise
-    with row j of i as [BK] vectors and e^(-|b_t - b_j|) for both sides."""
+    with row j of i as [BK] vectors and e^(-|b_t - b_j|) for both sides.
+    HI_PREC: the sub-chunk-pair dots take their fp32 factors (tf32 for bf16/fp16 inputs)
+    instead of factors rounded to the input dtype."""
     NS: tl.constexpr = BT // BC
     o_c = tl.arange(0, BC)
     t_i = t0 + o_c
@@ -122,8 +124,11 @@ def _intra_dqk(
         b_kd = b_kj * tl.exp(b_r[None, :] - b_gj)
         b_dAij = tl.load(dA + t_i[:, None] * (H * BT) + j * BC + o_c[None, :], mask=m_i[:, None],
                          other=0.)
-        b_dq += tl.dot(b_dAij.to(k.dtype.element_ty), b_kd.to(k.dtype.element_ty),
-                       input_precision=PREC)
+        if HI_PREC:
+            b_dq += tl.dot(b_dAij, b_kd, input_precision=PREC)
+        else:
+            b_dq += tl.dot(b_dAij.to(k.dtype.element_ty), b_kd.to(k.dtype.element_ty),
+                           input_precision=PREC)
     b_dq = b_dq * tl.exp(tl.minimum(b_g - b_r[None, :], 0.))
     # dk from later sub-chunks, through r2 = b at the last row of i (if a later row
     # exists, i is full and r2 is real; else the loop is empty)
@@ -139,8 +144,11 @@ def _intra_dqk(
         b_qd = b_qj * tl.exp(tl.minimum(b_gj - b_r2[None, :], 0.))
         b_dAji = tl.load(dA + t_j[:, None] * (H * BT) + i_i * BC + o_c[None, :],
                          mask=m_j[:, None], other=0.)    # [t in j, s in i]
-        b_dk += tl.dot(tl.trans(b_dAji.to(q.dtype.element_ty)), b_qd.to(q.dtype.element_ty),
-                       input_precision=PREC)
+        if HI_PREC:
+            b_dk += tl.dot(tl.trans(b_dAji), b_qd, input_precision=PREC)
+        else:
+            b_dk += tl.dot(tl.trans(b_dAji.to(q.dtype.element_ty)),
+                           b_qd.to(q.dtype.element_ty), input_precision=PREC)
     b_dk = b_dk * tl.exp(tl.minimum(b_r2[None, :] - b_g, 0.))
     # diagonal block, strictly: row j of i as vectors, e^(-|b_t - b_j|) for both sides
     b_dqd = tl.zeros([BC, BK], dtype=tl.float32)
@@ -161,7 +169,8 @@ def _intra_dqk(
 
 
 # sm_90 registers: 80 / 88 / 140 / 172, no spills: several CTAs per SM
-@autotuned(configs((32, 4, 2), (64, 8, 2), (64, 4, 2), (128, 8, 2), names=("BK",)), key=("K",))
+@autotuned(configs((32, 4, 2), (64, 8, 2), (64, 4, 2), (128, 8, 2), names=("BK",)),
+           key=("K", "HI_PREC"))
 @triton.jit
 def _bwd_intra_v5_kernel(
     q, k, gc,           # [B,T,H,K] q, k and the chunk-local cumulative gate (fp32)
@@ -169,8 +178,9 @@ def _bwd_intra_v5_kernel(
     dqi, dki,           # [B,T,H,K] fp32 out: intra-chunk dq, dk without the s == t terms
     scale, T, H: tl.constexpr, K: tl.constexpr,
     BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
+    HI_PREC: tl.constexpr = False,
 ):
-    """Intra-chunk dq, dk of sub-chunk i (BC rows), one K block.
+    """Intra-chunk dq, dk of sub-chunk i (BC rows), one K block (HI_PREC: _intra_dqk).
     dq_t = scale sum_{s<t} dA_ts k_s e^(b_t - b_s), dk_s = scale sum_{t>s} dA_ts q_t e^(b_t - b_s).
     Earlier sub-chunks through r = b at the first row of i, later ones through r2 = b at
     the last row of i (both exponents <= 0); the diagonal block pairwise, row by row."""
@@ -200,7 +210,7 @@ def _bwd_intra_v5_kernel(
     b_k = tl.load(k + p_i, mask=m_ik, other=0.).to(tl.float32)
     b_g = tl.load(gc + p_i, mask=m_ik, other=0.)
     b_dq, b_dk = _intra_dqk(q, k, gc, dA, b_q, b_k, b_g, t0, i_n, i_i, o_k, m_k, T,
-                            H, K, BT, BC, BK, PREC)
+                            H, K, BT, BC, BK, PREC, HI_PREC)
     tl.store(dqi + p_i, b_dq * scale, mask=m_ik)
     tl.store(dki + p_i, b_dk * scale, mask=m_ik)
 
@@ -351,7 +361,7 @@ def _bwd_dqk_v8_kernel(
     tl.store(cpart + (((i_b * N + i_n) * NS + i_i) * H + i_h).to(tl.int64) * K + o_k, b_c,
              mask=m_k)
     b_dqi, b_dki = _intra_dqk(q, k, gc, dA, b_q, b_k, b_g, t0, i_n, i_i, o_k, m_k, T,
-                              H, K, BT, BC, BK, PREC)
+                              H, K, BT, BC, BK, PREC, False)
     b_dq += b_dqi * scale
     b_dk += b_dki * scale
     tl.store(x + p_i, tl.where(m_ik, b_q * b_dq - b_k * b_dk, 0.), mask=m_ik)
@@ -421,9 +431,12 @@ def gla_chunk_fwd_v7(q, k, v, g, h0, scale: float):
     return gla_chunk_fwd_v2(q, k, v, g, h0, scale, fuse_o=True, diag_sub=True)
 
 
-def gla_chunk_bwd_v5(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torch.dtype):
+def gla_chunk_bwd_v5(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torch.dtype,
+                     hi_prec: bool = False):
     """As chunk.gla_chunk_bwd: (dq, dk, dv, dg, dh0 fp32). (dv / dA: v1's kernel and
-    configs, as measured in call 13; v8 offers it the spill-free configs too.)"""
+    configs, as measured in call 13; v8 offers it the spill-free configs too.)
+    hi_prec (variant v11): the dh pass, A^T do and the intra sub-chunk-pair dots keep
+    more bits (README "Numerics")."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = cdiv(T, BT)
@@ -431,14 +444,16 @@ def gla_chunk_bwd_v5(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torc
     dh = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)
     dh0 = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
     _bwd_dh_v2_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
-        q, do, gc, dht, dh, dh0, scale, T, H, K, V, BT=BT, HAS_DHT=dht is not None, PREC=prec)
+        q, do, gc, dht, dh, dh0, scale, T, H, K, V, BT=BT, HAS_DHT=dht is not None, PREC=prec,
+        HI_PREC=hi_prec)
     dA = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
     dv = torch.empty_like(v)
-    _bwd_dv_kernel[(N, B * H)](k, v, gc, A, do, dh, dA, dv, T, H, K, V, BT=BT, PREC=prec)
+    _bwd_dv_kernel[(N, B * H)](k, v, gc, A, do, dh, dA, dv, T, H, K, V, BT=BT, PREC=prec,
+                               HI_PREC=hi_prec)
     dqi = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
     dki = torch.empty_like(dqi)
     _bwd_intra_v5_kernel[lambda m: (cdiv(K, m["BK"]), N * (BT // BC), B * H)](
-        q, k, gc, dA, dqi, dki, scale, T, H, K, BT=BT, BC=BC, PREC=prec)
+        q, k, gc, dA, dqi, dki, scale, T, H, K, BT=BT, BC=BC, PREC=prec, HI_PREC=hi_prec)
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dg = torch.empty(B, T, H, K, device=q.device, dtype=g_dtype)
     _bwd_inter_v5_kernel[lambda m: (cdiv(K, m["BK"]), N, B * H)](
@@ -476,7 +491,7 @@ _fwd_h_gc_kernel = autotuned(V2_STATE_CONFIGS)(_fwd_h_kernel.fn)
 # 113 / 127 / 184 / 161 registers besides v4's three; no spills)
 _fwd_Ao_v10_kernel = autotuned(
     configs((64, 8, 2), (32, 8, 1), (32, 16, 1), (64, 16, 2), (32, 8, 2), (16, 8, 2),
-            names=("BK",)), key=("K", "V", "WITH_O", "DIAG_SUB"))(_fwd_A_v2_kernel.fn)
+            names=("BK",)), key=("K", "V", "WITH_O", "DIAG_SUB", "HI_PREC"))(_fwd_A_v2_kernel.fn)
 
 
 def gla_chunk_fwd_v10(q, k, v, g, h0, scale: float):
@@ -496,3 +511,14 @@ def gla_chunk_fwd_v10(q, k, v, g, h0, scale: float):
     _fwd_Ao_v10_kernel[(N, B * H)](q, k, gc, A, v, h, o, scale, T, H, K, V, BT=BT, BC=BC,
                                    BV=min(128, _pow2(V)), PREC=prec, WITH_O=True, DIAG_SUB=False)
     return o, ht, gc, A, h
+
+
+def gla_chunk_fwd_v11(q, k, v, g, h0, scale: float):
+    """v6's forward keeping more bits: tf32 sub-chunk-pair scores, A v and the state
+    update with hi + lo factors (README "Numerics")."""
+    return gla_chunk_fwd_v2(q, k, v, g, h0, scale, fuse_o=True, hi_prec=True)
+
+
+def gla_chunk_bwd_v11(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torch.dtype):
+    """v5's backward keeping more bits (gla_chunk_bwd_v5 with hi_prec)."""
+    return gla_chunk_bwd_v5(q, k, v, gc, A, h, do, dht, ht, scale, g_dtype, hi_prec=True)

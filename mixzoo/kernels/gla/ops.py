@@ -34,8 +34,8 @@ from mixzoo.kernels._common import cdiv
 
 from .chunk import BT, gla_chunk_bwd, gla_chunk_fwd
 from .chunk_v2 import gla_chunk_bwd_v2, gla_chunk_fwd_v2, gla_chunk_fwd_v4
-from .chunk_v5 import (gla_chunk_bwd_v5, gla_chunk_bwd_v8, gla_chunk_fwd_v5, gla_chunk_fwd_v6,
-                       gla_chunk_fwd_v7, gla_chunk_fwd_v10)
+from .chunk_v5 import (gla_chunk_bwd_v5, gla_chunk_bwd_v8, gla_chunk_bwd_v11, gla_chunk_fwd_v5,
+                       gla_chunk_fwd_v6, gla_chunk_fwd_v7, gla_chunk_fwd_v10, gla_chunk_fwd_v11)
 from .recurrent import fused_recurrent_bwd, fused_recurrent_fwd
 
 # variant -> (forward, backward)
@@ -45,6 +45,7 @@ _CHUNK_VARIANTS = {
     "v6": (gla_chunk_fwd_v6, gla_chunk_bwd_v5), "v7": (gla_chunk_fwd_v7, gla_chunk_bwd_v5),
     "v8": (gla_chunk_fwd_v4, gla_chunk_bwd_v8),
     "v10": (gla_chunk_fwd_v10, gla_chunk_bwd_v5),
+    "v11": (gla_chunk_fwd_v11, gla_chunk_bwd_v11),     # v6 keeping more bits (README "Numerics")
 }
 VARIANT = os.environ.get("MIXZOO_GLA_VARIANT", "v6")
 
