@@ -20,13 +20,14 @@ Issue 7's comparison with the opt-in DeltaNet variants side by side (eager rows 
 
     python benchmarks/bench_vision.py --sizes 224 1024 --out vision.md --warmup 2 --iters 5 \
         --models mixzoo_deltanet_vit_small_patch16_224 \
-        mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_PATH=mixer \
-        mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_CAST=once,MIXZOO_VISION_PATH=fused \
         mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_PATH=layer \
+        mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_PATH=mixer,MIXZOO_VISION_CAST=autocast \
         vit_small_patch16_224 vit_small_patch16_224@nomix
 
-(the first row is the default path, whatever it is at the time; `vision_host.py` measures
-the same rows' host work on a CPU, kernels stubbed).
+(the first row is the default path, whatever it is at the time: fused + cast-once since
+session 4 call 15; the third is the path before it; `vision_host.py` measures the same
+rows' host work on a CPU, kernels stubbed). `NAME@profile` profiles that row only (as
+--profile does for every row): e.g. `mixzoo_deltanet_vit_small_patch16_224@profile`.
 
 For every image size and model: build the model at that resolution (`img_size=`, 1000
 classes, patch 16, so 196 / 1024 / 4096 tokens at 224 / 512 / 1024 px), then time one
@@ -69,10 +70,9 @@ if str(ROOT) not in sys.path:
 # mixer), and both compiled, then both under CUDA graphs (no host overhead at all; at 224 px
 # both eager steps are host-bound on the H100 host) -- compiled rows run after every eager row
 DEFAULT_MODELS = ["mixzoo_deltanet_vit_small_patch16_224",
-                  "mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_PATH=mixer",
-                  "mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_CAST=once,"
-                  "MIXZOO_VISION_PATH=fused",
                   "mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_PATH=layer",
+                  "mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_PATH=mixer,"
+                  "MIXZOO_VISION_CAST=autocast",
                   "vit_small_patch16_224", "vit_small_patch16_224@nomix",
                   "mixzoo_deltanet_vit_small_patch16_224@compile", "vit_small_patch16_224@compile",
                   "mixzoo_deltanet_vit_small_patch16_224@compile-ro",
@@ -94,6 +94,7 @@ def parse_batch(items: list[str]) -> dict[int, int]:
 
 COMPILE_OPTS = {"compile": "default", "compile-ro": "reduce-overhead"}
 NOMIX = "nomix"
+PROFILE = "profile"
 
 
 class NoMix(torch.nn.Module):
@@ -105,12 +106,12 @@ class NoMix(torch.nn.Module):
 
 def parse_entry(entry: str) -> tuple[str, str | None, dict[str, str]]:
     """'NAME[@opt,opt...]' -> (timm model name, torch.compile mode or None, env overrides;
-    the nomix flag travels as env[NOMIX] = "1")."""
+    the nomix and profile flags travel as env[NOMIX] / env[PROFILE] = "1")."""
     name, _, opts = entry.partition("@")
     compile_, env = None, {}
     for opt in filter(None, opts.split(",")):
-        if opt == NOMIX:
-            env[NOMIX] = "1"
+        if opt in (NOMIX, PROFILE):
+            env[opt] = "1"
         elif opt in COMPILE_OPTS:
             compile_ = COMPILE_OPTS[opt]
         elif "=" in opt:
@@ -118,7 +119,7 @@ def parse_entry(entry: str) -> tuple[str, str | None, dict[str, str]]:
             env[key] = value
         else:
             raise SystemExit(f"--models {entry!r}: option {opt!r} is none of "
-                             f"{sorted(COMPILE_OPTS)} or KEY=VALUE")
+                             f"{sorted(COMPILE_OPTS) + [NOMIX, PROFILE]} or KEY=VALUE")
     return name, compile_, env
 
 
@@ -180,13 +181,14 @@ def step(model, x, y, dtype, amp: bool):
 def measure(entry: str, size: int, batch: int, args) -> dict:
     name, compile_, env = parse_entry(entry)
     nomix = env.pop(NOMIX, None) is not None
+    prof = env.pop(PROFILE, None) is not None or args.profile
     with _Env(env):
         return _measure(entry, name, size, batch, args,
-                        compile_ or ("default" if args.compile else None), nomix)
+                        compile_ or ("default" if args.compile else None), nomix, prof)
 
 
 def _measure(entry: str, name: str, size: int, batch: int, args, compile_: str | None,
-             nomix: bool) -> dict:
+             nomix: bool, prof: bool) -> dict:
     dtype, dev = DTYPES[args.dtype], args.device
     cuda = dev == "cuda"
     model = build(name, size, dtype, args.pure, compile_, dev, nomix)
@@ -237,7 +239,7 @@ def _measure(entry: str, name: str, size: int, batch: int, args, compile_: str |
            "host_ms": statistics.median(host) if host else float("nan"),
            "peak_mib": torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else float("nan"),
            "params_m": params / 1e6, "status": "ok"}
-    if args.profile and cuda:
+    if prof and cuda:
         row["top_kernels"] = profile(model, batch_data, dtype, not args.pure)
     del model
     return row

@@ -15,8 +15,8 @@ CPU's own aten kernels cost little next to their dispatch. A step = forward unde
 autocast(bf16) (as bench_vision's --amp) + loss + backward, the same as bench_vision.py.
 
 Models are measured in interleaved rounds (one round = `--iters` steps of each model, in
-turn) and the median step of all rounds is reported, so both models see the same machine
-state. `NAME@KEY=VALUE` sets an environment variable for that row, as in bench_vision.py
+turn) and the median and 10th-percentile step of all rounds are reported, so all models see
+the same machine state (on a shared, loaded host the 10th percentile is the steadier one). `NAME@KEY=VALUE` sets an environment variable for that row, as in bench_vision.py
 (e.g. `mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_PATH=mixer`). `--counts` adds,
 per step, the aten ops dispatched (views counted apart), autograd nodes and Triton launches.
 
@@ -44,7 +44,7 @@ for p in (ROOT, ROOT / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from bench_vision import NOMIX, NoMix, _Env, parse_entry  # noqa: E402
+from bench_vision import NOMIX, PROFILE, NoMix, _Env, parse_entry  # noqa: E402
 
 DEFAULT_MODELS = ["vit_small_patch16_224", "mixzoo_deltanet_vit_small_patch16_224"]
 # Real depth, tiny tensors: 32 px = 4 tokens, batch 1, width 16 in 2 heads (head dim 8; the
@@ -73,6 +73,7 @@ def build(entry: str):
     if compile_:
         raise SystemExit(f"{entry}: compiled rows are not host-measured here")
     nomix = env.pop(NOMIX, None) is not None
+    env.pop(PROFILE, None)
     model = timm.create_model(name, **SMALL).train()
     if nomix:
         for block in model.blocks:
@@ -133,8 +134,8 @@ def counts(model, env, x, y, amp: bool) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
-    ap.add_argument("--iters", type=int, default=40, help="steps per model per round")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=10, help="steps per model per round")
+    ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--no-amp", action="store_true", help="fp32, no autocast")
     ap.add_argument("--counts", action="store_true", help="aten ops / nodes / launches")
     ap.add_argument("--cprofile", type=int, default=0, metavar="N",
@@ -154,17 +155,23 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.rounds):
         for entry, model, env in rows:
             times[entry] += timed(model, env, x, y, amp, args.iters)
+    def p10(ts):
+        return sorted(ts)[len(ts) // 10]
+
     base = statistics.median(times[rows[0][0]])
+    base10 = p10(times[rows[0][0]])
     print(f"host ms per training step, kernels stubbed ({'autocast bf16' if amp else 'fp32'}, "
-          f"CPU, 1 thread; median of {args.rounds}x{args.iters}; torch {torch.__version__})")
-    print("| model | host ms | vs first | " + ("counts |" if args.counts else ""))
+          f"CPU, 1 thread; {args.rounds} rounds x {args.iters} steps; torch {torch.__version__})")
+    print("| model | host ms (median) | vs first | host ms (10th percentile) | vs first |"
+          + (" counts |" if args.counts else ""))
     for entry, model, env in rows:
-        ms = statistics.median(times[entry])
+        ms, ms10 = statistics.median(times[entry]), p10(times[entry])
         extra = ""
         if args.counts:
             extra = " " + ", ".join(f"{k} {v}" for k, v in
                                     sorted(counts(model, env, x, y, amp).items())) + " |"
-        print(f"| {entry} | {ms:.2f} | {ms / base:.2f}x |{extra}")
+        print(f"| {entry} | {ms:.2f} | {ms / base:.2f}x | {ms10:.2f} | {ms10 / base10:.2f}x |"
+              f"{extra}")
     if args.cprofile:
         import cProfile
         import pstats

@@ -30,21 +30,27 @@ class token (in front of the patches) last, so it sees every patch. With `causal
 class token would see only itself: use average pooling (`class_token=False,
 global_pool="avg"`), which is also what the registered mixzoo ViTs do by default.
 
-Mixed precision: under autocast timm's LayerNorm hands the attention an fp32 x, and every
-projection of the mixer (DeltaNet: q|k|v and beta; GLA: q, k, v, gates) casts it to the
-autocast dtype on its own, and in the backward casts each input gradient back to fp32 and
-sums them in fp32. MIXZOO_VISION_CAST=once (read at every call; default "autocast" = the
-per-projection casts) casts x once on entry instead: the same forward values, one cast
-kernel instead of several, and the input gradients summed in the autocast dtype (bf16)
-before one cast back, as timm's own Attention (one qkv projection) does.
+Mixed precision: under autocast timm's LayerNorm hands the attention an fp32 x.
+MIXZOO_VISION_CAST (read at every call) says where it is cast: "once" (default) casts x to
+the autocast dtype once on entry, so the input gradients of all projections are summed in
+that dtype (bf16) before one cast back, as timm's own Attention (one qkv projection) does;
+"autocast" leaves it to autocast, so every projection of the mixer (DeltaNet: q|k|v and
+beta; GLA: q, k, v, gates) casts x on its own and the backward casts each input gradient
+back to fp32 and sums them in fp32. The forward values are the same; "once" is one cast
+kernel instead of several.
 
-Eager fast paths, MIXZOO_VISION_PATH (read at every call; default "mixer" = the mixer's own
-forward): "fused" runs a bidirectional DeltaNet's conv, delta rule and output norm through
-one autograd.Function per layer instead of three custom ops; "layer" runs the whole layer
-(in_proj, conv, delta rule, norm, o_proj; x cast once to the autocast dtype inside) as one
-autograd.Function, for DeltaNets without output gate (else "fused"). Same kernels and
-values, far less host time per layer (see `fast_deltanet.py`). Other mixers, and
-torch.compile, always take the mixer's forward.
+Eager fast paths, MIXZOO_VISION_PATH (read at every call): "fused" (default) runs a
+bidirectional DeltaNet's conv, delta rule and output norm through one autograd.Function per
+layer instead of three custom ops; "layer" runs the whole layer (in_proj, conv, delta rule,
+norm, o_proj; x cast once to the autocast dtype inside) as one autograd.Function, for
+DeltaNets without output gate (else "fused"); "mixer" always calls the mixer's own forward.
+Same kernels and values, far less host time per layer (see `fast_deltanet.py`). Other
+mixers, and torch.compile, always take the mixer's forward.
+Defaults from H100 session 4 call 15 (bf16 autocast, DeltaNet ViT-S training step, same
+process): fused + cast-once 48.0 ms at 224 px (batch 128) and 54.1 ms at 1024 px (batch 8)
+against the mixer path with autocast casts 51.4 / 65.6 ms; both variants passed the bf16 GPU
+test against the mixer path in call 13. The old path: MIXZOO_VISION_PATH=mixer
+MIXZOO_VISION_CAST=autocast.
 
 Scan order: `scan="row" | "row_rev" | "col" | "col_rev"` (see `scan.py`). Column orders need
 the patch grid and the number of prefix tokens: pass them to `timm_attn`, or call
@@ -73,16 +79,16 @@ PATHS = ("mixer", "fused", "layer")
 
 
 def path_mode() -> str:
-    """MIXZOO_VISION_PATH: "mixer" (default), "fused" or "layer" (module docstring)."""
-    mode = os.environ.get(PATH_ENV, "mixer")
+    """MIXZOO_VISION_PATH: "fused" (default), "layer" or "mixer" (module docstring)."""
+    mode = os.environ.get(PATH_ENV, "fused")
     if mode not in PATHS:
         raise ValueError(f"{PATH_ENV}={mode!r}: expected one of {list(PATHS)}")
     return mode
 
 
 def cast_mode() -> str:
-    """MIXZOO_VISION_CAST: "autocast" (default) or "once" (see the module docstring)."""
-    mode = os.environ.get(CAST_ENV, "autocast")
+    """MIXZOO_VISION_CAST: "once" (default) or "autocast" (see the module docstring)."""
+    mode = os.environ.get(CAST_ENV, "once")
     if mode not in CAST_MODES:
         raise ValueError(f"{CAST_ENV}={mode!r}: expected one of {list(CAST_MODES)}")
     return mode
