@@ -1,7 +1,9 @@
-"""Host-side cost of a ViT training step, measured on a CPU with the Triton kernels stubbed.
+"""Host-side cost of a ViT training step, measured on a CPU with the Triton kernels stubbed
+(or, with --device cuda, on the GPU host with everything real).
 
-    python benchmarks/vision_host.py [--models NAME[@KEY=VALUE,...] ...] [--iters 40]
-        [--rounds 5] [--no-amp] [--counts] [--cprofile N]
+    python benchmarks/vision_host.py [--models NAME[@KEY=VALUE,...] ...] [--iters 10]
+        [--rounds 20] [--no-amp] [--counts] [--cprofile N]
+    python benchmarks/vision_host.py --device cuda [--img 224] [--batch 8] [...]
 
 At ViT-S sizes on the H100 host the DeltaNet ViT's training step is host-bound (the GPU
 waits for Python, dispatch and launches: RESULTS.md, session 3 calls 12-13), so its host
@@ -22,6 +24,13 @@ per step, the aten ops dispatched (views counted apart), autograd nodes and Trit
 
 The numbers are relative: this 2-core CPU host measured timm ViT-S at ~5 ms per step where
 the H100 host took ~28 ms, so compare models within one run, not with the GPU's host ms.
+
+--device cuda: the real ViT-S widths at --img px with a small --batch (default 8, so the
+GPU's work is short and the host never waits on a full launch queue), real kernels; the
+host ms is the time until the step's last kernel is queued (synchronized before each step).
+This is the host cost including what the CPU stub cannot see (CUDA launches, Triton's own
+launch path: argument binding, specialization keys, autotuner lookups); --cprofile shows
+where it goes, --counts counts aten ops, autograd nodes and Triton launches.
 """
 from __future__ import annotations
 
@@ -33,9 +42,11 @@ import statistics
 import sys
 import time
 
-# Before triton / mixzoo are imported: Triton path on CPU tensors, kernels interpreted.
-os.environ["TRITON_INTERPRET"] = "1"
-os.environ["MIXZOO_BACKEND"] = "triton"
+CUDA = "--device" in sys.argv[1:-1] and sys.argv[sys.argv.index("--device") + 1] == "cuda"
+if not CUDA:
+    # Before triton / mixzoo are imported: Triton path on CPU tensors, kernels interpreted.
+    os.environ["TRITON_INTERPRET"] = "1"
+    os.environ["MIXZOO_BACKEND"] = "triton"
 
 import torch  # noqa: E402
 
@@ -66,7 +77,20 @@ def stub_triton() -> None:
     InterpretedFunction.run = run
 
 
-def build(entry: str):
+def count_triton() -> None:
+    """(CUDA) every Triton launch also counts itself."""
+    from triton.runtime.jit import JITFunction
+    real = JITFunction.run
+
+    def run(self, *args, grid, warmup, **kwargs):
+        if not warmup:
+            LAUNCHES[self.fn.__name__] += 1
+        return real(self, *args, grid=grid, warmup=warmup, **kwargs)
+
+    JITFunction.run = run
+
+
+def build(entry: str, device: str = "cpu", img: int = 224):
     from mixzoo.models.vision import import_timm
     timm = import_timm()
     name, compile_, env = parse_entry(entry)
@@ -74,7 +98,10 @@ def build(entry: str):
         raise SystemExit(f"{entry}: compiled rows are not host-measured here")
     nomix = env.pop(NOMIX, None) is not None
     env.pop(PROFILE, None)
-    model = timm.create_model(name, **SMALL).train()
+    if device == "cuda":
+        model = timm.create_model(name, img_size=img, num_classes=1000).cuda().train()
+    else:
+        model = timm.create_model(name, **SMALL).train()
     if nomix:
         for block in model.blocks:
             block.attn = NoMix()
@@ -82,19 +109,24 @@ def build(entry: str):
 
 
 def step(model, x, y, amp: bool) -> None:
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         logits = model(x)
     torch.nn.functional.cross_entropy(logits.float(), y).backward()
 
 
 def timed(model, env, x, y, amp: bool, n: int) -> list[float]:
     out = []
+    cuda = x.is_cuda
     with _Env(env):
         for _ in range(n):
+            if cuda:
+                torch.cuda.synchronize()
             t0 = time.perf_counter()
             step(model, x, y, amp)
-            out.append((time.perf_counter() - t0) * 1e3)
+            out.append((time.perf_counter() - t0) * 1e3)   # until the last kernel is queued
             model.zero_grad(set_to_none=False)
+    if cuda:
+        torch.cuda.synchronize()
     return out
 
 
@@ -112,7 +144,7 @@ def counts(model, env, x, y, amp: bool) -> dict[str, int]:
             return func(*args, **(kwargs or {}))
 
     with _Env(env):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(x)
         seen, todo = set(), [logits.grad_fn]
         while todo:                                  # autograd nodes of the step
@@ -140,15 +172,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--counts", action="store_true", help="aten ops / nodes / launches")
     ap.add_argument("--cprofile", type=int, default=0, metavar="N",
                     help="cProfile the last model's steps, print the top N functions")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="cpu: kernels stubbed, tiny model; cuda: real (module docstring)")
+    ap.add_argument("--img", type=int, default=224, help="(cuda) image size")
+    ap.add_argument("--batch", type=int, default=8, help="(cuda) batch")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
     import mixzoo  # noqa: F401  (registers the mixzoo_* timm models)
-    stub_triton()
     amp = not args.no_amp
     torch.manual_seed(0)
-    x = torch.randn(BATCH, 3, SMALL["img_size"], SMALL["img_size"])
-    y = torch.randint(0, SMALL["num_classes"], (BATCH,))
-    rows = [(entry, *build(entry)) for entry in args.models]
+    if args.device == "cuda":
+        if args.counts:
+            count_triton()
+        x = torch.randn(args.batch, 3, args.img, args.img, device="cuda")
+        y = torch.randint(0, 1000, (args.batch,), device="cuda")
+    else:
+        torch.set_num_threads(1)
+        stub_triton()
+        x = torch.randn(BATCH, 3, SMALL["img_size"], SMALL["img_size"])
+        y = torch.randint(0, SMALL["num_classes"], (BATCH,))
+    rows = [(entry, *build(entry, args.device, args.img)) for entry in args.models]
     for _, model, env in rows:                      # warm up (first-call caches)
         timed(model, env, x, y, amp, 3)
     times = {entry: [] for entry, _, _ in rows}
@@ -160,8 +202,10 @@ def main(argv: list[str] | None = None) -> int:
 
     base = statistics.median(times[rows[0][0]])
     base10 = p10(times[rows[0][0]])
-    print(f"host ms per training step, kernels stubbed ({'autocast bf16' if amp else 'fp32'}, "
-          f"CPU, 1 thread; {args.rounds} rounds x {args.iters} steps; torch {torch.__version__})")
+    where = (f"{torch.cuda.get_device_name()}, real kernels, {args.img} px, batch {args.batch}"
+             if args.device == "cuda" else "CPU, 1 thread, kernels stubbed")
+    print(f"host ms per training step ({'autocast bf16' if amp else 'fp32'}, {where}; "
+          f"{args.rounds} rounds x {args.iters} steps; torch {torch.__version__})")
     print("| model | host ms (median) | vs first | host ms (10th percentile) | vs first |"
           + (" counts |" if args.counts else ""))
     for entry, model, env in rows:
