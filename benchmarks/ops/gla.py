@@ -54,7 +54,7 @@ def _variant(name: str):
 
 # chunk variants timed side by side as mixzoo_<variant> (README "Kernel variants"); the
 # others (v2, v5, v7) were slower than v6 in call 13 and stay selectable only
-VARIANTS = ("v1", "v4", "v6", "v8", "v10", "v11")
+VARIANTS = ("v1", "v4", "v6", "v8", "v10", "v11", "v12")
 
 
 def _fla_chunk(x):
@@ -128,6 +128,7 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
     import mixzoo.kernels.gla.chunk as G
     import mixzoo.kernels.gla.chunk_v2 as G2
     import mixzoo.kernels.gla.chunk_v5 as G5
+    import mixzoo.kernels.gla.chunk_v12 as G12
     import mixzoo.kernels.retention.chunk as RC
     P, F, I = "*" + dtype, "*fp32", "i32"
     base = dict(H=16, K=K, V=V, BT=64, PREC="ieee" if dtype == "fp32" else "tf32")
@@ -189,6 +190,9 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
         ("gla v11 bwd_intra", G5._bwd_intra_v5_kernel,
          dict(q=P, k=P, gc=F, dA=F, dqi=F, dki=F, **io),
          dict(H=16, K=K, BT=64, BC=16, PREC=base["PREC"], HI_PREC=True)),
+        ("gla v12 fwd_Ao", G12._fwd_Ao_v12_kernel, dict(q=P, k=P, v=P, gc=F, h=P, A=F, o=P, **io),
+         dict(H=16, K=K, V=V, BT=64, BC=16, BV=max(16, triton.next_power_of_2(V)),
+              PREC=base["PREC"], SPREAD=G12.SAFE_SPREAD)),
         ("gla v8 bwd_dqk", G5._bwd_dqk_v8_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P,
                                                       dA=F, dq=P, dk=P, x=F, cpart=F, **io),
          dict(base, BC=16)),

@@ -30,22 +30,25 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from mixzoo.kernels._common import cdiv
+from mixzoo.kernels._common import EagerOp, cdiv
 
-from .chunk import BT, gla_chunk_bwd, gla_chunk_fwd
+from . import chunk as _v1
+from . import recurrent as _rec
+from .chunk import BT
 from .chunk_v2 import gla_chunk_bwd_v2, gla_chunk_fwd_v2, gla_chunk_fwd_v4
+from .chunk_v12 import gla_chunk_fwd_v12
 from .chunk_v5 import (gla_chunk_bwd_v5, gla_chunk_bwd_v8, gla_chunk_bwd_v11, gla_chunk_fwd_v5,
                        gla_chunk_fwd_v6, gla_chunk_fwd_v7, gla_chunk_fwd_v10, gla_chunk_fwd_v11)
-from .recurrent import fused_recurrent_bwd, fused_recurrent_fwd
 
 # variant -> (forward, backward)
 _CHUNK_VARIANTS = {
-    "v1": (gla_chunk_fwd, gla_chunk_bwd), "v2": (gla_chunk_fwd_v2, gla_chunk_bwd_v2),
+    "v1": (_v1.gla_chunk_fwd, _v1.gla_chunk_bwd), "v2": (gla_chunk_fwd_v2, gla_chunk_bwd_v2),
     "v4": (gla_chunk_fwd_v4, gla_chunk_bwd_v2), "v5": (gla_chunk_fwd_v5, gla_chunk_bwd_v5),
     "v6": (gla_chunk_fwd_v6, gla_chunk_bwd_v5), "v7": (gla_chunk_fwd_v7, gla_chunk_bwd_v5),
     "v8": (gla_chunk_fwd_v4, gla_chunk_bwd_v8),
     "v10": (gla_chunk_fwd_v10, gla_chunk_bwd_v5),
     "v11": (gla_chunk_fwd_v11, gla_chunk_bwd_v11),     # v6 keeping more bits (README "Numerics")
+    "v12": (gla_chunk_fwd_v12, gla_chunk_bwd_v11),     # v11 with one-dot scores (chunk_v12.py)
 }
 VARIANT = os.environ.get("MIXZOO_GLA_VARIANT", "v6")
 
@@ -98,13 +101,14 @@ def _chunk_setup(ctx, inputs, output):
 
 def _chunk_backward(ctx, do, dht, _dgc, _dA, _dh):
     q, k, v, gc, A, h, ht = ctx.saved_tensors
-    dq, dk, dv, dg, dh0 = gla_chunk_bwd_op(q, k, v, gc, A, h, do.contiguous(),
-                                           None if dht is None else dht.contiguous(),
-                                           ht, ctx.scale, ctx.variant)
+    dq, dk, dv, dg, dh0 = gla_chunk_bwd(q, k, v, gc, A, h, do.contiguous(),
+                                        None if dht is None else dht.contiguous(),
+                                        ht, ctx.scale, ctx.variant)
     return dq, dk, dv, dg.to(ctx.g_dtype), (dh0 if ctx.has_h0 else None), None
 
 
-gla_chunk_fwd_op.register_autograd(_chunk_backward, setup_context=_chunk_setup)
+gla_chunk_bwd = EagerOp(gla_chunk_bwd_op)
+gla_chunk_fwd = EagerOp(gla_chunk_fwd_op, _chunk_backward, _chunk_setup)
 
 
 # ----------------------------------------------------------------------------- recurrent
@@ -112,7 +116,7 @@ gla_chunk_fwd_op.register_autograd(_chunk_backward, setup_context=_chunk_setup)
 def fused_recurrent_fwd_op(q: Tensor, k: Tensor, v: Tensor, g: Tensor, h0: Optional[Tensor],
                            scale: float) -> tuple[Tensor, Tensor]:
     """-> (o, final state fp32). g: [B,T,H,K] per key, [B,T,H] per token or [H] per head."""
-    return fused_recurrent_fwd(q, k, v, g, h0, scale)
+    return _rec.fused_recurrent_fwd(q, k, v, g, h0, scale)
 
 
 @fused_recurrent_fwd_op.register_fake
@@ -126,7 +130,7 @@ def fused_recurrent_bwd_op(q: Tensor, k: Tensor, v: Tensor, g: Tensor, h0: Optio
                            do: Tensor, dht: Optional[Tensor], ht: Tensor,
                            scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """-> (dq, dk, dv, dg fp32 shaped like g, dh0 fp32)."""
-    dq, dk, dv, dg, dh0 = fused_recurrent_bwd(q, k, v, g, h0, do, dht, ht, scale)
+    dq, dk, dv, dg, dh0 = _rec.fused_recurrent_bwd(q, k, v, g, h0, do, dht, ht, scale)
     if g.dim() < 4:
         dg = dg.sum(-1)                                  # scalar gate: sum over keys
     if g.dim() == 1:
@@ -148,10 +152,11 @@ def _rec_setup(ctx, inputs, output):
 
 def _rec_backward(ctx, do, dht):
     q, k, v, g, h0, ht = ctx.saved_tensors
-    dq, dk, dv, dg, dh0 = fused_recurrent_bwd_op(q, k, v, g, h0, do.contiguous(),
-                                                 None if dht is None else dht.contiguous(),
-                                                 ht, ctx.scale)
+    dq, dk, dv, dg, dh0 = fused_recurrent_bwd(q, k, v, g, h0, do.contiguous(),
+                                              None if dht is None else dht.contiguous(),
+                                              ht, ctx.scale)
     return dq, dk, dv, dg.to(g.dtype), (dh0 if h0 is not None else None), None
 
 
-fused_recurrent_fwd_op.register_autograd(_rec_backward, setup_context=_rec_setup)
+fused_recurrent_bwd = EagerOp(fused_recurrent_bwd_op)
+fused_recurrent_fwd = EagerOp(fused_recurrent_fwd_op, _rec_backward, _rec_setup)
