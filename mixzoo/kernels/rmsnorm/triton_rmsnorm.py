@@ -98,12 +98,13 @@ def _rmsnorm_bwd_kernel(
 # ----------------------------------------------------------------------------- launchers
 
 def _layout(x: torch.Tensor, combine: bool):
-    """(x [NB,T,M,V] contiguous, out shape, rows, T, M, NB/2)."""
-    NB, T, V = x.shape[0], x.shape[1], x.shape[-1]
+    """(x contiguous (the kernels read it as [NB,T,M,V]), out shape, rows, T, M, NB/2).
+    No view ops: each is host time, twice per layer."""
+    shape = x.shape
+    NB, T, V = shape[0], shape[1], shape[-1]
     M = x.numel() // (NB * T * V) if T > 0 and NB > 0 else 1   # (no x[0, 0] view op)
-    x4 = x.contiguous().view(NB, T, M, V)
     nb_out = NB // 2 if combine else NB
-    return x4, (nb_out,) + tuple(x.shape[1:]), nb_out * T * M, T, M, NB // 2
+    return x.contiguous(), (nb_out,) + tuple(shape[1:]), nb_out * T * M, T, M, NB // 2
 
 
 _BLOCKS: dict[int, tuple[int, int]] = {}
@@ -120,7 +121,7 @@ def _blocks(V: int) -> tuple[int, int]:
 
 def rmsnorm_fwd(x, weight, eps: float, combine: bool):
     """(y, rstd [rows] fp32)."""
-    x4, shape, R, T, M, half = _layout(x, combine)
+    xc, shape, R, T, M, half = _layout(x, combine)
     V = x.shape[-1]
     y = torch.empty(shape, device=x.device, dtype=x.dtype)
     rstd = torch.empty(R, device=x.device, dtype=torch.float32)
@@ -128,22 +129,22 @@ def rmsnorm_fwd(x, weight, eps: float, combine: bool):
         return y, rstd
     br, bv = _blocks(V)
     _rmsnorm_fwd_kernel[(cdiv(R, br),)](
-        x4, weight.contiguous(), y, rstd, R, T, M, half, V, eps,
+        xc, weight.contiguous(), y, rstd, R, T, M, half, V, eps,
         COMBINE=combine, BLOCK_R=br, BLOCK_V=bv, num_warps=4)
     return y, rstd
 
 
 def rmsnorm_bwd(dy, x, weight, rstd, combine: bool):
     """(dx in x's layout and dtype, dw in weight's dtype)."""
-    x4, shape, R, T, M, half = _layout(x, combine)
+    xc, shape, R, T, M, half = _layout(x, combine)
     V = x.shape[-1]
-    dx = torch.empty(x4.shape, device=x.device, dtype=x.dtype)
+    dx = torch.empty_like(xc)
     br, bv = _blocks(V)
     n = cdiv(R, br)
     dwp = torch.empty(max(n, 1), V, device=x.device, dtype=torch.float32)
     if R == 0:
-        return dx.view(x.shape).zero_(), torch.zeros_like(weight)
+        return dx.zero_(), torch.zeros_like(weight)
     _rmsnorm_bwd_kernel[(n,)](
-        x4, weight.contiguous(), rstd, dy.contiguous(), dx, dwp, R, T, M, half, V,
+        xc, weight.contiguous(), rstd, dy.contiguous(), dx, dwp, R, T, M, half, V,
         COMBINE=combine, BLOCK_R=br, BLOCK_V=bv, num_warps=4)
-    return dx.view(x.shape), dwp.sum(0).to(weight.dtype)
+    return dx, dwp.sum(0).to(weight.dtype)
