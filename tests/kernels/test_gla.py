@@ -178,10 +178,11 @@ def test_triton_chunk_v12_mixed_spread(monkeypatch):
     """v12 scores a K block with one dot where the chunk's decay spread is small and with
     the sub-chunk scheme where it is large: a first chunk of weak gates (one-dot in every
     K block), a second chunk (ending inside its third sub-chunk) with strong gates on
-    keys 0-39 only, so that K blocks of either kind meet in one program (K=80)."""
+    keys 0-39 only, so that K blocks of either kind meet in one program (K=80). V=136
+    spans two V blocks of the output kernel (each forms the scores, the first stores A)."""
     from mixzoo.kernels.gla import ops
     monkeypatch.setattr(ops, "VARIANT", "v12")
-    q, k, v, g, h0 = make_inputs(1, 100, 1, 80, 24, "weak", with_h0=True, seed=7)
+    q, k, v, g, h0 = make_inputs(1, 100, 1, 80, 136, "weak", with_h0=True, seed=7)
     strong = torch.zeros_like(g)
     strong[:, 64:, :, :40] = -5.0 * torch.rand(1, 36, 1, 40, generator=torch.Generator().manual_seed(8))
     g = (g.detach() + strong).requires_grad_(True)

@@ -21,7 +21,8 @@ The kernel also keeps A in registers for the output: o = (scale q e^b) h[n] + A 
 with A as hi + lo parts (chunk._dot_hl), the inter-chunk product accumulated in the same
 K loop; A is stored once for the backward (no store / barrier / reload as in v4).
 
-Forward: chunk_v2._fwd_gc -> chunk_v2._fwd_h_v2 (hi + lo state update) -> _fwd_Ao_v12.
+Forward: chunk_v2._fwd_gc -> chunk_v2's state pass (hi + lo state update, more configs:
+_fwd_h_v12) -> _fwd_Ao_v12.
 Backward: variant v11's (chunk_v5.gla_chunk_bwd_v11).
 """
 from __future__ import annotations
@@ -33,14 +34,24 @@ import triton.language as tl
 from mixzoo.kernels._common import cdiv
 
 from .chunk import BC, BT, _dot_hl, _dot_precision, autotuned, configs
-from .chunk_v2 import _fwd_gc_kernel, _fwd_h_v2_kernel, _pow2
+from .chunk_v2 import _fwd_gc_kernel, _fwd_h_v2_kernel
 
 SAFE_SPREAD = 40.0   # largest chunk decay spread (log units) scored by the one-dot form
 
+# The state pass is sequential over chunks: its parallelism is B H (K/BK)(V/BV) programs
+# (64 at B1 H16 with 64 x 64 tiles), so it also gets small tiles and 3-4 stages (loads of
+# the next chunks in flight while one step waits), tuned apart per B*H bucket (BH_HINT).
+V12_STATE_CONFIGS = configs((64, 64, 8, 2), (32, 64, 8, 2), (32, 32, 4, 2), (64, 64, 8, 3),
+                            (32, 32, 4, 3), (32, 32, 4, 4), (32, 64, 4, 3), (16, 32, 2, 3))
+_fwd_h_v12_kernel = autotuned(V12_STATE_CONFIGS, key=("K", "V", "HI_PREC", "BH_HINT"))(
+    _fwd_h_v2_kernel.fn)
 
-# sm_90 (bf16, K = V = 128): 248 / 182 / 127 registers, no spills; BK 64 at 16 warps and
-# 4-warp tiles spilled 48-384 bytes (the [64, V] fp32 output accumulator lives throughout)
-@autotuned(configs((32, 8, 2), (16, 8, 2), (32, 16, 2), names=("BK",)),
+
+# One program per chunk and V block (BV < V: the scores are formed once per V block, only
+# the first stores A). sm_90 (bf16, K = V = 128): 254 / 184 / 223 / 254 registers, no
+# spills (BK 32 at 4 warps or BV 128 at 16 warps spilled 16-144 bytes: the [64, BV] fp32
+# output accumulator lives throughout)
+@autotuned(configs((32, 128, 8, 2), (16, 128, 8, 2), (32, 64, 8, 2), (16, 64, 4, 2)),
            key=("K", "V"))
 @triton.jit
 def _fwd_Ao_v12_kernel(
@@ -52,10 +63,10 @@ def _fwd_Ao_v12_kernel(
     BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     PREC: tl.constexpr, SPREAD: tl.constexpr,
 ):
-    """Scores and output of one chunk (all V: BV >= V). Per K block: the one-dot scores
+    """Scores and output of one chunk and V block. Per K block: the one-dot scores
     if the block's spread <= SPREAD, else v4's sub-chunk scheme (off-diagonal sub-chunk
     pairs through reference rows into b_A, diagonal blocks pairwise into b_D)."""
-    i_n, i_bh = tl.program_id(0), tl.program_id(1)
+    i_v, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     NS: tl.constexpr = BT // BC
     N = tl.cdiv(T, BT)
@@ -75,7 +86,7 @@ def _fwd_Ao_v12_kernel(
     t_last = tl.minimum(t0 + BT, T) - 1
     o_blk = o_t // BC                                   # sub-chunk of each row
     t_ref = t0 + o_blk * BC                             # first row of that sub-chunk
-    o_v = tl.arange(0, BV)
+    o_v = i_v * BV + tl.arange(0, BV)
     m_v = o_v < V
     p_hc = h + ((i_b * N + i_n) * H + i_h).to(tl.int64) * K * V
     b_o = tl.zeros([BT, BV], dtype=tl.float32)
@@ -127,7 +138,8 @@ def _fwd_Ao_v12_kernel(
             b_dj = tl.sum(tl.where(o_c[None, :] == j, b_D, 0.), axis=1) * scale     # [BT]
             b_A += tl.where(o_t[None, :] == (o_blk * BC + j)[:, None], b_dj[:, None], 0.)
     b_A = tl.where((o_t[:, None] >= o_t[None, :]) & m_t[:, None], b_A, 0.)
-    tl.store(A + t[:, None] * (H * BT) + o_t[None, :], b_A, mask=m_t[:, None])
+    if i_v == 0:
+        tl.store(A + t[:, None] * (H * BT) + o_t[None, :], b_A, mask=m_t[:, None])
     p_v = t[:, None] * (H * V) + o_v[None, :]
     m_tv = m_t[:, None] & m_v[None, :]
     b_v = tl.load(v + p_v, mask=m_tv, other=0.)
@@ -145,10 +157,11 @@ def gla_chunk_fwd_v12(q, k, v, g, h0, scale: float):
     h = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)
     ht = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
     _fwd_gc_kernel[lambda m: (cdiv(K, m["BK"]), N, B * H)](g, gc, T, H, K, BT=BT)
-    _fwd_h_v2_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
-        k, v, gc, h, h0, ht, T, H, K, V, BT=BT, HAS_H0=h0 is not None, PREC=prec, HI_PREC=True)
+    _fwd_h_v12_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
+        k, v, gc, h, h0, ht, T, H, K, V, BT=BT, HAS_H0=h0 is not None, PREC=prec, HI_PREC=True,
+        BH_HINT=triton.next_power_of_2(B * H))
     A = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
     o = torch.empty_like(v)
-    _fwd_Ao_v12_kernel[(N, B * H)](q, k, v, gc, h, A, o, scale, T, H, K, V, BT=BT, BC=BC,
-                                   BV=_pow2(V), PREC=prec, SPREAD=SAFE_SPREAD)
+    _fwd_Ao_v12_kernel[lambda m: (cdiv(V, m["BV"]), N, B * H)](
+        q, k, v, gc, h, A, o, scale, T, H, K, V, BT=BT, BC=BC, PREC=prec, SPREAD=SAFE_SPREAD)
     return o, ht, gc, A, h

@@ -77,6 +77,7 @@ def _fwd_h_v2_kernel(
     T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     HAS_H0: tl.constexpr, PREC: tl.constexpr, HI_PREC: tl.constexpr = False,
+    BH_HINT: tl.constexpr = 0,      # autotune key only (v12): B*H rounded up to a power of 2
 ):
     """S <- exp(b_C) * S + (k * exp(b_C - b))^T v per chunk; stores S before each chunk.
     HI_PREC: k * exp(b_C - b) enters the dot as hi + lo parts (_dot_hl)."""
