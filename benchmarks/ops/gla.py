@@ -54,7 +54,7 @@ def _variant(name: str):
 
 # chunk variants timed side by side as mixzoo_<variant> (README "Kernel variants"); the
 # others (v2, v5, v7) were slower than v6 in call 13 and stay selectable only
-VARIANTS = ("v1", "v4", "v6", "v8", "v10", "v11", "v12")
+VARIANTS = ("v1", "v4", "v6", "v8", "v10", "v11", "v12", "v13")
 
 
 def _fla_chunk(x):
@@ -194,6 +194,14 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
          dict(base, HAS_H0=True, HI_PREC=True, BH_HINT=64)),
         ("gla v12 fwd_Ao", G12._fwd_Ao_v12_kernel, dict(q=P, k=P, v=P, gc=F, h=P, A=F, o=P, **io),
          dict(H=16, K=K, V=V, BT=64, BC=16, PREC=base["PREC"], SPREAD=G12.SAFE_SPREAD)),
+        ("gla v13 bwd_intra", G5._bwd_intra_v5_kernel,
+         dict(q=P, k=P, gc=F, dA=F, dqi=F, dki=F, **io),
+         dict(H=16, K=K, BT=64, BC=16, PREC=base["PREC"], HI_PREC=True, FUSE_SAFE=True,
+              SPREAD=G.SAFE_SPREAD)),
+        ("gla v13 bwd_inter", G5._bwd_inter_v13_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P,
+                                                           dA=F, dqi=F, dki=F, dq=P, dk=P, dg=F,
+                                                           **io),
+         dict(base, FUSE_SAFE=True, SPREAD=G.SAFE_SPREAD)),
         ("gla v8 bwd_dqk", G5._bwd_dqk_v8_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P,
                                                       dA=F, dq=P, dk=P, x=F, cpart=F, **io),
          dict(base, BC=16)),

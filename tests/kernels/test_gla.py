@@ -112,7 +112,7 @@ TRITON_CASES = [(1, True), (15, False), (64, True), (65, False), (100, False), (
 TRITON_TOL = dict(o=1e-5, final_state=1e-5, dq=1e-5, dk=1e-5, dv=1e-5, dg=1e-4, dh0=1e-5)
 
 
-VARIANTS = ["v1", "v2", "v4", "v5", "v6", "v7", "v8", "v10", "v11", "v12"]
+VARIANTS = ["v1", "v2", "v4", "v5", "v6", "v7", "v8", "v10", "v11", "v12", "v13"]
 
 
 @pytest.fixture(params=VARIANTS)
@@ -174,14 +174,15 @@ def test_triton_chunk_extreme_decay_finite_and_exact(variant):
         assert_close(r, x, TRITON_TOL[name], name)
 
 
-def test_triton_chunk_v12_mixed_spread(monkeypatch):
+@pytest.mark.parametrize("name", ["v12", "v13"])
+def test_triton_chunk_v12_mixed_spread(monkeypatch, name):
     """v12 scores a K block with one dot where the chunk's decay spread is small and with
     the sub-chunk scheme where it is large: a first chunk of weak gates (one-dot in every
     K block), a second chunk (ending inside its third sub-chunk) with strong gates on
     keys 0-39 only, so that K blocks of either kind meet in one program (K=80). V=136
     spans two V blocks of the output kernel (each forms the scores, the first stores A)."""
     from mixzoo.kernels.gla import ops
-    monkeypatch.setattr(ops, "VARIANT", "v12")
+    monkeypatch.setattr(ops, "VARIANT", name)
     q, k, v, g, h0 = make_inputs(1, 100, 1, 80, 136, "weak", with_h0=True, seed=7)
     strong = torch.zeros_like(g)
     strong[:, 64:, :, :40] = -5.0 * torch.rand(1, 36, 1, 40, generator=torch.Generator().manual_seed(8))

@@ -18,6 +18,9 @@ from mixzoo.kernels._common import cdiv, pick_configs
 
 BT = 64   # chunk length: the state is materialised once per BT tokens
 BC = 16   # sub-chunk length: the smallest tl.dot tile; pairwise decays only inside one
+# largest decay spread over a chunk, max_k (b_first - b_last), for which variants v12/v13
+# factorise all of a chunk's scores through its first row (chunk_v12.py docstring)
+SAFE_SPREAD = 40.0
 
 
 def configs(*specs, names=("BK", "BV")) -> list:
@@ -64,6 +67,20 @@ def _dot_hl(a, b, PREC: tl.constexpr):
     a_hi = a.to(b.dtype)
     a_lo = (a - a_hi.to(tl.float32)).to(b.dtype)
     return tl.dot(a_hi, b) + tl.dot(a_lo, b)
+
+
+@triton.jit
+def _chunk_spread(gc, t0, t_last, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr):
+    """max over all K of b at row t0 minus b at row t_last (gc: pointer to token 0 of this
+    (b, h)): >= 0, the largest exponent the first-row factorisation of a chunk meets."""
+    spread = tl.max(tl.zeros([BK], dtype=tl.float32), axis=0)
+    for i_k in range(0, tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        d = (tl.load(gc + t0 * (H * K) + o_k, mask=m_k, other=0.)
+             - tl.load(gc + t_last * (H * K) + o_k, mask=m_k, other=0.))
+        spread = tl.maximum(spread, tl.max(d, axis=0))
+    return spread
 
 
 # ----------------------------------------------------------------------------- forward

@@ -33,10 +33,8 @@ import triton.language as tl
 
 from mixzoo.kernels._common import cdiv
 
-from .chunk import BC, BT, _dot_hl, _dot_precision, autotuned, configs
+from .chunk import BC, BT, SAFE_SPREAD, _dot_hl, _dot_precision, autotuned, configs
 from .chunk_v2 import _fwd_gc_kernel, _fwd_h_v2_kernel
-
-SAFE_SPREAD = 40.0   # largest chunk decay spread (log units) scored by the one-dot form
 
 # The state pass is sequential over chunks: its parallelism is B H (K/BK)(V/BV) programs
 # (64 at B1 H16 with 64 x 64 tiles), so it also gets small tiles and 3-4 stages (loads of

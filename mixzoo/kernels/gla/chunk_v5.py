@@ -32,7 +32,8 @@ import triton.language as tl
 
 from mixzoo.kernels._common import cdiv
 
-from .chunk import BC, BT, _bwd_dv_kernel, _dot_precision, _fwd_h_kernel, autotuned, configs
+from .chunk import (BC, BT, SAFE_SPREAD, _bwd_dv_kernel, _chunk_spread, _dot_precision,
+                    _fwd_h_kernel, autotuned, configs)
 from .chunk_v2 import (V2_STATE_CONFIGS, _bwd_dh_v2_kernel, _bwd_dv_v2_kernel,
                        _diag_scores, _fwd_A_v2_kernel, _fwd_gc_kernel, _fwd_h_v2_kernel,
                        _fwd_o_v2_kernel, _pow2, gla_chunk_fwd_v2, gla_chunk_fwd_v4)
@@ -170,7 +171,7 @@ def _intra_dqk(
 
 # sm_90 registers: 80 / 88 / 140 / 172, no spills: several CTAs per SM
 @autotuned(configs((32, 4, 2), (64, 8, 2), (64, 4, 2), (128, 8, 2), names=("BK",)),
-           key=("K", "HI_PREC"))
+           key=("K", "HI_PREC", "FUSE_SAFE"))
 @triton.jit
 def _bwd_intra_v5_kernel(
     q, k, gc,           # [B,T,H,K] q, k and the chunk-local cumulative gate (fp32)
@@ -178,9 +179,11 @@ def _bwd_intra_v5_kernel(
     dqi, dki,           # [B,T,H,K] fp32 out: intra-chunk dq, dk without the s == t terms
     scale, T, H: tl.constexpr, K: tl.constexpr,
     BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
-    HI_PREC: tl.constexpr = False,
+    HI_PREC: tl.constexpr = False, FUSE_SAFE: tl.constexpr = False, SPREAD: tl.constexpr = 0.,
 ):
     """Intra-chunk dq, dk of sub-chunk i (BC rows), one K block (HI_PREC: _intra_dqk).
+    FUSE_SAFE (variant v13): chunks whose decay spread (_chunk_spread, over all K) is
+    <= SPREAD are left to _bwd_inter_v5, which then forms their intra terms itself.
     dq_t = scale sum_{s<t} dA_ts k_s e^(b_t - b_s), dk_s = scale sum_{t>s} dA_ts q_t e^(b_t - b_s).
     Earlier sub-chunks through r = b at the first row of i, later ones through r2 = b at
     the last row of i (both exponents <= 0); the diagonal block pairwise, row by row."""
@@ -199,6 +202,9 @@ def _bwd_intra_v5_kernel(
     dA += base * BT
     dqi += base * K
     dki += base * K
+    if FUSE_SAFE:
+        if _chunk_spread(gc, i_n * BT, tl.minimum(i_n * BT + BT, T) - 1, H, K, BK) <= SPREAD:
+            return
     o_c = tl.arange(0, BC)
     o_k = i_k * BK + tl.arange(0, BK)
     m_k = o_k < K
@@ -216,7 +222,8 @@ def _bwd_intra_v5_kernel(
 
 
 # sm_90 registers: 208 / 219 / 254 / 255, no spills (64x64 at 4 warps spilled 200 bytes)
-@autotuned(configs((32, 64, 8, 2), (32, 128, 4, 2), (64, 64, 8, 2), (32, 64, 4, 2)))
+@autotuned(configs((32, 64, 8, 2), (32, 128, 4, 2), (64, 64, 8, 2), (32, 64, 4, 2)),
+           key=("K", "V", "FUSE_SAFE"))
 @triton.jit
 def _bwd_inter_v5_kernel(
     q, k, v, gc, h, do, dh, dA,     # inputs (chunk.py)
@@ -224,10 +231,16 @@ def _bwd_inter_v5_kernel(
     dq, dk, dg,                     # [B,T,H,K] out
     scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+    FUSE_SAFE: tl.constexpr = False, SPREAD: tl.constexpr = 0.,
 ):
     """dq = scale e^b (do h[n]^T) + dqi,  dk = e^(b_C - b) (v dh[n]^T) + dki, then
     dg_t = sum_{u>=t in chunk} (q dq - k dk)_u + e^(b_C) sum_v dh[n] h[n] + sum_s k_s dk_inter_s,
-    then the s == t terms dA_tt k_t, dA_tt q_t (they cancel in q dq - k dk)."""
+    then the s == t terms dA_tt k_t, dA_tt q_t (they cancel in q dq - k dk).
+    FUSE_SAFE (variant v13): where the chunk's decay spread is <= SPREAD, the intra terms
+    (without s == t) are formed here through the chunk's first row b_0 instead of read:
+        dqi = scale e^(b - b_0) * (dA_strict (k e^(b_0 - b))),
+        dki = scale e^(b_0 - b) * (dA_strict^T (q e^(b - b_0)))
+    (two tf32 dots; every factor within e^(+-SPREAD))."""
     i_k, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     N = tl.cdiv(T, BT)
@@ -276,10 +289,24 @@ def _bwd_inter_v5_kernel(
     b_q = tl.load(q + p_tk, mask=m_tk, other=0.).to(tl.float32)
     b_k = tl.load(k + p_tk, mask=m_tk, other=0.).to(tl.float32)
     b_g = tl.load(gc + p_tk, mask=m_tk, other=0.)
-    b_dq = b_dq * tl.exp(b_g) * scale + tl.load(dqi + p_tk, mask=m_tk, other=0.)
+    b_dq = b_dq * tl.exp(b_g) * scale
     b_dk = b_dk * tl.exp(tl.minimum(b_last[None, :] - b_g, 0.))
     b_carry = b_carry * tl.exp(b_last) + tl.sum(b_k * b_dk, axis=0)
-    b_dk += tl.load(dki + p_tk, mask=m_tk, other=0.)
+    if FUSE_SAFE:
+        if _chunk_spread(gc, i_n * BT, t_last, H, K, BK) <= SPREAD:
+            b_0 = tl.load(gc + i_n * BT * (H * K) + o_k, mask=m_k, other=0.)
+            b_eq = tl.exp(tl.minimum(b_g - b_0[None, :], 0.))          # padded rows: finite
+            b_ek = tl.exp(tl.minimum(b_0[None, :] - b_g, SPREAD))
+            b_dAs = tl.load(dA + t[:, None] * (H * BT) + o_t[None, :],
+                            mask=m_t[:, None] & (o_t[:, None] > o_t[None, :]), other=0.)
+            b_dq += tl.dot(b_dAs, b_k * b_ek, input_precision=PREC) * b_eq * scale
+            b_dk += tl.dot(tl.trans(b_dAs), b_q * b_eq, input_precision=PREC) * b_ek * scale
+        else:
+            b_dq += tl.load(dqi + p_tk, mask=m_tk, other=0.)
+            b_dk += tl.load(dki + p_tk, mask=m_tk, other=0.)
+    else:
+        b_dq += tl.load(dqi + p_tk, mask=m_tk, other=0.)
+        b_dk += tl.load(dki + p_tk, mask=m_tk, other=0.)
     b_x = tl.where(m_tk, b_q * b_dq - b_k * b_dk, 0.)
     b_dg = b_carry[None, :] + tl.sum(b_x, axis=0)[None, :] - tl.cumsum(b_x, axis=0) + b_x
     tl.store(dg + p_tk, b_dg.to(dg.dtype.element_ty), mask=m_tk)
@@ -432,11 +459,12 @@ def gla_chunk_fwd_v7(q, k, v, g, h0, scale: float):
 
 
 def gla_chunk_bwd_v5(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torch.dtype,
-                     hi_prec: bool = False):
+                     hi_prec: bool = False, fuse_safe: bool = False):
     """As chunk.gla_chunk_bwd: (dq, dk, dv, dg, dh0 fp32). (dv / dA: v1's kernel and
     configs, as measured in call 13; v8 offers it the spill-free configs too.)
     hi_prec (variant v11): the dh pass, A^T do and the intra sub-chunk-pair dots keep
-    more bits (README "Numerics")."""
+    more bits (README "Numerics"). fuse_safe (variant v13): the intra terms of chunks
+    with a small decay spread are formed in the inter kernel (_bwd_inter_v5, FUSE_SAFE)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = cdiv(T, BT)
@@ -453,11 +481,14 @@ def gla_chunk_bwd_v5(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torc
     dqi = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
     dki = torch.empty_like(dqi)
     _bwd_intra_v5_kernel[lambda m: (cdiv(K, m["BK"]), N * (BT // BC), B * H)](
-        q, k, gc, dA, dqi, dki, scale, T, H, K, BT=BT, BC=BC, PREC=prec, HI_PREC=hi_prec)
+        q, k, gc, dA, dqi, dki, scale, T, H, K, BT=BT, BC=BC, PREC=prec, HI_PREC=hi_prec,
+        FUSE_SAFE=fuse_safe, SPREAD=SAFE_SPREAD)
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dg = torch.empty(B, T, H, K, device=q.device, dtype=g_dtype)
-    _bwd_inter_v5_kernel[lambda m: (cdiv(K, m["BK"]), N, B * H)](
-        q, k, v, gc, h, do, dh, dA, dqi, dki, dq, dk, dg, scale, T, H, K, V, BT=BT, PREC=prec)
+    inter = _bwd_inter_v13_kernel if fuse_safe else _bwd_inter_v5_kernel
+    inter[lambda m: (cdiv(K, m["BK"]), N, B * H)](
+        q, k, v, gc, h, do, dh, dA, dqi, dki, dq, dk, dg, scale, T, H, K, V, BT=BT, PREC=prec,
+        FUSE_SAFE=fuse_safe, SPREAD=SAFE_SPREAD)
     return dq, dk, dv, dg, dh0
 
 
@@ -522,3 +553,16 @@ def gla_chunk_fwd_v11(q, k, v, g, h0, scale: float):
 def gla_chunk_bwd_v11(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torch.dtype):
     """v5's backward keeping more bits (gla_chunk_bwd_v5 with hi_prec)."""
     return gla_chunk_bwd_v5(q, k, v, gc, A, h, do, dht, ht, scale, g_dtype, hi_prec=True)
+
+
+# v13's inter kernel (FUSE_SAFE: + the [64, 64] dA tile and two dots) tuned apart, with
+# smaller K tiles: sm_90 registers (see the README), none spills
+_bwd_inter_v13_kernel = autotuned(
+    configs((32, 64, 8, 2), (16, 64, 8, 2), (16, 64, 4, 2), (32, 64, 16, 2), (16, 128, 8, 2)),
+    key=("K", "V", "FUSE_SAFE"))(_bwd_inter_v5_kernel.fn)
+
+
+def gla_chunk_bwd_v13(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torch.dtype):
+    """v11's backward with the intra terms of small-spread chunks in the inter kernel."""
+    return gla_chunk_bwd_v5(q, k, v, gc, A, h, do, dht, ht, scale, g_dtype, hi_prec=True,
+                            fuse_safe=True)

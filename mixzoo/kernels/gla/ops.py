@@ -37,7 +37,8 @@ from . import recurrent as _rec
 from .chunk import BT
 from .chunk_v2 import gla_chunk_bwd_v2, gla_chunk_fwd_v2, gla_chunk_fwd_v4
 from .chunk_v12 import gla_chunk_fwd_v12
-from .chunk_v5 import (gla_chunk_bwd_v5, gla_chunk_bwd_v8, gla_chunk_bwd_v11, gla_chunk_fwd_v5,
+from .chunk_v5 import (gla_chunk_bwd_v5, gla_chunk_bwd_v8, gla_chunk_bwd_v11, gla_chunk_bwd_v13,
+                       gla_chunk_fwd_v5,
                        gla_chunk_fwd_v6, gla_chunk_fwd_v7, gla_chunk_fwd_v10, gla_chunk_fwd_v11)
 
 # variant -> (forward, backward)
@@ -49,6 +50,7 @@ _CHUNK_VARIANTS = {
     "v10": (gla_chunk_fwd_v10, gla_chunk_bwd_v5),
     "v11": (gla_chunk_fwd_v11, gla_chunk_bwd_v11),     # v6 keeping more bits (README "Numerics")
     "v12": (gla_chunk_fwd_v12, gla_chunk_bwd_v11),     # v11 with one-dot scores (chunk_v12.py)
+    "v13": (gla_chunk_fwd_v12, gla_chunk_bwd_v13),     # v12 with one-dot intra dq / dk too
 }
 VARIANT = os.environ.get("MIXZOO_GLA_VARIANT", "v6")
 
