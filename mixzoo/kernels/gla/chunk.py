@@ -254,6 +254,7 @@ def _bwd_dh_kernel(
     scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     HAS_DHT: tl.constexpr, PREC: tl.constexpr, HI_PREC: tl.constexpr = False,
+    BH_HINT: tl.constexpr = 0,      # autotune key only (v13): B*H rounded up to a power of 2
 ):
     """Reverse pass: dS <- e^(b_C) dS + (scale q e^b)^T do, from the last chunk down.
     HI_PREC: (scale q e^b) enters the dot as hi + lo parts (_dot_hl), not rounded once."""

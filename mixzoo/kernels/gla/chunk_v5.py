@@ -32,8 +32,9 @@ import triton.language as tl
 
 from mixzoo.kernels._common import cdiv
 
-from .chunk import (BC, BT, SAFE_SPREAD, _bwd_dv_kernel, _chunk_spread, _dot_precision,
-                    _fwd_h_kernel, autotuned, configs)
+from .chunk import (BC, BT, SAFE_SPREAD, _bwd_dh_kernel, _bwd_dv_kernel, _chunk_spread,
+                    _dot_precision, _fwd_h_kernel, autotuned, configs)
+from .chunk_v12 import V12_STATE_CONFIGS
 from .chunk_v2 import (V2_STATE_CONFIGS, _bwd_dh_v2_kernel, _bwd_dv_v2_kernel,
                        _diag_scores, _fwd_A_v2_kernel, _fwd_gc_kernel, _fwd_h_v2_kernel,
                        _fwd_o_v2_kernel, _pow2, gla_chunk_fwd_v2, gla_chunk_fwd_v4)
@@ -471,13 +472,17 @@ def gla_chunk_bwd_v5(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torc
     prec = _dot_precision(q.dtype)
     dh = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)
     dh0 = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
-    _bwd_dh_v2_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
+    # v13 (fuse_safe): its own tuners for the dh and dv passes (more configs)
+    dh_kernel, dv_kernel = ((_bwd_dh_v13_kernel, _bwd_dv_v13_kernel) if fuse_safe
+                            else (_bwd_dh_v2_kernel, _bwd_dv_kernel))
+    hint = dict(BH_HINT=triton.next_power_of_2(B * H)) if fuse_safe else {}
+    dh_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
         q, do, gc, dht, dh, dh0, scale, T, H, K, V, BT=BT, HAS_DHT=dht is not None, PREC=prec,
-        HI_PREC=hi_prec)
+        HI_PREC=hi_prec, **hint)
     dA = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
     dv = torch.empty_like(v)
-    _bwd_dv_kernel[(N, B * H)](k, v, gc, A, do, dh, dA, dv, T, H, K, V, BT=BT, PREC=prec,
-                               HI_PREC=hi_prec)
+    dv_kernel[(N, B * H)](k, v, gc, A, do, dh, dA, dv, T, H, K, V, BT=BT, PREC=prec,
+                          HI_PREC=hi_prec)
     dqi = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
     dki = torch.empty_like(dqi)
     _bwd_intra_v5_kernel[lambda m: (cdiv(K, m["BK"]), N * (BT // BC), B * H)](
@@ -555,8 +560,15 @@ def gla_chunk_bwd_v11(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: tor
     return gla_chunk_bwd_v5(q, k, v, gc, A, h, do, dht, ht, scale, g_dtype, hi_prec=True)
 
 
-# v13's inter kernel (FUSE_SAFE: + the [64, 64] dA tile and two dots) tuned apart, with
-# smaller K tiles: sm_90 registers (see the README), none spills
+# v13's own tuners. The reverse state pass: v12's state configs per B*H bucket (sm_90:
+# 110-244 registers, no spills). The dv / dA pass with HI_PREC: v1's first tile (spills 24
+# bytes) and two spill-free ones (231 / 240 registers; 16-warp and 4-warp tiles spilled).
+# The inter kernel (FUSE_SAFE: + the [64, 64] dA tile and two dots) with smaller K tiles:
+# 254 / 238 / 250 / 111 / 128 registers, no spills.
+_bwd_dh_v13_kernel = autotuned(V12_STATE_CONFIGS, key=("K", "V", "HI_PREC", "BH_HINT"))(
+    _bwd_dh_kernel.fn)
+_bwd_dv_v13_kernel = autotuned(configs((64, 64, 8, 2), (32, 64, 8, 2), (32, 128, 8, 2)),
+                               key=("K", "V", "HI_PREC"))(_bwd_dv_kernel.fn)
 _bwd_inter_v13_kernel = autotuned(
     configs((32, 64, 8, 2), (16, 64, 8, 2), (16, 64, 4, 2), (32, 64, 16, 2), (16, 128, 8, 2)),
     key=("K", "V", "FUSE_SAFE"))(_bwd_inter_v5_kernel.fn)
