@@ -1,12 +1,15 @@
 """Shared plumbing for every kernel package: backend choice, input checks, cdiv,
-autotune helpers and the `assert_close` used by the tests."""
+autotune helpers, the custom ops' eager fast path and the `assert_close` used by the tests."""
 from .backend import BACKENDS, resolve_backend, triton_available, triton_unavailable_error
-from .checks import check_dtype_float, check_rank, check_same_device, check_shape, cdiv
+from .eager import EagerOp
+from .checks import (cdiv, check_dtype_float, check_rank, check_same_device, check_shape,
+                     next_power_of_2)
 from .numerics import assert_close, rel_rms
 from .tuning import is_interpreting, pick_configs
 
 __all__ = [
     "BACKENDS", "resolve_backend", "triton_available", "triton_unavailable_error",
     "check_dtype_float", "check_rank", "check_same_device", "check_shape", "cdiv",
-    "assert_close", "rel_rms", "is_interpreting", "pick_configs",
+    "next_power_of_2",
+    "assert_close", "rel_rms", "is_interpreting", "pick_configs", "EagerOp",
 ]

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from mixzoo.kernels._common import EagerOp
+
 from .triton_bwd import attn_bwd
 from .triton_fwd import attn_decode, attn_fwd, scale_or_default, use_decode
 
@@ -63,12 +65,13 @@ def _backward(ctx, do, dlse):
     q, k, v, o, lse = ctx.saved_tensors
     # lse is an auxiliary output; gradients through it are not supported (it is only
     # returned by `attention_triton_lse` for tests)
-    dq, dk, dv = attention_bwd_op(do, q, k, v, o, lse, ctx.causal, ctx.window, ctx.scale,
-                                  ctx.bwd_variant)
+    dq, dk, dv = attention_bwd(do, q, k, v, o, lse, ctx.causal, ctx.window, ctx.scale,
+                               ctx.bwd_variant)
     return dq, dk, dv, None, None, None, None, None
 
 
-attention_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+attention_bwd = EagerOp(attention_bwd_op)
+attention_fwd = EagerOp(attention_fwd_op, _backward, _setup_context)
 
 
 def attention_triton_lse(q, k, v, *, causal=True, window=None, scale=None, fwd_variant="",
@@ -79,8 +82,8 @@ def attention_triton_lse(q, k, v, *, causal=True, window=None, scale=None, fwd_v
         # The kernels address a key tile and its value tile with one set of offsets
         # (k's strides), so k and v must share a layout (e.g. v sliced from a fused kv).
         k, v = k.contiguous(), v.contiguous()
-    return attention_fwd_op(q, k, v, bool(causal), int(window or 0),
-                            scale_or_default(scale, q.shape[-1]), fwd_variant, bwd_variant)
+    return attention_fwd(q, k, v, bool(causal), int(window or 0),
+                         scale_or_default(scale, q.shape[-1]), fwd_variant, bwd_variant)
 
 
 def attention_triton(q, k, v, *, causal=True, window=None, scale=None):

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._common import pick_configs
+from .._common import cdiv, pick_configs
 from .triton_fwd import (_TUNE_KEY, LOG2E, _last_dim_contig, block_d, dot_precision,
                          set_tma_rows, tma_descs)
 
@@ -450,7 +450,7 @@ def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float,
                      FUSE_DELTA=True) if fuse_delta else {}
         if kv_desc:
             extra.update(kv_desc, USE_TMA=True)
-        dq_kernel[lambda meta: (B * H, triton.cdiv(Tq, meta["BLOCK_M"]))](
+        dq_kernel[lambda meta: (B * H, cdiv(Tq, meta["BLOCK_M"]))](
             q, k, v, do, lse, delta, dq, *common,
             H, Tq, Tk, G, max(window, 1), scale * LOG2E, scale, **flags, **extra)
 
@@ -458,7 +458,7 @@ def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float,
         launch_dq(True)  # writes delta for the dk/dv launch below
     else:
         bm_delta = 64
-        _attn_bwd_delta[(triton.cdiv(Tq, bm_delta), B * H)](
+        _attn_bwd_delta[(cdiv(Tq, bm_delta), B * H)](
             o, do, delta, o.stride(0), o.stride(1), o.stride(2),
             do.stride(0), do.stride(1), do.stride(2), H, Tq,
             HEAD_DIM=D, BLOCK_D=BD, BLOCK_M=bm_delta)
@@ -480,7 +480,7 @@ def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float,
         dq_acc = dq  # not touched
         dkdv = (dkdv_tuned_wide if wide else dkdv_tma_tuned if qdo_desc else
                 dkdv2_tuned if more else dkdv_tuned)
-    dkdv[lambda meta: (B * H, triton.cdiv(Tk, meta["BLOCK_N"]))](
+    dkdv[lambda meta: (B * H, cdiv(Tk, meta["BLOCK_N"]))](
         q, k, v, do, lse, delta, dk_h, dv_h, dq_acc, *common,
         H, Hkv, Tq, Tk, G, max(window, 1), scale * LOG2E, scale, **flags, **extra)
     if G > 1:

@@ -31,7 +31,7 @@ try:  # host tensor descriptors (TMA variants): Triton >= 3.4
 except ImportError:  # pragma: no cover - older Triton: the TMA variants fall back
     TensorDescriptor = None
 
-from .._common import cdiv, is_interpreting, pick_configs
+from .._common import cdiv, is_interpreting, next_power_of_2, pick_configs
 
 LOG2E = 1.4426950408889634
 # Running max of rows that have seen no visible key yet. Finite so that 2^(m - m') never
@@ -347,7 +347,7 @@ def _attn_decode_kernel(
 
 def block_d(D: int) -> int:
     """Head-dim tile: next power of two, at least 16 (tl.dot's minimum)."""
-    return max(16, triton.next_power_of_2(D))
+    return max(16, next_power_of_2(D))
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -388,7 +388,7 @@ def attn_fwd(q, k, v, causal: bool, window: int, scale: float, variant: str | No
         return o, lse
 
     def grid(meta):
-        return (B * H, triton.cdiv(Tq, meta["BLOCK_M"]))
+        return (B * H, cdiv(Tq, meta["BLOCK_M"]))
 
     BD = block_d(D)
     tiles, fold = variant.removesuffix("_fold"), variant.endswith("_fold") and scale > 0
@@ -439,7 +439,7 @@ def attn_decode(q, k, v, causal: bool, window: int, scale: float):
     Tk, Hkv = k.shape[1], k.shape[2]
     G = H // Hkv
     R = G * Tq
-    BLOCK_M = max(16, triton.next_power_of_2(R))
+    BLOCK_M = max(16, next_power_of_2(R))
     BLOCK_N = 64 if D <= 128 else 32
     kv_lo = max(0, Tk - Tq - window + 1) if (causal and window > 0) else 0
     n_keys = Tk - kv_lo

@@ -31,7 +31,7 @@ from .reference import (noncausal_left_pad, short_conv_bidirectional_ref, short_
 
 _HAS_TRITON = triton_available()
 if _HAS_TRITON:
-    from .ops import current_variant, short_conv_bidir_fwd_op, short_conv_triton
+    from .ops import current_variant, short_conv_bidir_fwd, short_conv_triton
     from .triton_conv import ACT_CODES, group_block_d
 
 ACTIVATIONS = (None, "silu")
@@ -101,9 +101,9 @@ def short_conv_bidirectional(x: torch.Tensor, weight: torch.Tensor,
                             algo="short_conv")
     if which == "triton" and x.shape[1] > 0 and x.dtype != torch.float64:
         if group_block_d(splits, D):
-            return tuple(short_conv_bidir_fwd_op(x, weight, bias, ACT_CODES[activation],
+            return tuple(short_conv_bidir_fwd(x, weight, bias, ACT_CODES[activation],
                                                  splits, current_variant("bidirectional")))
-        (y,) = short_conv_bidir_fwd_op(x, weight, bias, ACT_CODES[activation], [D],
+        (y,) = short_conv_bidir_fwd(x, weight, bias, ACT_CODES[activation], [D],
                                        current_variant("bidirectional"))
         return tuple(t.contiguous() for t in y.split(splits, dim=-1))
     return short_conv_bidirectional_ref(x, weight, bias, activation=activation, splits=splits)

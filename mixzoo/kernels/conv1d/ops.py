@@ -28,6 +28,8 @@ import os
 import torch
 
 from . import triton_stream
+from mixzoo.kernels._common import EagerOp
+
 from .triton_conv import ACT_CODES, conv_bwd, conv_fwd, head_state_grad
 from .triton_stream import conv_bwd_stream, conv_fwd_stream
 from .triton_update import conv_update
@@ -115,13 +117,14 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy):
     x, weight, bias, h0 = ctx.saved_tensors
-    dx, dw, db, dh0 = short_conv_bwd_op(dy, x, weight, bias, h0, ctx.act, ctx.causal,
-                                        ctx.variant)
+    dx, dw, db, dh0 = short_conv_bwd(dy, x, weight, bias, h0, ctx.act, ctx.causal,
+                                     ctx.variant)
     return (dx, dw, db if bias is not None else None, dh0 if h0 is not None else None,
             None, None, None)
 
 
-short_conv_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+short_conv_bwd = EagerOp(short_conv_bwd_op)
+short_conv_fwd = EagerOp(short_conv_fwd_op, _backward, _setup_context)
 
 
 @torch.library.custom_op("mixzoo::short_conv_update", mutates_args=())
@@ -135,6 +138,9 @@ def short_conv_update_op(x_t: torch.Tensor, state: torch.Tensor, weight: torch.T
 def _(x_t, state, weight, bias, act):
     return (torch.empty(x_t.shape, dtype=x_t.dtype, device=x_t.device),
             torch.empty(state.shape, dtype=torch.float32, device=x_t.device))
+
+
+short_conv_update = EagerOp(short_conv_update_op)
 
 
 @torch.library.custom_op("mixzoo::short_conv_bidir_fwd", mutates_args=())
@@ -173,11 +179,12 @@ def _bidir_setup_context(ctx, inputs, output):
 
 def _bidir_backward(ctx, dys):
     x, weight, bias = ctx.saved_tensors
-    dx, dw, db = short_conv_bidir_bwd_op(list(dys), x, weight, bias, ctx.act, ctx.variant)
+    dx, dw, db = short_conv_bidir_bwd(list(dys), x, weight, bias, ctx.act, ctx.variant)
     return dx, dw, db if bias is not None else None, None, None, None
 
 
-short_conv_bidir_fwd_op.register_autograd(_bidir_backward, setup_context=_bidir_setup_context)
+short_conv_bidir_bwd = EagerOp(short_conv_bidir_bwd_op)
+short_conv_bidir_fwd = EagerOp(short_conv_bidir_fwd_op, _bidir_backward, _bidir_setup_context)
 
 
 def _needs_grad(*ts) -> bool:
@@ -196,9 +203,9 @@ def short_conv_triton(x, weight, bias=None, *, activation=None, causal=True,
             and not _needs_grad(x, weight, bias, initial_state)):
         state = (initial_state if initial_state is not None
                  else x.new_zeros(B, D, W - 1, dtype=torch.float32))
-        y, new_state = short_conv_update_op(x[:, 0], state, weight, bias, act)
+        y, new_state = short_conv_update(x[:, 0], state, weight, bias, act)
         return y[:, None], (new_state if output_final_state else None)
-    y = short_conv_fwd_op(x, weight, bias, initial_state, act, causal, current_variant())
+    y = short_conv_fwd(x, weight, bias, initial_state, act, causal, current_variant())
     final = None
     if output_final_state:
         xt = x.transpose(1, 2).float()  # [B,D,T]

@@ -44,7 +44,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._common import is_interpreting, pick_configs
+from .._common import cdiv, is_interpreting, pick_configs
 
 
 @triton.jit
@@ -519,7 +519,7 @@ def conv_fwd(x, weight, bias, h0, act: int, causal: bool, bidir: bool = False,
     yp = ys + [ys[0]] * (MAX_GROUPS - len(ys))
 
     def grid(meta):
-        return (triton.cdiv(T, meta["BLOCK_T"]), triton.cdiv(D, bd), B)
+        return (cdiv(T, meta["BLOCK_T"]), cdiv(D, bd), B)
 
     _conv_fwd_kernel[grid](
         x, weight, bias if bias is not None else weight, h0 if h0 is not None else weight,
@@ -550,12 +550,12 @@ def conv_bwd(dy, x, weight, bias, h0, act: int, causal: bool, bidir: bool = Fals
     s1, s2 = _bounds(groups, D)
     dp = dys + [dys[0]] * (MAX_GROUPS - len(dys))
     # rows per program: 64 (halo overhead (W-1)/64), or 32 when that leaves few programs
-    n_prog64 = B * triton.cdiv(D, bd) * triton.cdiv(T, 64)
+    n_prog64 = B * cdiv(D, bd) * cdiv(T, 64)
     chunk = 64 if n_prog64 >= 8192 else 32
-    n_chunks = triton.cdiv(T, chunk)
+    n_chunks = cdiv(T, chunk)
     dwp = torch.empty(B, n_chunks, W, D, device=x.device, dtype=torch.float32)
     dbp = torch.empty(B, n_chunks, D, device=x.device, dtype=torch.float32)
-    _conv_bwd_kernel[(n_chunks, triton.cdiv(D, bd), B)](
+    _conv_bwd_kernel[(n_chunks, cdiv(D, bd), B)](
         x, weight, bias if bias is not None else weight, h0c if h0c is not None else weight,
         dp[0], dp[1], dp[2], dx, dwp, dbp, x.stride(0), x.stride(1), B, T, D, s1, s2,
         n_chunks,

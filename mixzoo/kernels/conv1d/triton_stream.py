@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._common import pick_configs
+from .._common import cdiv, pick_configs
 from .triton_conv import (MAX_GROUPS, _act_fwd, _act_grad, _bounds, _dot8, _group,
                           _kernel_act, _left, _load_rows, _pick, _rows_contig, _stream_load,
                           _tap, group_block_d)
@@ -474,10 +474,10 @@ def chunk_for(B: int, T: int, D: int, bd: int, pass_: str) -> int:
     if CHUNK_OVERRIDE[pass_]:
         return CHUNK_OVERRIDE[pass_]
     chunk = 256
-    while chunk > 32 and B * triton.cdiv(D, bd) * triton.cdiv(T, chunk) < 32 * 132:
+    while chunk > 32 and B * cdiv(D, bd) * cdiv(T, chunk) < 32 * 132:
         chunk //= 2
-    n = triton.cdiv(T, chunk)
-    return U * triton.cdiv(triton.cdiv(T, n), U)
+    n = cdiv(T, chunk)
+    return U * cdiv(cdiv(T, n), U)
 
 
 def conv_fwd_stream(x, weight, bias, h0, act: int, causal: bool, bidir: bool = False,
@@ -501,7 +501,7 @@ def conv_fwd_stream(x, weight, bias, h0, act: int, causal: bool, bidir: bool = F
     right = W - 1 - left
     first, last = (min(left, right), max(left, right)) if bidir else (right, right)
     chunk = chunk_for(B, T, D, bd, "fwd")
-    _conv_fwd_stream_kernel[(triton.cdiv(T, chunk), triton.cdiv(D, bd), B)](
+    _conv_fwd_stream_kernel[(cdiv(T, chunk), cdiv(D, bd), B)](
         x, weight, bias if bias is not None else weight, h0 if h0 is not None else weight,
         yp[0], yp[1], yp[2], x.stride(0), x.stride(1), B, T, D, s1, s2,
         W=W, LEFT=left, FIRST=first, LAST=last, HAS_BIAS=bias is not None,
@@ -528,11 +528,11 @@ def conv_bwd_stream(dy, x, weight, bias, h0, act: int, causal: bool, bidir: bool
     s1, s2 = _bounds(groups, D)
     dp = dys + [dys[0]] * (MAX_GROUPS - len(dys))
     chunk = chunk_for(B, T, D, bd, "bwd")
-    n_chunks = triton.cdiv(T, chunk)
+    n_chunks = cdiv(T, chunk)
     dwp = torch.empty(B, n_chunks, W, D, device=x.device, dtype=torch.float32)
     dbp = (torch.empty(B, n_chunks, D, device=x.device, dtype=torch.float32)
            if bias is not None else dwp)
-    _conv_bwd_stream_kernel[(n_chunks, triton.cdiv(D, bd), B)](
+    _conv_bwd_stream_kernel[(n_chunks, cdiv(D, bd), B)](
         x, weight, bias if bias is not None else weight, h0c if h0c is not None else weight,
         dp[0], dp[1], dp[2], dx, dwp, dbp, x.stride(0), x.stride(1), B, T, D, s1, s2,
         n_chunks,

@@ -10,6 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._common import cdiv, next_power_of_2
 from .triton_conv import _act_fwd, _rows_contig
 
 
@@ -59,8 +60,8 @@ def conv_update(x_t, state, weight, bias, act: int):
     y = torch.empty(B, D, device=x_t.device, dtype=x_t.dtype)
     s_out = torch.empty(B, D, W - 1, device=x_t.device, dtype=torch.float32)
     BD = 256
-    _conv_update_kernel[(B, triton.cdiv(D, BD))](
+    _conv_update_kernel[(B, cdiv(D, BD))](
         x_t, state.float().contiguous(), weight.contiguous(), bias if bias is not None else weight,
         y, s_out, x_t.stride(0), D,
-        W=W, WP=triton.next_power_of_2(W), HAS_BIAS=bias is not None, ACT=act, BLOCK_D=BD)
+        W=W, WP=next_power_of_2(W), HAS_BIAS=bias is not None, ACT=act, BLOCK_D=BD)
     return y, s_out

@@ -84,10 +84,10 @@ def delta_rule_triton(q, k, v, beta, *, scale=None, initial_state=None, output_f
     save = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (q, k, v, beta, h0))
     if algo == "recurrent":
-        o, ht, _ = _ops.recurrent_fwd_op(q, k, v, beta, h0, float(scale), use_qk_l2norm, save)
+        o, ht, _ = _ops.recurrent_fwd(q, k, v, beta, h0, float(scale), use_qk_l2norm, save)
     elif algo == "chunk":
-        o, ht, _, _, _ = _ops.chunk_fwd_op(q, k, v, beta, h0, float(scale), output_final_state,
-                                           use_qk_l2norm, save)
+        o, ht, _, _, _ = _ops.chunk_fwd(q, k, v, beta, h0, float(scale), output_final_state,
+                                        use_qk_l2norm, save)
     else:
         raise ValueError(f"delta_rule_triton: algo={algo!r}, expected 'chunk' or 'recurrent'")
     return o, (ht if output_final_state else None)

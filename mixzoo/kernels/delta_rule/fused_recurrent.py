@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._common import cdiv
+from .._common import cdiv, next_power_of_2
 
 
 @triton.jit
@@ -126,8 +126,8 @@ def _recurrent_bwd_kernel(
 
 
 def _bv(K: int, V: int) -> tuple[int, int, int]:
-    BK = max(16, triton.next_power_of_2(K))
-    BV = min(max(16, triton.next_power_of_2(V)), 32 if BK >= 128 else 64)
+    BK = max(16, next_power_of_2(K))
+    BV = min(max(16, next_power_of_2(V)), 32 if BK >= 128 else 64)
     return BK, BV, cdiv(V, BV)
 
 

@@ -4,7 +4,8 @@ break. Two ops, each with its own backward op:
     mixzoo::delta_rule_chunk_fwd / _bwd       chunkwise WY/UT kernels (chunk.py)
     mixzoo::delta_rule_recurrent_fwd / _bwd   fused recurrent kernels (fused_recurrent.py)
 Extra outputs of the forward ops are what the backward needs (W, Tm, chunk states; or delta
-and the final state); they are marked non-differentiable.
+and the final state); they are marked non-differentiable. Callers use the `EagerOp` wrappers
+`chunk_fwd` / `recurrent_fwd` (eager calls skip the dispatcher: _common/eager.py).
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._common import cdiv
-from .chunk import CHUNK, chunk_bwd, chunk_fwd
-from .fused_recurrent import recurrent_bwd, recurrent_fwd
+from .._common import EagerOp, cdiv
+from . import chunk as _chunk
+from . import fused_recurrent as _rec
+from .chunk import CHUNK
 
 
 # ----------------------------------------------------------------------------- chunk
@@ -23,8 +25,8 @@ from .fused_recurrent import recurrent_bwd, recurrent_fwd
 def chunk_fwd_op(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, initial_state: Optional[Tensor],
                  scale: float, output_final_state: bool, use_l2: bool, save_for_bwd: bool
                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return chunk_fwd(q, k, v, beta, scale, initial_state, output_final_state, use_l2,
-                     save_for_bwd)
+    return _chunk.chunk_fwd(q, k, v, beta, scale, initial_state, output_final_state, use_l2,
+                            save_for_bwd)
 
 
 @chunk_fwd_op.register_fake
@@ -44,7 +46,8 @@ def _(q, k, v, beta, initial_state, scale, output_final_state, use_l2, save_for_
 def chunk_bwd_op(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, initial_state: Optional[Tensor],
                  vn: Tensor, tinv: Tensor, hbuf: Tensor, do: Tensor, dht: Optional[Tensor],
                  scale: float, use_l2: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return chunk_bwd(q, k, v, beta, scale, initial_state, use_l2, vn, tinv, hbuf, do, dht)
+    return _chunk.chunk_bwd(q, k, v, beta, scale, initial_state, use_l2, vn, tinv, hbuf, do,
+                            dht)
 
 
 @chunk_bwd_op.register_fake
@@ -69,12 +72,13 @@ def _chunk_backward(ctx, do, dht, _dvn, _dtinv, _dh):
     q, k, v, beta, h0, vn, tinv, hbuf = ctx.saved_tensors
     if dht is not None and dht.numel() == 0:
         dht = None
-    dq, dk, dv, db, dh0 = chunk_bwd_op(q, k, v, beta, h0, vn, tinv, hbuf, do, dht,
-                                       ctx.scale, ctx.use_l2)
+    dq, dk, dv, db, dh0 = chunk_bwd(q, k, v, beta, h0, vn, tinv, hbuf, do, dht,
+                                    ctx.scale, ctx.use_l2)
     return dq, dk, dv, db, (dh0 if h0 is not None else None), None, None, None, None
 
 
-chunk_fwd_op.register_autograd(_chunk_backward, setup_context=_chunk_setup)
+chunk_bwd = EagerOp(chunk_bwd_op)
+chunk_fwd = EagerOp(chunk_fwd_op, _chunk_backward, _chunk_setup)
 
 
 # ----------------------------------------------------------------------------- recurrent
@@ -82,7 +86,7 @@ chunk_fwd_op.register_autograd(_chunk_backward, setup_context=_chunk_setup)
 def recurrent_fwd_op(q: Tensor, k: Tensor, v: Tensor, beta: Tensor,
                      initial_state: Optional[Tensor], scale: float, use_l2: bool,
                      save_for_bwd: bool) -> tuple[Tensor, Tensor, Tensor]:
-    return recurrent_fwd(q, k, v, beta, scale, initial_state, use_l2, save_for_bwd)
+    return _rec.recurrent_fwd(q, k, v, beta, scale, initial_state, use_l2, save_for_bwd)
 
 
 @recurrent_fwd_op.register_fake
@@ -99,7 +103,7 @@ def recurrent_bwd_op(q: Tensor, k: Tensor, v: Tensor, beta: Tensor,
                      initial_state: Optional[Tensor], delta: Tensor, ht: Tensor, do: Tensor,
                      dht: Optional[Tensor], scale: float, use_l2: bool
                      ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return recurrent_bwd(q, k, v, beta, scale, initial_state, use_l2, delta, ht, do, dht)
+    return _rec.recurrent_bwd(q, k, v, beta, scale, initial_state, use_l2, delta, ht, do, dht)
 
 
 @recurrent_bwd_op.register_fake
@@ -122,9 +126,10 @@ def _recurrent_backward(ctx, do, dht, _ddelta):
     if not ctx.saved_ok:
         raise RuntimeError("delta_rule: backward through a forward run with save_for_bwd=False")
     q, k, v, beta, h0, delta, ht = ctx.saved_tensors
-    dq, dk, dv, db, dh0 = recurrent_bwd_op(q, k, v, beta, h0, delta, ht, do, dht,
-                                           ctx.scale, ctx.use_l2)
+    dq, dk, dv, db, dh0 = recurrent_bwd(q, k, v, beta, h0, delta, ht, do, dht,
+                                        ctx.scale, ctx.use_l2)
     return dq, dk, dv, db, (dh0 if h0 is not None else None), None, None, None
 
 
-recurrent_fwd_op.register_autograd(_recurrent_backward, setup_context=_recurrent_setup)
+recurrent_bwd = EagerOp(recurrent_bwd_op)
+recurrent_fwd = EagerOp(recurrent_fwd_op, _recurrent_backward, _recurrent_setup)

@@ -15,9 +15,8 @@ from __future__ import annotations
 import os
 
 import torch
-import triton
 
-from .._common import cdiv
+from .._common import cdiv, next_power_of_2
 
 CHUNK = 64
 
@@ -72,7 +71,7 @@ def dims(q: torch.Tensor, v: torch.Tensor):
     """B, T, H, K, V and the padded full-width blocks BK, BV (powers of two, >= 16)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
-    return B, T, H, K, V, max(16, triton.next_power_of_2(K)), max(16, triton.next_power_of_2(V))
+    return B, T, H, K, V, max(16, next_power_of_2(K)), max(16, next_power_of_2(V))
 
 
 def dot_precision(x: torch.Tensor) -> str:

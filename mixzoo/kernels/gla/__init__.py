@@ -62,8 +62,8 @@ def gla(
     if which == "reference":
         return gla_chunk_ref(q, k, v, g, scale=scale, initial_state=initial_state,
                              output_final_state=output_final_state)
-    from .ops import gla_chunk_fwd_op
-    o, ht, *_ = gla_chunk_fwd_op(*prepare_triton_inputs(q, k, v, g, initial_state, scale))
+    from .ops import gla_chunk_fwd
+    o, ht, *_ = gla_chunk_fwd(*prepare_triton_inputs(q, k, v, g, initial_state, scale))
     return o.to(q.dtype), (ht if output_final_state else None)
 
 
@@ -81,6 +81,6 @@ def fused_recurrent_gla(
     if which == "reference":
         return gla_recurrent_ref(q, k, v, g, scale=scale, initial_state=initial_state,
                                  output_final_state=output_final_state)
-    from .ops import fused_recurrent_fwd_op
-    o, ht = fused_recurrent_fwd_op(*prepare_triton_inputs(q, k, v, g, initial_state, scale))
+    from .ops import fused_recurrent_fwd
+    o, ht = fused_recurrent_fwd(*prepare_triton_inputs(q, k, v, g, initial_state, scale))
     return o.to(q.dtype), (ht if output_final_state else None)

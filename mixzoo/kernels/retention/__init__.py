@@ -57,8 +57,8 @@ def retention(
     if which == "reference":
         return retention_chunk_ref(q, k, v, g, scale=scale, initial_state=initial_state,
                                    output_final_state=output_final_state)
-    from .ops import retention_chunk_fwd_op
-    o, ht, *_ = retention_chunk_fwd_op(*prepare_triton_inputs(q, k, v, g, initial_state, scale))
+    from .ops import retention_chunk_fwd
+    o, ht, *_ = retention_chunk_fwd(*prepare_triton_inputs(q, k, v, g, initial_state, scale))
     return o.to(q.dtype), (ht if output_final_state else None)
 
 
@@ -76,6 +76,6 @@ def fused_recurrent_retention(
     if which == "reference":
         return retention_recurrent_ref(q, k, v, g, scale=scale, initial_state=initial_state,
                                        output_final_state=output_final_state)
-    from mixzoo.kernels.gla.ops import fused_recurrent_fwd_op
-    o, ht = fused_recurrent_fwd_op(*prepare_triton_inputs(q, k, v, g, initial_state, scale))
+    from mixzoo.kernels.gla.ops import fused_recurrent_fwd
+    o, ht = fused_recurrent_fwd(*prepare_triton_inputs(q, k, v, g, initial_state, scale))
     return o.to(q.dtype), (ht if output_final_state else None)

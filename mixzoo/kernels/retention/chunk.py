@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from mixzoo.kernels._common import cdiv
+from mixzoo.kernels._common import cdiv, next_power_of_2
 from mixzoo.kernels.gla.chunk import STATE_CONFIGS, TILE_CONFIGS, autotuned, configs
 
 BT = 64   # chunk length
@@ -339,7 +339,7 @@ def retention_chunk_bwd(q, k, v, gc, h, do, dht, ht, scale: float):
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = cdiv(T, BT)
-    BK = min(64, max(16, triton.next_power_of_2(K)))   # fixed: dgl holds one slice per K block
+    BK = min(64, max(16, next_power_of_2(K)))   # fixed: dgl holds one slice per K block
     NK = cdiv(K, BK)
     prec = _dot_precision(q.dtype)
     dh = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)

@@ -4,7 +4,8 @@
     mixzoo::retention_chunk_fwd / retention_chunk_bwd   chunkwise kernels (chunk.py)
 
 The recurrent (decoding) kernels are GLA's, which take a scalar gate through a zero
-key stride: `mixzoo.kernels.gla.ops.fused_recurrent_fwd_op`.
+key stride: `mixzoo.kernels.gla.ops.fused_recurrent_fwd` (an `EagerOp`: eager calls skip
+the dispatcher, _common/eager.py).
 """
 from __future__ import annotations
 
@@ -13,16 +14,17 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from mixzoo.kernels._common import cdiv
+from mixzoo.kernels._common import EagerOp, cdiv
 
-from .chunk import BT, retention_chunk_bwd, retention_chunk_fwd
+from . import chunk as _chunk
+from .chunk import BT
 
 
 @torch.library.custom_op("mixzoo::retention_chunk_fwd", mutates_args=())
 def retention_chunk_fwd_op(q: Tensor, k: Tensor, v: Tensor, g: Tensor, h0: Optional[Tensor],
                            scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """g: [H] or [B,T,H]. -> (o, final state fp32, gc fp32 [B,T,H], h [B,N,H,K,V])."""
-    return retention_chunk_fwd(q, k, v, g, h0, scale)
+    return _chunk.retention_chunk_fwd(q, k, v, g, h0, scale)
 
 
 @retention_chunk_fwd_op.register_fake
@@ -38,7 +40,7 @@ def retention_chunk_bwd_op(q: Tensor, k: Tensor, v: Tensor, g: Tensor, gc: Tenso
                            do: Tensor, dht: Optional[Tensor], ht: Tensor,
                            scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """-> (dq, dk, dv, dg fp32 shaped like g, dh0 fp32)."""
-    dq, dk, dv, dg, dh0 = retention_chunk_bwd(q, k, v, gc, h, do, dht, ht, scale)
+    dq, dk, dv, dg, dh0 = _chunk.retention_chunk_bwd(q, k, v, gc, h, do, dht, ht, scale)
     if g.dim() == 1:
         dg = dg.sum((0, 1))                      # per-head decay: summed over B and T
     return dq, dk, dv, dg, dh0
@@ -59,10 +61,11 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, do, dht, _dgc, _dh):
     q, k, v, g, gc, h, ht = ctx.saved_tensors
-    dq, dk, dv, dg, dh0 = retention_chunk_bwd_op(q, k, v, g, gc, h, do.contiguous(),
-                                                 None if dht is None else dht.contiguous(),
-                                                 ht, ctx.scale)
+    dq, dk, dv, dg, dh0 = retention_chunk_bwd(q, k, v, g, gc, h, do.contiguous(),
+                                              None if dht is None else dht.contiguous(),
+                                              ht, ctx.scale)
     return dq, dk, dv, dg.to(g.dtype), (dh0 if ctx.has_h0 else None), None
 
 
-retention_chunk_fwd_op.register_autograd(_backward, setup_context=_setup)
+retention_chunk_bwd = EagerOp(retention_chunk_bwd_op)
+retention_chunk_fwd = EagerOp(retention_chunk_fwd_op, _backward, _setup)
