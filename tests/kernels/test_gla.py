@@ -9,7 +9,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton / mixzoo are imp
 import pytest
 import torch
 
-from mixzoo.kernels._common import assert_close
+from mixzoo.kernels._common import assert_close, rel_rms
 from mixzoo.kernels.gla import fused_recurrent_gla, gla, gla_chunk_ref, gla_recurrent_ref
 
 
@@ -191,6 +191,24 @@ def test_triton_chunk_v12_mixed_spread(monkeypatch, name):
     out = run_with_grads(_public(gla, "triton"), q, k, v, g, h0)
     for name, r, x in zip(NAMES, ref, out):
         assert_close(r, x, TRITON_TOL[name], name)
+
+
+def test_triton_chunk_fp16_hi_lo_parts(monkeypatch):
+    """fp16 inputs (the interpreter's fp16 dot is right, unlike its bf16 one) run the
+    low-precision branch of _dot_hl (hi + lo parts): v13 against the fp32 recurrence on
+    the same fp16 values, within fp16 rounding, and closer than v6 on every output."""
+    from mixzoo.kernels.gla import ops
+    q, k, v, g, h0 = make_inputs(1, 130, 2, 32, 32, "weak", with_h0=True, seed=3)
+    q, k, v = (x.detach().half().requires_grad_(True) for x in (q, k, v))
+    ref = run_with_grads(gla_recurrent_ref, *(x.detach().float().requires_grad_(True)
+                                              for x in (q, k, v)), g, h0)
+    errs = {}
+    for name in ("v6", "v13"):
+        monkeypatch.setattr(ops, "VARIANT", name)
+        out = run_with_grads(_public(gla, "triton"), q, k, v, g, h0)
+        errs[name] = [rel_rms(r, x) for r, x in zip(ref, out)]
+    for name, e13, e6 in zip(NAMES, errs["v13"], errs["v6"]):
+        assert e13 < 1e-3 and e13 <= e6, f"{name}: v13 {e13:.2e}, v6 {e6:.2e}"
 
 
 @pytest.mark.parametrize("T, with_h0", [(1, True), (15, False), (33, True)])
