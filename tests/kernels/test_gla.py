@@ -176,11 +176,11 @@ def test_triton_chunk_extreme_decay_finite_and_exact(variant):
 
 @pytest.mark.parametrize("name", ["v12", "v13"])
 def test_triton_chunk_v12_mixed_spread(monkeypatch, name):
-    """v12 scores a K block with one dot where the chunk's decay spread is small and with
-    the sub-chunk scheme where it is large: a first chunk of weak gates (one-dot in every
-    K block), a second chunk (ending inside its third sub-chunk) with strong gates on
-    keys 0-39 only, so that K blocks of either kind meet in one program (K=80). V=136
-    spans two V blocks of the output kernel (each forms the scores, the first stores A)."""
+    """v12/v13 score a chunk with one dot where its decay spread is small and with the
+    sub-chunk scheme where it is large: a first chunk of weak gates, a second chunk
+    (ending inside its third sub-chunk) with strong gates on keys 0-39 only (the spread is
+    taken over all keys; K=80 spans K blocks with a ragged edge). V=136 spans two V
+    blocks of the output kernel (each forms the scores, the first stores A)."""
     from mixzoo.kernels.gla import ops
     monkeypatch.setattr(ops, "VARIANT", name)
     q, k, v, g, h0 = make_inputs(1, 100, 1, 80, 136, "weak", with_h0=True, seed=7)

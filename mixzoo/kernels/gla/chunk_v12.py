@@ -12,10 +12,11 @@ factors stay far inside fp32's range, e^40 ~ 2e17, and a product's relative roun
 not depend on its scale), the whole 64 x 64 score block of a K block is ONE tensor-core
 dot of fp32 factors (tf32 for bf16/fp16 inputs, ieee for fp32), with 2 * 64 * BK
 exponentials instead of 64 * 16 * BK pairwise ones. Gates of typical size take this path
-(logsigmoid(x)/16 gives spreads of a few units). Where a K block's spread is larger
-(strong decay), that K block falls back to v4's sub-chunk scheme (chunk_v2: sub-chunk
-pairs through their reference rows, diagonal sub-chunks pairwise), in which no exponent
-is ever positive. The choice is per program and K block, from data already in registers.
+(logsigmoid(x)/16 gives spreads of a few units). Where the chunk's spread is larger
+(strong decay), the chunk falls back to v4's sub-chunk scheme (chunk_v2: sub-chunk pairs
+through their reference rows, diagonal sub-chunks pairwise), in which no exponent is ever
+positive. The choice is per chunk (spread over all K, read from gc's first and last rows
+of the chunk), so each of the two K loops is straight-line code.
 
 The kernel also keeps A in registers for the output: o = (scale q e^b) h[n] + A v, A v
 with A as hi + lo parts (chunk._dot_hl), the inter-chunk product accumulated in the same
@@ -33,7 +34,8 @@ import triton.language as tl
 
 from mixzoo.kernels._common import cdiv
 
-from .chunk import BC, BT, SAFE_SPREAD, _dot_hl, _dot_precision, autotuned, configs
+from .chunk import (BC, BT, SAFE_SPREAD, _chunk_spread, _dot_hl, _dot_precision, autotuned,
+                    configs)
 from .chunk_v2 import _fwd_gc_kernel, _fwd_h_v2_kernel
 
 # The state pass is sequential over chunks: its parallelism is B H (K/BK)(V/BV) programs
@@ -43,6 +45,14 @@ V12_STATE_CONFIGS = configs((64, 64, 8, 2), (32, 64, 8, 2), (32, 32, 4, 2), (64,
                             (32, 32, 4, 3), (32, 32, 4, 4), (32, 64, 4, 3), (16, 32, 2, 3))
 _fwd_h_v12_kernel = autotuned(V12_STATE_CONFIGS, key=("K", "V", "HI_PREC", "BH_HINT"))(
     _fwd_h_v2_kernel.fn)
+
+
+@triton.jit
+def _o_inter(b_q, b_g, p_hc, o_k, m_k, o_v, m_v, scale, V: tl.constexpr, PREC: tl.constexpr):
+    """One K block's share of the inter-chunk output (scale q e^b) h[n] ([BT, BV])."""
+    b_h = tl.load(p_hc + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :],
+                  other=0.)
+    return tl.dot((b_q * tl.exp(b_g) * scale).to(b_h.dtype), b_h, input_precision=PREC)
 
 
 # One program per chunk and V block (BV < V: the scores are formed once per V block, only
@@ -61,8 +71,8 @@ def _fwd_Ao_v12_kernel(
     BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     PREC: tl.constexpr, SPREAD: tl.constexpr,
 ):
-    """Scores and output of one chunk and V block. Per K block: the one-dot scores
-    if the block's spread <= SPREAD, else v4's sub-chunk scheme (off-diagonal sub-chunk
+    """Scores and output of one chunk and V block: the one-dot scores if the chunk's
+    spread (over all K) is <= SPREAD, else v4's sub-chunk scheme (off-diagonal sub-chunk
     pairs through reference rows into b_A, diagonal blocks pairwise into b_D)."""
     i_v, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
@@ -89,30 +99,33 @@ def _fwd_Ao_v12_kernel(
     p_hc = h + ((i_b * N + i_n) * H + i_h).to(tl.int64) * K * V
     b_o = tl.zeros([BT, BV], dtype=tl.float32)
     b_A = tl.zeros([BT, BT], dtype=tl.float32)          # scaled scores (lower part used)
-    b_D = tl.zeros([BT, BC], dtype=tl.float32)          # fallback: A[t, start(t) + j] / scale
-    n_fb = 0                                            # K blocks that took the fallback
-    for i_k in range(0, tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)
-        m_k = o_k < K
-        m_tk = m_t[:, None] & m_k[None, :]
-        p_tk = t[:, None] * (H * K) + o_k[None, :]
-        b_q = tl.load(q + p_tk, mask=m_tk, other=0.).to(tl.float32)
-        b_k = tl.load(k + p_tk, mask=m_tk, other=0.).to(tl.float32)
-        b_g = tl.load(gc + p_tk, mask=m_tk, other=0.)
-        # inter-chunk output: (scale q e^b) h[n]
-        b_h = tl.load(p_hc + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :],
-                      other=0.)
-        b_o += tl.dot((b_q * tl.exp(b_g) * scale).to(b_h.dtype), b_h, input_precision=PREC)
-        b_0 = tl.load(gc + t0 * (H * K) + o_k, mask=m_k, other=0.)          # [BK] first row
-        b_C = tl.load(gc + t_last * (H * K) + o_k, mask=m_k, other=0.)      # [BK] last row
-        spread = tl.max(b_0 - b_C, axis=0)
-        if spread <= SPREAD:
-            # padded rows: q = k = 0; the clamp keeps their exponent finite
+    # one decision per chunk (over all K), so each K loop below is straight-line code
+    if _chunk_spread(gc, t0, t_last, H, K, BK) <= SPREAD:
+        for i_k in range(0, tl.cdiv(K, BK)):
+            o_k = i_k * BK + tl.arange(0, BK)
+            m_k = o_k < K
+            m_tk = m_t[:, None] & m_k[None, :]
+            p_tk = t[:, None] * (H * K) + o_k[None, :]
+            b_q = tl.load(q + p_tk, mask=m_tk, other=0.).to(tl.float32)
+            b_k = tl.load(k + p_tk, mask=m_tk, other=0.).to(tl.float32)
+            b_g = tl.load(gc + p_tk, mask=m_tk, other=0.)
+            b_o += _o_inter(b_q, b_g, p_hc, o_k, m_k, o_v, m_v, scale, V, PREC)
+            b_0 = tl.load(gc + t0 * (H * K) + o_k, mask=m_k, other=0.)      # [BK] first row
+            # padded rows: q = k = 0; the clamps keep their exponents finite
             b_qf = b_q * tl.exp(tl.minimum(b_g - b_0[None, :], 0.)) * scale
             b_kf = b_k * tl.exp(tl.minimum(b_0[None, :] - b_g, SPREAD))
             b_A += tl.dot(b_qf, tl.trans(b_kf), input_precision=PREC)
-        else:
-            n_fb += 1
+    else:
+        b_D = tl.zeros([BT, BC], dtype=tl.float32)      # A[t, start(t) + j] / scale
+        for i_k in range(0, tl.cdiv(K, BK)):
+            o_k = i_k * BK + tl.arange(0, BK)
+            m_k = o_k < K
+            m_tk = m_t[:, None] & m_k[None, :]
+            p_tk = t[:, None] * (H * K) + o_k[None, :]
+            b_q = tl.load(q + p_tk, mask=m_tk, other=0.).to(tl.float32)
+            b_k = tl.load(k + p_tk, mask=m_tk, other=0.).to(tl.float32)
+            b_g = tl.load(gc + p_tk, mask=m_tk, other=0.)
+            b_o += _o_inter(b_q, b_g, p_hc, o_k, m_k, o_v, m_v, scale, V, PREC)
             b_R = tl.load(gc + t_ref[:, None] * (H * K) + o_k[None, :], mask=m_tk, other=0.)
             b_qd = b_q * tl.exp(tl.minimum(b_g - b_R, 0.)) * scale
             for i in range(1, NS):
@@ -130,8 +143,7 @@ def _fwd_Ao_v12_kernel(
                 b_gs = tl.load(gc + p_s, mask=m_sk, other=0.)
                 b_a = tl.sum(b_q * b_ks * tl.exp(-tl.abs(b_g - b_gs)), axis=1)    # [BT]
                 b_D += tl.where(o_c[None, :] == j, b_a[:, None], 0.)
-    if n_fb > 0:
-        # the fallback's diagonal blocks into the [t, s] layout: A[t, start(t) + j] += D[t, j]
+        # the diagonal blocks into the [t, s] layout: A[t, start(t) + j] += scale D[t, j]
         for j in range(0, BC):
             b_dj = tl.sum(tl.where(o_c[None, :] == j, b_D, 0.), axis=1) * scale     # [BT]
             b_A += tl.where(o_t[None, :] == (o_blk * BC + j)[:, None], b_dj[:, None], 0.)
