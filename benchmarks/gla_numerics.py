@@ -132,13 +132,15 @@ def fwd_bwd(q, k, v, g, do, cfg):
         rows = slice(i * BC, (i + 1) * BC)
         ri = gc[:, i * BC]
         kd = r("dqk_op", kc[:, :i * BC] * torch.exp(ri[:, None] - gc[:, :i * BC]))
-        dq[:, rows] += (r("dqk_op", dA[:, rows, :i * BC]) @ kd) * torch.exp(gc[:, rows] - ri[:, None]) * scale
+        dq[:, rows] += ((r("dqk_op", dA[:, rows, :i * BC]) @ kd)
+                        * torch.exp(gc[:, rows] - ri[:, None]) * scale)
     for i in range(0, C // BC - 1):
         rows = slice(i * BC, (i + 1) * BC)
         r2 = gc[:, (i + 1) * BC - 1]
         later = slice((i + 1) * BC, C)
         qd = r("dqk_op", qc[:, later] * torch.exp(gc[:, later] - r2[:, None]))
-        dk[:, rows] += (r("dqk_op", dA[:, later, rows]).transpose(1, 2) @ qd) * torch.exp(r2[:, None] - gc[:, rows]) * scale
+        dk[:, rows] += ((r("dqk_op", dA[:, later, rows]).transpose(1, 2) @ qd)
+                        * torch.exp(r2[:, None] - gc[:, rows]) * scale)
     strict = same & ~torch.eye(C, dtype=torch.bool)
     e2 = torch.where(strict[None, :, :, None], torch.exp(torch.clamp(diff, max=0)), 0.)
     dq += torch.einsum("nts,nsk,ntsk->ntk", dA, kc, e2) * scale
@@ -149,7 +151,8 @@ def fwd_bwd(q, k, v, g, do, cfg):
         sl = causal & ~torch.eye(C, dtype=torch.bool)
         dAs = rr(torch.where(sl, dA, 0.))
         dq = dq_int + (dAs @ rr(kc * torch.exp(b0 - gc))) * torch.exp(gc - b0) * scale
-        dk = dk_int + (dAs.transpose(1, 2) @ rr(qc * torch.exp(gc - b0))) * torch.exp(b0 - gc) * scale
+        dk = dk_int + ((dAs.transpose(1, 2) @ rr(qc * torch.exp(gc - b0)))
+                       * torch.exp(b0 - gc) * scale)
     hh = h if cfg.get("dg_h", "store") == "store" else torch.stack(hs)
     dhh = dh if cfg.get("dg_h", "store") == "store" else torch.stack(dhs)
     carry = torch.exp(last) * (dhh * hh).sum(-1) + (kc * dk_int).sum(1)   # [N,K]

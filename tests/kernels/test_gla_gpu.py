@@ -126,7 +126,8 @@ def test_fused_recurrent_grads_vs_reference():
 
 
 @pytest.mark.parametrize("B, T, H, K, V, gate, dtype", [
-    (2, 2048, 8, 128, 128, "weak", torch.bfloat16), (2, 2048, 8, 128, 128, "strong", torch.bfloat16),
+    (2, 2048, 8, 128, 128, "weak", torch.bfloat16),
+    (2, 2048, 8, 128, 128, "strong", torch.bfloat16),
     (2, 1000, 2, 64, 96, "weak", torch.bfloat16), (1, 300, 2, 64, 64, "strong", torch.float32)])
 def test_kernel_variants_agree_with_reference(B, T, H, K, V, gate, dtype, monkeypatch):
     """The candidate chunk kernel variants (ops.VARIANT) against the fp32 reference, and
