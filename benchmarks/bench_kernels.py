@@ -1,7 +1,7 @@
 """Kernel benchmark harness: our kernels against their anchors, in one process.
 
     python benchmarks/bench_kernels.py --op delta_rule [--shapes B,T,H,D ...] [--dtype bf16]
-                                       [--json out.json] [--check] [--impls NAME ...] [--profile]
+                                       [--json out.json] [--check] [--impls NAME ...] [--profile] [--graph]
                                        [--isolate [--time-budget S]]
 
 Loads benchmarks/ops/<OP>.py, which defines
@@ -18,7 +18,9 @@ For every shape and implementation it times, with triton.testing.do_bench median
     fwd     the forward with autograd recording (the training forward)
     fwdbwd  forward + backward of a fixed random cotangent
 and records the peak memory of one fwd+bwd above what was allocated before it (inputs
-excluded). The table shows ms, the speed ratio of ours to every anchor (>1 = ours faster),
+excluded). With --graph both are timed as CUDA-graph replays of the same work: the GPU time
+alone, for ops whose eager timing is bound by the host's launch pace (benchmarks/host_profile.py
+tells; GPU call 14: the conv1d fwd+bwd ran 0.526 ms of kernels but timed 0.78-1.15 ms eager). The table shows ms, the speed ratio of ours to every anchor (>1 = ours faster),
 GB/s against the op's minimum bytes, TFLOP/s of the op's FLOP count, and peak MiB.
 --check adds the relative RMS error (‖out−ref‖/‖ref‖) of each implementation's output and
 input gradients against the fp32 reference on the same inputs.
@@ -72,7 +74,25 @@ def leaves_of(inputs: dict) -> list[torch.Tensor]:
     return [t for t in inputs.values() if isinstance(t, torch.Tensor) and t.requires_grad]
 
 
-def time_impl(fn, inputs: dict, do: torch.Tensor, warmup: int, rep: int) -> dict:
+def graph_replay(body):
+    """Capture body() in a CUDA graph (after three warm-up calls on a side stream, which
+    also run the autotuners) and return (replay, keep-alive handle)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            body()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = body()
+    return graph.replay, (graph, out)
+
+
+def time_impl(fn, inputs: dict, do: torch.Tensor, warmup: int, rep: int,
+              graph: bool = False) -> dict:
+    """Median ms of fwd and fwd+bwd, and the peak memory of one fwd+bwd. graph=True times
+    CUDA-graph replays of the same work: the GPU time without the host's launch pace."""
     from triton.testing import do_bench
     leaves = leaves_of(inputs)
 
@@ -83,9 +103,18 @@ def time_impl(fn, inputs: dict, do: torch.Tensor, warmup: int, rep: int) -> dict
         fn(inputs).backward(do)
 
     res = {}
-    res["fwd"] = do_bench(fwd, warmup=warmup, rep=rep, return_mode="median")
-    res["fwdbwd"] = do_bench(fwdbwd, warmup=warmup, rep=rep, grad_to_none=leaves,
-                             return_mode="median")
+    if graph:
+        def grads():
+            return torch.autograd.grad(fn(inputs), leaves, do, allow_unused=True)
+        for mode, body in (("fwd", fwd), ("fwdbwd", grads)):
+            replay, keep = graph_replay(body)
+            res[mode] = do_bench(replay, warmup=warmup, rep=rep, return_mode="median")
+            del replay, keep
+        torch.cuda.empty_cache()
+    else:
+        res["fwd"] = do_bench(fwd, warmup=warmup, rep=rep, return_mode="median")
+        res["fwdbwd"] = do_bench(fwdbwd, warmup=warmup, rep=rep, grad_to_none=leaves,
+                                 return_mode="median")
     for t in leaves:
         t.grad = None
     torch.cuda.synchronize()
@@ -174,7 +203,7 @@ def bench_shape(mod, shape: dict, dtype, args) -> list[dict]:
     rows = []
     for name, fn in impls.items():
         try:
-            r = time_impl(fn, inputs, do, args.warmup, args.rep)
+            r = time_impl(fn, inputs, do, args.warmup, args.rep, args.graph)
             if args.check and name not in not_comparable:
                 r["err"] = check_impl(fn, inputs, ref_out, ref_grads, do)
         except Exception as e:  # noqa: BLE001 - one failing anchor must not hide the rest
@@ -250,6 +279,7 @@ def run_isolated(args, shapes: list[dict]) -> list[dict]:
                "--warmup", str(args.warmup), "--rep", str(args.rep),
                "--shapes", ",".join(str(v) for v in shape.values())] + (["--check"] if args.check else [])
         cmd += (["--impls", *args.impls] if args.impls else []) + (["--profile"] if args.profile else [])
+        cmd += ["--graph"] if args.graph else []
         try:
             proc = subprocess.run(cmd, timeout=left, capture_output=True, text=True)
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or [""]
@@ -280,6 +310,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rep", type=int, default=100, help="do_bench repetition time, ms")
     ap.add_argument("--impls", nargs="+", default=None,
                     help="time only these implementations (ratios are to the first kept)")
+    ap.add_argument("--graph", action="store_true",
+                    help="time CUDA-graph replays (GPU time, no host launch pace)")
     ap.add_argument("--profile", action="store_true",
                     help="also print each implementation's per-kernel CUDA times")
     ap.add_argument("--isolate", action="store_true",
@@ -294,6 +326,7 @@ def main(argv=None) -> int:
     shapes = args.shapes or mod.DEFAULT_SHAPES
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": "python " + " ".join(sys.argv), "op": mod.NAME, "dtype": args.dtype,
+            "timing": "CUDA graph replay" if args.graph else "eager calls",
             **versions()}
     print("# " + ", ".join(f"{k}={v}" for k, v in meta.items()), flush=True)
     rows = []
@@ -308,7 +341,7 @@ def main(argv=None) -> int:
                 torch.cuda.empty_cache()
     finally:
         lines = render(mod, dtype, rows)
-        print(f"\n## {mod.NAME} ({args.dtype}) -- ours = first row of each shape; "
+        print(f"\n## {mod.NAME} ({args.dtype}, {meta['timing']}) -- ours = first row of each shape; "
               "'ours speedup' = anchor ms / ours ms\n")
         print(HEADER)
         print("\n".join(lines), flush=True)
