@@ -35,8 +35,9 @@ training step = forward + cross-entropy + backward (no optimizer step) on fresh 
 images with CUDA events: `--warmup` untimed steps, then the median of `--iters` timed steps.
 Reports training images/s = batch / median step time, the median ms, the median host ms
 (time until the step's last kernel is queued: close to the step ms means the step is bound
-by Python/launch overhead, not by the GPU), the peak memory of a step (torch.cuda.max_memory_allocated, parameters and gradients included), and for every
-model the speed ratio against the first anchor (the first non-mixzoo model, default timm
+by Python/launch overhead, or that the GPU is so far behind that the launch queue is full),
+the peak memory of a step (torch.cuda.max_memory_allocated, parameters and gradients
+included), and for every model the speed ratio against the first anchor (the first non-mixzoo model, default timm
 `vit_small_patch16_224`, which runs softmax attention through
 F.scaled_dot_product_attention). All ratios come from this one process.
 

@@ -18,7 +18,8 @@ autocast(bf16) (as bench_vision's --amp) + loss + backward, the same as bench_vi
 
 Models are measured in interleaved rounds (one round = `--iters` steps of each model, in
 turn) and the median and 10th-percentile step of all rounds are reported, so all models see
-the same machine state (on a shared, loaded host the 10th percentile is the steadier one). `NAME@KEY=VALUE` sets an environment variable for that row, as in bench_vision.py
+the same machine state (on a shared, loaded host the 10th percentile is the steadier one).
+`NAME@KEY=VALUE` sets an environment variable for that row, as in bench_vision.py
 (e.g. `mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_PATH=mixer`). `--counts` adds,
 per step, the aten ops dispatched (views counted apart), autograd nodes and Triton launches.
 
