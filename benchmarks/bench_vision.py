@@ -37,9 +37,9 @@ Reports training images/s = batch / median step time, the median ms, the median 
 (time until the step's last kernel is queued: close to the step ms means the step is bound
 by Python/launch overhead, or that the GPU is so far behind that the launch queue is full),
 the peak memory of a step (torch.cuda.max_memory_allocated, parameters and gradients
-included), and for every model the speed ratio against the first anchor (the first non-mixzoo model, default timm
-`vit_small_patch16_224`, which runs softmax attention through
-F.scaled_dot_product_attention). All ratios come from this one process.
+included), and for every model the speed ratio against the first anchor (the first
+non-mixzoo model, default timm `vit_small_patch16_224`, which runs softmax attention
+through F.scaled_dot_product_attention). All ratios come from this one process.
 
 Precision: `--amp` (default) = fp32 master weights + torch.autocast(bf16), timm's usual
 mixed-precision training; `--pure` = parameters cast to bf16 too.
