@@ -67,7 +67,7 @@ def _variant(fwd: str, bwd: str):
 
 
 # extra rows of ours after the anchors: (name, forward variant, backward variant); "mixzoo"
-# is the default (triton_fwd.FWD_VARIANT / triton_bwd.BWD_VARIANT). Each variant autotunes
+# is the default (triton_fwd.DEFAULT_FWD / triton_bwd.DEFAULT_BWD, by window). Each variant autotunes
 # 4-8 candidates on its first call, so the default rows are the most telling ones;
 # MIXZOO_BENCH_VARIANTS=all adds the rest (atomic and TMA backward forms: slower in GPU
 # call 10), MIXZOO_BENCH_VARIANTS=name,name,... keeps only those rows ("" = none).

@@ -399,16 +399,19 @@ dq_tuned_wide = triton.autotune(configs=_wide_configs("BLOCK_M", "BLOCK_N"),
 # causal D=128 without a window under MIXZOO_SINGLE_CONFIG=1.
 BWD_VARIANTS = ("split", "dqdelta", "atomic", "split_tma", "dqdelta_tma", "atomic_tma",
                 "atomic_tmared", "split2", "dqdelta2")
-# default "dqdelta" (one launch fewer, same numerics): against "split" with the same forward
-# in GPU calls 10 and 13 (H100, B4 T4096 H16 D128 bf16, fwd+bwd ms) 2.920/2.914, 2.924/2.960,
-# 2.759/2.798 causal and 1.002/1.023, 0.945/0.978, 1.319/1.389 with W=512: faster in 5 of 6
-BWD_VARIANT = os.environ.get("MIXZOO_ATTN_BWD_VARIANT", "dqdelta")
+# Defaults, by whether a window is set (MIXZOO_ATTN_BWD_VARIANT overrides both): windowed
+# "dqdelta" (one launch fewer than "split", same numerics: against split with the same
+# forward in GPU calls 10 and 13, H100 B4 T4096 H16 D128 bf16, fwd+bwd ms 1.002/1.023,
+# 0.945/0.978, 1.319/1.389 with W=512); no window "dqdelta2" (paired with the forward
+# "tune2_fold": triton_fwd.py's note on the defaults gives the calls 13-16 numbers).
+BWD_VARIANT = os.environ.get("MIXZOO_ATTN_BWD_VARIANT")     # None: by window, above
+DEFAULT_BWD = {"window": "dqdelta", "global": "dqdelta2"}
 
 
 def attn_bwd(do, q, k, v, o, lse, causal: bool, window: int, scale: float,
              variant: str | None = None):
     """Gradients (dq, dk, dv) in the inputs' dtypes and shapes. window <= 0 means none."""
-    variant = variant or BWD_VARIANT
+    variant = variant or BWD_VARIANT or DEFAULT_BWD["window" if window > 0 else "global"]
     if variant not in BWD_VARIANTS:
         raise ValueError(f"attention backward variant {variant!r}: expected one of "
                          f"{BWD_VARIANTS} (MIXZOO_ATTN_BWD_VARIANT)")

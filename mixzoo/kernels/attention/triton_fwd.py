@@ -367,15 +367,22 @@ def _last_dim_contig(t: torch.Tensor) -> torch.Tensor:
 # (A hand-pipelined loop, QK^T of tile n+1 issued before the softmax of tile n, was tried:
 # Triton still waits for that matmul before the exponentials, so it gained no overlap.)
 FWD_VARIANTS = ("base", "tune2", "tma", "base_fold", "tune2_fold", "tma_fold")
-# default "tma_fold": GPU call 10 (H100, B4 T4096 H16 D128 bf16, same process) measured the
-# forward at 0.640 ms vs 0.704 ("base") causal and 0.229 vs 0.300 ms with W=512, errors
-# equal to base's
-FWD_VARIANT = os.environ.get("MIXZOO_ATTN_FWD_VARIANT", "tma_fold")
+# Defaults, by whether a window is set (MIXZOO_ATTN_FWD_VARIANT overrides both):
+# - windowed: "tma_fold". GPU call 10 (H100, B4 T4096 H16 D128 bf16, same process): forward
+#   0.229 vs 0.300 ms ("base") at W=512; with the backward below it was the faster pair at
+#   B1 T16384 W2048 in calls 14 and 16 (fwd+bwd 2.487 / 2.554 ms against 2.661 / 2.793 for
+#   tune2_fold + dqdelta2) and within noise at W=512.
+# - no window (global causal, and bidirectional): "tune2_fold". With the backward "dqdelta2"
+#   it was the faster pair at B4 T4096 H16 D128 causal in calls 13, 14 and 16: fwd+bwd 2.687 /
+#   2.731 / 2.581 ms against 2.759 / 2.835 / 2.761 for tma_fold + dqdelta; errors equal;
+#   test_attention_gpu.py passed with this pair (call 14).
+FWD_VARIANT = os.environ.get("MIXZOO_ATTN_FWD_VARIANT")     # None: by window, above
+DEFAULT_FWD = {"window": "tma_fold", "global": "tune2_fold"}
 
 
 def attn_fwd(q, k, v, causal: bool, window: int, scale: float, variant: str | None = None):
     """Launch the forward kernel. window <= 0 means none. Returns (o, lse [B,H,Tq] fp32)."""
-    variant = variant or FWD_VARIANT
+    variant = variant or FWD_VARIANT or DEFAULT_FWD["window" if window > 0 else "global"]
     if variant not in FWD_VARIANTS:
         raise ValueError(f"attention forward variant {variant!r}: expected one of "
                          f"{FWD_VARIANTS} (MIXZOO_ATTN_FWD_VARIANT)")
