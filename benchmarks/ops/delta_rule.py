@@ -7,6 +7,8 @@ keys are L2-normalised (as DeltaNet feeds them), beta in (0, 1).
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -40,6 +42,25 @@ def _ours(x):
     return delta_rule(x["q"], x["k"], x["v"], x["beta"], backend="triton")[0]
 
 
+def _other_inverse():
+    """(row name, fn): ours with the chunk inverse that is not the default
+    (MIXZOO_DELTA_INV, read by the forward at every call; the backward reuses the saved Tm)."""
+    from mixzoo.kernels.delta_rule.params import stacked_inverse
+    other = "blocks" if stacked_inverse() else "stacked"
+
+    def fn(x):
+        old = os.environ.get("MIXZOO_DELTA_INV")
+        os.environ["MIXZOO_DELTA_INV"] = other
+        try:
+            return _ours(x)
+        finally:
+            if old is None:
+                del os.environ["MIXZOO_DELTA_INV"]
+            else:
+                os.environ["MIXZOO_DELTA_INV"] = old
+    return f"mixzoo_inv_{other}", fn
+
+
 def _fla_chunk(x):
     return chunk_delta_rule(x["q"], x["k"], x["v"], x["beta"])[0]
 
@@ -56,6 +77,8 @@ def _sdpa(x):
 def implementations(shape: dict) -> dict:
     global _told
     impls = {"mixzoo": _ours}
+    name, fn = _other_inverse()
+    impls[name] = fn
     if chunk_delta_rule is not None:
         impls["fla_chunk"] = _fla_chunk
         if shape["T"] <= 2048:
