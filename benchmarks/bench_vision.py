@@ -20,14 +20,15 @@ Issue 7's comparison with the opt-in DeltaNet variants side by side (eager rows 
 
     python benchmarks/bench_vision.py --sizes 224 1024 --out vision.md --warmup 2 --iters 5 \
         --models mixzoo_deltanet_vit_small_patch16_224 \
-        mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_PATH=layer \
+        mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_PATH=fused \
         mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_PATH=mixer,MIXZOO_VISION_CAST=autocast \
         vit_small_patch16_224 vit_small_patch16_224@nomix
 
-(the first row is the default path, whatever it is at the time: fused + cast-once since
-session 4 call 15; the third is the path before it; `vision_host.py` measures the same
-rows' host work on a CPU, kernels stubbed). `NAME@profile` profiles that row only (as
---profile does for every row): e.g. `mixzoo_deltanet_vit_small_patch16_224@profile`.
+(the first row is the default path, whatever it is at the time: "layer" since session 4
+call 17, "fused" + cast-once in call 15; the third row is the path before those;
+`vision_host.py` measures the same rows' host work on a CPU, kernels stubbed).
+`NAME@profile` profiles that row only (as --profile does for every row), e.g.
+`mixzoo_deltanet_vit_small_patch16_224@profile`.
 
 For every image size and model: build the model at that resolution (`img_size=`, 1000
 classes, patch 16, so 196 / 1024 / 4096 tokens at 224 / 512 / 1024 px), then time one
@@ -71,7 +72,7 @@ if str(ROOT) not in sys.path:
 # mixer), and both compiled, then both under CUDA graphs (no host overhead at all; at 224 px
 # both eager steps are host-bound on the H100 host) -- compiled rows run after every eager row
 DEFAULT_MODELS = ["mixzoo_deltanet_vit_small_patch16_224",
-                  "mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_PATH=layer",
+                  "mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_PATH=fused",
                   "mixzoo_deltanet_vit_small_patch16_224@MIXZOO_VISION_PATH=mixer,"
                   "MIXZOO_VISION_CAST=autocast",
                   "vit_small_patch16_224", "vit_small_patch16_224@nomix",

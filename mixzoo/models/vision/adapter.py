@@ -39,18 +39,22 @@ beta; GLA: q, k, v, gates) casts x on its own and the backward casts each input 
 back to fp32 and sums them in fp32. The forward values are the same; "once" is one cast
 kernel instead of several.
 
-Eager fast paths, MIXZOO_VISION_PATH (read at every call): "fused" (default) runs a
-bidirectional DeltaNet's conv, delta rule and output norm through one autograd.Function per
-layer instead of three custom ops; "layer" runs the whole layer (in_proj, conv, delta rule,
-norm, o_proj; x cast once to the autocast dtype inside) as one autograd.Function, for
-DeltaNets without output gate (else "fused"); "mixer" always calls the mixer's own forward.
-Same kernels and values, far less host time per layer (see `fast_deltanet.py`). Other
-mixers, and torch.compile, always take the mixer's forward.
-Defaults from H100 session 4 call 15 (bf16 autocast, DeltaNet ViT-S training step, same
-process): fused + cast-once 48.0 ms at 224 px (batch 128) and 54.1 ms at 1024 px (batch 8)
-against the mixer path with autocast casts 51.4 / 65.6 ms; both variants passed the bf16 GPU
-test against the mixer path in call 13. The old path: MIXZOO_VISION_PATH=mixer
-MIXZOO_VISION_CAST=autocast.
+Eager fast paths, MIXZOO_VISION_PATH (read at every call): "layer" (default) runs a
+bidirectional DeltaNet layer without output gate (in_proj, conv, delta rule, norm, o_proj;
+x cast once to the autocast dtype inside) as ONE autograd.Function; "fused" runs only its
+conv, delta rule and output norm through one autograd.Function (the projections and the
+output gate stay torch ops; "layer" takes this path for DeltaNets with an output gate);
+"mixer" always calls the mixer's own forward (three custom ops per layer). Same kernels and
+values, far less host time per layer (see `fast_deltanet.py`). Other mixers, and
+torch.compile, always take the mixer's forward.
+Defaults from H100 runs in one process (bf16 autocast, DeltaNet ViT-S training step):
+call 15: fused + cast-once 48.0 ms at 224 px (batch 128) and 54.1 ms at 1024 px (batch 8)
+against the mixer path with autocast casts 51.4 / 65.6 ms; call 17: layer 48.9 / 60.8 ms
+against fused + cast-once 49.8 / 66.8 ms (host work at 224 px batch 8, 10th percentile:
+34.7 against 36.7 ms; timm 18.0). The bf16 GPU test of the variants against the mixer path
+passed in call 13 (fused) and call 17 (`-k variants_match`: 1 passed; layer included).
+Older paths: MIXZOO_VISION_PATH=fused (call 15's default), and MIXZOO_VISION_PATH=mixer
+MIXZOO_VISION_CAST=autocast (before).
 
 Scan order: `scan="row" | "row_rev" | "col" | "col_rev"` (see `scan.py`). Column orders need
 the patch grid and the number of prefix tokens: pass them to `timm_attn`, or call
@@ -79,8 +83,8 @@ PATHS = ("mixer", "fused", "layer")
 
 
 def path_mode() -> str:
-    """MIXZOO_VISION_PATH: "fused" (default), "layer" or "mixer" (module docstring)."""
-    mode = os.environ.get(PATH_ENV, "fused")
+    """MIXZOO_VISION_PATH: "layer" (default), "fused" or "mixer" (module docstring)."""
+    mode = os.environ.get(PATH_ENV, "layer")
     if mode not in PATHS:
         raise ValueError(f"{PATH_ENV}={mode!r}: expected one of {list(PATHS)}")
     return mode

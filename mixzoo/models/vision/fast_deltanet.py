@@ -1,5 +1,5 @@
 """Eager fast paths of the bidirectional (vision) DeltaNet layer, taken by the timm adapter
-with MIXZOO_VISION_PATH=fused or =layer (adapter.py; imported only then, as it needs Triton).
+with MIXZOO_VISION_PATH=layer (the default) or =fused (adapter.py; imported on first use).
 
 At ViT sizes (196 tokens, batch 128) one DeltaNet layer's GPU work is a few hundred
 microseconds per kernel, and a training step's host side (Python, dispatch, launches) is
@@ -22,9 +22,10 @@ gate stay torch ops, as in the mixer):
     (q|k|v and beta-logit GEMMs) before and o_proj after, x and the weights cast once to the
     compute dtype inside. Backward: o_proj GEMMs -> the scan's backward -> dx (one addmm over
     both in_proj GEMMs) and dW_in (written into one buffer in w_in's row order).
-    Host work per DeltaNet ViT-S training step, kernels stubbed (benchmarks/vision_host.py,
-    autocast bf16; 2-core CPU host): timm ViT-S 7.0 ms, "layer" 8.3, "fused" with
-    MIXZOO_VISION_CAST=once 8.6, the mixer path ~15.
+    Host work per DeltaNet ViT-S training step (benchmarks/vision_host.py, autocast bf16,
+    10th percentile): CPU host with the kernels stubbed, timm ViT-S 7.2 ms, "layer" 7.9,
+    "fused" with MIXZOO_VISION_CAST=once 8.2, the mixer path 12.4; H100 host (call 17, real
+    kernels, 224 px batch 8): timm 18.0, "layer" 34.7, "fused" 36.7.
 
 Both compute the same values as the mixer (tested equal in fp32: output and every
 gradient); beta for both directions (sigmoid, flip, concatenation) is built inside. Under
