@@ -52,9 +52,8 @@ def _variant(name: str):
     return run
 
 
-# chunk variants timed side by side as mixzoo_<variant> (README "Kernel variants"); the
-# others (v2, v5, v7) were slower than v6 in call 13 and stay selectable only
-VARIANTS = ("v1", "v4", "v6", "v8", "v10", "v11", "v12", "v13")
+# chunk variants timed side by side as mixzoo_<variant> (README "Kernel variants")
+VARIANTS = ("v13", "v14")
 
 
 def _fla_chunk(x):
@@ -69,7 +68,7 @@ def _sdpa(x):
 def implementations(shape: dict) -> dict:
     global _told
     from mixzoo.kernels.gla import ops
-    impls = {"mixzoo": _ours}                          # the default (MIXZOO_GLA_VARIANT or v6)
+    impls = {"mixzoo": _ours}                          # the default (MIXZOO_GLA_VARIANT or v13)
     impls.update({f"mixzoo_{v}": _variant(v) for v in VARIANTS if v != ops.VARIANT})
     if chunk_gla is not None:
         impls["fla_chunk_gla"] = _fla_chunk
@@ -106,12 +105,10 @@ def flops(shape: dict, mode: str) -> float:
 def _breakdown(shape: dict) -> None:
     """Per-kernel CUDA times of our forward + backward and of fla's (torch.profiler)."""
     from bench_kernels import kernel_table
-    from mixzoo.kernels.gla import ops
     x = make_inputs(shape, torch.bfloat16, "cuda")
     do = torch.randn_like(x["v"])
     for v in VARIANTS:
-        tag = " (default)" if v == ops.VARIANT else ""
-        print(f"breakdown {NAME} {shape}, ours variant {v}{tag}, 5 fwd+bwd:\n"
+        print(f"breakdown {NAME} {shape}, ours variant {v}, 5 fwd+bwd:\n"
               + kernel_table(_variant(v), x, do, iters=5))
     if chunk_gla is not None:
         print("fla chunk_gla, 5 fwd+bwd:\n" + kernel_table(_fla_chunk, x, do, iters=5))
@@ -126,91 +123,27 @@ def _sm90_report(dtype: str = "bf16", K: int = 128, V: int = 128) -> int:
     from sm90 import report
 
     import mixzoo.kernels.gla.chunk as G
-    import mixzoo.kernels.gla.chunk_v2 as G2
-    import mixzoo.kernels.gla.chunk_v5 as G5
-    import mixzoo.kernels.gla.chunk_v12 as G12
+    import mixzoo.kernels.gla.chunk_bwd as GB
+    import mixzoo.kernels.gla.chunk_fwd as GF
     import mixzoo.kernels.retention.chunk as RC
     P, F, I = "*" + dtype, "*fp32", "i32"
     base = dict(H=16, K=K, V=V, BT=64, PREC="ieee" if dtype == "fp32" else "tf32")
     io = dict(T=I, scale="fp32")
     kernels = [
-        ("gla fwd_h", G._fwd_h_kernel, dict(k=P, v=P, g=P, gc=F, h=P, h0=F, ht=F, **io),
-         dict(base, HAS_H0=True)),
-        ("gla fwd_A", G._fwd_A_kernel, dict(q=P, k=P, gc=F, A=F, **io),
-         dict(H=16, K=K, BT=64, BC=16, PREC=base["PREC"])),
-        ("gla fwd_o", G._fwd_o_kernel, dict(q=P, v=P, gc=F, A=F, h=P, o=P, **io), base),
+        ("gla fwd_gc", G._fwd_gc_kernel, dict(g=P, gc=F, T=I), dict(H=16, K=K, BT=64)),
+        ("gla fwd_h", G._fwd_h_kernel, dict(k=P, v=P, gc=F, h=P, h0=F, ht=F, T=I),
+         dict(base, HAS_H0=True, BH_HINT=64)),
+        ("gla fwd_Ao", GF._fwd_Ao_kernel, dict(q=P, k=P, v=P, gc=F, h=P, A=F, o=P, **io),
+         dict(H=16, K=K, V=V, BT=64, BC=16, PREC=base["PREC"], SPREAD=G.SAFE_SPREAD)),
         ("gla bwd_dh", G._bwd_dh_kernel, dict(q=P, do=P, gc=F, dht=F, dh=P, dh0=F, **io),
-         dict(base, HAS_DHT=True)),
+         dict(base, HAS_DHT=True, BH_HINT=64)),
         ("gla bwd_dv", G._bwd_dv_kernel,
          dict(k=P, v=P, gc=F, A=F, do=P, dh=P, dA=F, dv=P, T=I), base),
-        ("gla bwd_dqk", G._bwd_dqk_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P, dA=F,
-                                                ht=F, dq=P, dk=P, dg=F, **io),
-         dict(base, BC=16)),
-        ("gla v2 fwd_gc", G2._fwd_gc_kernel, dict(g=P, gc=F, T=I), dict(H=16, K=K, BT=64)),
-        ("gla v8 bwd_dv", G2._bwd_dv_v2_kernel,
-         dict(k=P, v=P, gc=F, A=F, do=P, dh=P, dA=F, dv=P, T=I), base),
-        ("gla v2 fwd_h", G2._fwd_h_v2_kernel, dict(k=P, v=P, gc=F, h=P, h0=F, ht=F, T=I),
-         dict(base, HAS_H0=True)),
-        ("gla v2 bwd_dh", G2._bwd_dh_v2_kernel, dict(q=P, do=P, gc=F, dht=F, dh=P, dh0=F, **io),
-         dict(base, HAS_DHT=True)),
-        ("gla v2 fwd_A", G2._fwd_A_v2_kernel, dict(q=P, k=P, gc=F, A=F, v=P, h=P, o=P, **io),
-         dict(H=16, K=K, V=K, BT=64, BC=16, BV=16, PREC=base["PREC"], WITH_O=False,
-              DIAG_SUB=False)),
-        ("gla v4 fwd_Ao", G2._fwd_A_v2_kernel, dict(q=P, k=P, gc=F, A=F, v=P, h=P, o=P, **io),
-         dict(H=16, K=K, V=V, BT=64, BC=16, BV=min(128, V), PREC=base["PREC"], WITH_O=True,
-              DIAG_SUB=False)),
-        ("gla v7 fwd_Ao", G2._fwd_A_v2_kernel, dict(q=P, k=P, gc=F, A=F, v=P, h=P, o=P, **io),
-         dict(H=16, K=K, V=V, BT=64, BC=16, BV=min(128, V), PREC=base["PREC"], WITH_O=True,
-              DIAG_SUB=True)),
-        ("gla v2 bwd_dqk", G2._bwd_dqk_v2_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P, dA=F,
-                                                      dq=P, dk=P, dg=F, **io),
-         dict(base, BC=16)),
-        ("gla v5 fwd_A", G5._fwd_A_v5_kernel, dict(q=P, k=P, gc=F, A=F, **io),
-         dict(H=16, K=K, BT=64, BC=16, PREC=base["PREC"])),
-        ("gla v5 bwd_intra", G5._bwd_intra_v5_kernel,
-         dict(q=P, k=P, gc=F, dA=F, dqi=F, dki=F, **io),
-         dict(H=16, K=K, BT=64, BC=16, PREC=base["PREC"])),
-        ("gla v5 bwd_inter", G5._bwd_inter_v5_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P,
-                                                          dA=F, dqi=F, dki=F, dq=P, dk=P, dg=F,
-                                                          **io), base),
-        ("gla v10 fwd_h", G5._fwd_h_gc_kernel, dict(k=P, v=P, g=P, gc=F, h=P, h0=F, ht=F, T=I),
-         dict(base, HAS_H0=True)),
-        ("gla v10 fwd_Ao", G5._fwd_Ao_v10_kernel, dict(q=P, k=P, gc=F, A=F, v=P, h=P, o=P, **io),
-         dict(H=16, K=K, V=V, BT=64, BC=16, BV=min(128, V), PREC=base["PREC"], WITH_O=True,
-              DIAG_SUB=False)),
-        ("gla v11 fwd_h", G2._fwd_h_v2_kernel, dict(k=P, v=P, gc=F, h=P, h0=F, ht=F, T=I),
-         dict(base, HAS_H0=True, HI_PREC=True)),
-        ("gla v11 fwd_Ao", G2._fwd_A_v2_kernel, dict(q=P, k=P, gc=F, A=F, v=P, h=P, o=P, **io),
-         dict(H=16, K=K, V=V, BT=64, BC=16, BV=min(128, V), PREC=base["PREC"], WITH_O=True,
-              DIAG_SUB=False, HI_PREC=True)),
-        ("gla v11 bwd_dh", G2._bwd_dh_v2_kernel, dict(q=P, do=P, gc=F, dht=F, dh=P, dh0=F, **io),
-         dict(base, HAS_DHT=True, HI_PREC=True)),
-        ("gla v11 bwd_dv", G._bwd_dv_kernel,
-         dict(k=P, v=P, gc=F, A=F, do=P, dh=P, dA=F, dv=P, T=I), dict(base, HI_PREC=True)),
-        ("gla v11 bwd_intra", G5._bwd_intra_v5_kernel,
-         dict(q=P, k=P, gc=F, dA=F, dqi=F, dki=F, **io),
-         dict(H=16, K=K, BT=64, BC=16, PREC=base["PREC"], HI_PREC=True)),
-        ("gla v12 fwd_h", G12._fwd_h_v12_kernel, dict(k=P, v=P, gc=F, h=P, h0=F, ht=F, T=I),
-         dict(base, HAS_H0=True, HI_PREC=True, BH_HINT=64)),
-        ("gla v12 fwd_Ao", G12._fwd_Ao_v12_kernel, dict(q=P, k=P, v=P, gc=F, h=P, A=F, o=P, **io),
-         dict(H=16, K=K, V=V, BT=64, BC=16, PREC=base["PREC"], SPREAD=G12.SAFE_SPREAD)),
-        ("gla v13 bwd_intra", G5._bwd_intra_v5_kernel,
-         dict(q=P, k=P, gc=F, dA=F, dqi=F, dki=F, **io),
-         dict(H=16, K=K, BT=64, BC=16, PREC=base["PREC"], HI_PREC=True, FUSE_SAFE=True,
-              SPREAD=G.SAFE_SPREAD)),
-        ("gla v13 bwd_dv", G5._bwd_dv_v13_kernel,
-         dict(k=P, v=P, gc=F, A=F, do=P, dh=P, dA=F, dv=P, T=I), dict(base, HI_PREC=True)),
-        ("gla v13 bwd_dh", G5._bwd_dh_v13_kernel, dict(q=P, do=P, gc=F, dht=F, dh=P, dh0=F, **io),
-         dict(base, HAS_DHT=True, HI_PREC=True, BH_HINT=64)),
-        ("gla v13 bwd_inter", G5._bwd_inter_v13_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P,
-                                                           dA=F, dqi=F, dki=F, dq=P, dk=P, dg=F,
-                                                           **io),
-         dict(base, FUSE_SAFE=True, SPREAD=G.SAFE_SPREAD)),
-        ("gla v8 bwd_dqk", G5._bwd_dqk_v8_kernel, dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P,
-                                                      dA=F, dq=P, dk=P, x=F, cpart=F, **io),
-         dict(base, BC=16)),
-        ("gla v8 bwd_dg", G5._bwd_dg_v8_kernel, dict(x=F, cpart=F, dg=F, T=I),
-         dict(H=16, K=K, BT=64, BC=16)),
+        ("gla bwd_intra", GB._bwd_intra_kernel, dict(q=P, k=P, gc=F, dA=F, dqi=F, dki=F, **io),
+         dict(H=16, K=K, BT=64, BC=16, PREC=base["PREC"], SPREAD=G.SAFE_SPREAD)),
+        *[(f"gla bwd_inter{' v14' if split else ''}", GB._bwd_inter_kernel,
+           dict(q=P, k=P, v=P, gc=F, h=P, do=P, dh=P, dA=F, dqi=F, dki=F, dq=P, dk=P, dg=F,
+                **io), dict(base, SPREAD=G.SAFE_SPREAD, SPLIT=split)) for split in (False, True)],
         ("ret fwd_h", RC._fwd_h_kernel, dict(k=P, v=P, g=F, sgb=I, sgt=I, sgh=I, gc=F, h=P,
                                              h0=F, ht=F, **io), dict(base, HAS_H0=True)),
         ("ret fwd_o", RC._fwd_o_kernel, dict(q=P, k=P, v=P, gc=F, h=P, o=P, **io), base),

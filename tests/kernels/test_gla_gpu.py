@@ -123,26 +123,3 @@ def test_fused_recurrent_grads_vs_reference():
         e = rel_rms(r, x)
         print(f"gpu-check gla {'recurrent bf16 T256 strong':<28} {name:<12} ours={e:.2e}")
         assert e < 1e-2, f"{name}: {e:.2e}"
-
-
-@pytest.mark.parametrize("B, T, H, K, V, gate, dtype", [
-    (2, 2048, 8, 128, 128, "weak", torch.bfloat16),
-    (2, 2048, 8, 128, 128, "strong", torch.bfloat16),
-    (2, 1000, 2, 64, 96, "weak", torch.bfloat16), (1, 300, 2, 64, 64, "strong", torch.float32)])
-def test_kernel_variants_agree_with_reference(B, T, H, K, V, gate, dtype, monkeypatch):
-    """The candidate chunk kernel variants (ops.VARIANT) against the fp32 reference, and
-    no worse than v6 on the same inputs (5% + 1e-5 slack). Weak gates take v12/v13's
-    one-dot paths, strong gates their sub-chunk fallbacks. Few cases: each variant
-    compiles its own kernels."""
-    from mixzoo.kernels.gla import ops
-    args = _inputs(B, T, H, K, V, gate, dtype, seed=T)
-    errs = {}
-    for variant in ("v6", "v11", "v12", "v13"):
-        monkeypatch.setattr(ops, "VARIANT", variant)
-        errs[variant] = _errors(f"{variant} {str(dtype)[6:]} T{T} K{K} V{V} {gate}", args,
-                                use_fla=False)
-    tol = 1e-5 if dtype == torch.float32 else 1e-2
-    for variant in ("v11", "v12", "v13"):
-        for name, (e, _) in errs[variant].items():
-            assert e < tol, f"{variant} {name}: {e:.2e}"
-            assert e <= 1.05 * errs["v6"][name][0] + 1e-5, f"{variant} {name}: {e:.2e} vs v6"

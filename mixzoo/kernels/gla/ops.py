@@ -1,7 +1,8 @@
 """torch.library registration of the GLA Triton kernels: custom ops with fake (meta)
 implementations and autograd, so torch.compile traces them without graph breaks.
 
-    mixzoo::gla_chunk_fwd / gla_chunk_bwd            chunkwise kernels (chunk.py)
+    mixzoo::gla_chunk_fwd / gla_chunk_bwd            chunkwise kernels (chunk_fwd.py,
+                                                      chunk_bwd.py)
     mixzoo::fused_recurrent_fwd / fused_recurrent_bwd recurrent kernels (recurrent.py),
         shared with retention: the gate may be [B,T,H,K], [B,T,H] or [H].
 
@@ -9,22 +10,17 @@ The forward ops also return what the backward reuses (chunk-local cumulative gat
 intra-chunk scores, per-chunk states), so nothing is recomputed.
 
 Kernel variant of the chunk ops: `VARIANT`, from the environment variable
-MIXZOO_GLA_VARIANT (default v6, the fastest measured: call 13 on the H100 at B4 T4096
-H16 D128, fwd 0.882 / fwd+bwd 2.867 ms against v1's 1.240 / 4.450 and fla's 0.823 /
-3.472, errors at or below v1's). "v1" = chunk.py; "v2" = chunk_v2.py's whole-chunk intra
-kernels; "v4" = v2 with the output inside the score kernel; "v5" = chunk_v5.py's
-per-sub-chunk intra kernels and split backward; "v6" = v4's forward with v5's backward;
-"v7" = v6 with the fused forward's diagonal blocks per sub-chunk; "v8" = v4's forward
-with a backward whose dq/dk kernel runs per sub-chunk, inter-chunk products included,
-and a separate dg pass; "v10" = v6 with the gate cumsum inside the state pass instead of
-its own kernel and more configs for the fused forward kernel (README "Kernel
-variants"). The forward reads it when called and the backward uses the forward's
-choice, so a benchmark can time every variant in one process by setting `ops.VARIANT`
-around its calls.
+MIXZOO_GLA_VARIANT: "v13" (default; GPU call 17, H100, B4 T4096 H16 D128: fwd 0.710 /
+fwd+bwd 2.199 ms against fla's 0.831 / 3.521, errors at or below fla's) or "v14"
+(the same with the backward's one-dot intra-chunk dots on bf16 hi + lo parts instead of
+tf32; README "Kernel variants"). The forward reads it when called and the backward uses
+the forward's choice, so a benchmark can time both in one process by setting
+`ops.VARIANT` around its calls.
 """
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Optional
 
 import torch
@@ -32,27 +28,17 @@ from torch import Tensor
 
 from mixzoo.kernels._common import EagerOp, cdiv
 
-from . import chunk as _v1
+from . import chunk_bwd as _bwd
+from . import chunk_fwd as _fwd
 from . import recurrent as _rec
 from .chunk import BT
-from .chunk_v2 import gla_chunk_bwd_v2, gla_chunk_fwd_v2, gla_chunk_fwd_v4
-from .chunk_v12 import gla_chunk_fwd_v12
-from .chunk_v5 import (gla_chunk_bwd_v5, gla_chunk_bwd_v8, gla_chunk_bwd_v11, gla_chunk_bwd_v13,
-                       gla_chunk_fwd_v5,
-                       gla_chunk_fwd_v6, gla_chunk_fwd_v7, gla_chunk_fwd_v10, gla_chunk_fwd_v11)
 
 # variant -> (forward, backward)
 _CHUNK_VARIANTS = {
-    "v1": (_v1.gla_chunk_fwd, _v1.gla_chunk_bwd), "v2": (gla_chunk_fwd_v2, gla_chunk_bwd_v2),
-    "v4": (gla_chunk_fwd_v4, gla_chunk_bwd_v2), "v5": (gla_chunk_fwd_v5, gla_chunk_bwd_v5),
-    "v6": (gla_chunk_fwd_v6, gla_chunk_bwd_v5), "v7": (gla_chunk_fwd_v7, gla_chunk_bwd_v5),
-    "v8": (gla_chunk_fwd_v4, gla_chunk_bwd_v8),
-    "v10": (gla_chunk_fwd_v10, gla_chunk_bwd_v5),
-    "v11": (gla_chunk_fwd_v11, gla_chunk_bwd_v11),     # v6 keeping more bits (README "Numerics")
-    "v12": (gla_chunk_fwd_v12, gla_chunk_bwd_v11),     # v11 with one-dot scores (chunk_v12.py)
-    "v13": (gla_chunk_fwd_v12, gla_chunk_bwd_v13),     # v12 with one-dot intra dq / dk too
+    "v13": (_fwd.gla_chunk_fwd, _bwd.gla_chunk_bwd),
+    "v14": (_fwd.gla_chunk_fwd, partial(_bwd.gla_chunk_bwd, split=True)),
 }
-VARIANT = os.environ.get("MIXZOO_GLA_VARIANT", "v6")
+VARIANT = os.environ.get("MIXZOO_GLA_VARIANT", "v13")
 
 
 def _variant(name: str) -> tuple:

@@ -1,5 +1,4 @@
-"""Chunkwise GLA in Triton, variant "v12": one-dot intra-chunk scores where the chunk's
-decay spread allows it, in a single scores + output kernel.
+"""Chunkwise GLA forward in Triton: the scores + output kernel and the forward launcher.
 
 Inside a chunk with b_t the chunk-local cumulative gate (non-increasing, b_0 at its first
 row), every score factorises through the first row:
@@ -13,18 +12,17 @@ not depend on its scale), the whole 64 x 64 score block of a K block is ONE tens
 dot of fp32 factors (tf32 for bf16/fp16 inputs, ieee for fp32), with 2 * 64 * BK
 exponentials instead of 64 * 16 * BK pairwise ones. Gates of typical size take this path
 (logsigmoid(x)/16 gives spreads of a few units). Where the chunk's spread is larger
-(strong decay), the chunk falls back to v4's sub-chunk scheme (chunk_v2: sub-chunk pairs
-through their reference rows, diagonal sub-chunks pairwise), in which no exponent is ever
-positive. The choice is per chunk (spread over all K, read from gc's first and last rows
-of the chunk), so each of the two K loops is straight-line code.
+(strong decay), the chunk takes the sub-chunk scheme: sub-chunk pairs (i > j) through the
+first row r_i of sub-chunk i, A_ij = (q_i e^(b_i - r_i)) (k_j e^(r_i - b_j))^T, and the
+diagonal sub-chunks pairwise, e^(-|b_t - b_s|) per key in fp32; no exponent there is ever
+positive. The choice is per chunk (spread over all K, from gc's first and last rows of
+the chunk), so each of the two K loops is straight-line code.
 
-The kernel also keeps A in registers for the output: o = (scale q e^b) h[n] + A v, A v
-with A as hi + lo parts (chunk._dot_hl), the inter-chunk product accumulated in the same
-K loop; A is stored once for the backward (no store / barrier / reload as in v4).
+The kernel keeps A in registers for the output: o = (scale q e^b) h[n] + A v, A v with A
+as hi + lo parts (chunk._dot_hl), the inter-chunk product accumulated in the same K loop;
+A is stored once for the backward.
 
-Forward: chunk_v2._fwd_gc -> chunk_v2's state pass (hi + lo state update, more configs:
-_fwd_h_v12) -> _fwd_Ao_v12.
-Backward: variant v11's (chunk_v5.gla_chunk_bwd_v11).
+Forward: chunk._fwd_gc (gc) -> chunk._fwd_h (states) -> _fwd_Ao (scores, output).
 """
 from __future__ import annotations
 
@@ -34,17 +32,8 @@ import triton.language as tl
 
 from mixzoo.kernels._common import cdiv
 
-from .chunk import (BC, BT, SAFE_SPREAD, _chunk_spread, _dot_hl, _dot_precision, autotuned,
-                    configs)
-from .chunk_v2 import _fwd_gc_kernel, _fwd_h_v2_kernel
-
-# The state pass is sequential over chunks: its parallelism is B H (K/BK)(V/BV) programs
-# (64 at B1 H16 with 64 x 64 tiles), so it also gets small tiles and 3-4 stages (loads of
-# the next chunks in flight while one step waits), tuned apart per B*H bucket (BH_HINT).
-V12_STATE_CONFIGS = configs((64, 64, 8, 2), (32, 64, 8, 2), (32, 32, 4, 2), (64, 64, 8, 3),
-                            (32, 32, 4, 3), (32, 32, 4, 4), (32, 64, 4, 3), (16, 32, 2, 3))
-_fwd_h_v12_kernel = autotuned(V12_STATE_CONFIGS, key=("K", "V", "HI_PREC", "BH_HINT"))(
-    _fwd_h_v2_kernel.fn)
+from .chunk import (BC, BT, SAFE_SPREAD, _chunk_spread, _dot_hl, _dot_precision, _fwd_gc_kernel,
+                    _fwd_h_kernel, autotuned, configs)
 
 
 @triton.jit
@@ -56,13 +45,13 @@ def _o_inter(b_q, b_g, p_hc, o_k, m_k, o_v, m_v, scale, V: tl.constexpr, PREC: t
 
 
 # One program per chunk and V block (BV < V: the scores are formed once per V block, only
-# the first stores A). sm_90 (bf16, K = V = 128): 229 / 173 / 208 / 255 registers, no
+# the first stores A). sm_90 (bf16, K = V = 128): 254 / 184 / 223 / 254 registers, no
 # spills (BK 32 at 4 warps or BV 128 at 16 warps spilled 16-144 bytes: the [64, BV] fp32
 # output accumulator lives throughout)
 @autotuned(configs((32, 128, 8, 2), (16, 128, 8, 2), (32, 64, 8, 2), (16, 64, 4, 2)),
            key=("K", "V"))
 @triton.jit
-def _fwd_Ao_v12_kernel(
+def _fwd_Ao_kernel(
     q, k, v, gc,        # [B,T,H,K] q, k; [B,T,H,V] v; [B,T,H,K] fp32 chunk-local cumulative gate
     h,                  # [B,N,H,K,V] state before each chunk
     A,                  # [B,T,H,BT] fp32 out: A[t, s] = scale sum_k q_tk k_sk e^(b_tk - b_sk), s<=t
@@ -72,7 +61,7 @@ def _fwd_Ao_v12_kernel(
     PREC: tl.constexpr, SPREAD: tl.constexpr,
 ):
     """Scores and output of one chunk and V block: the one-dot scores if the chunk's
-    spread (over all K) is <= SPREAD, else v4's sub-chunk scheme (off-diagonal sub-chunk
+    spread (over all K) is <= SPREAD, else the sub-chunk scheme (off-diagonal sub-chunk
     pairs through reference rows into b_A, diagonal blocks pairwise into b_D)."""
     i_v, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
@@ -157,8 +146,8 @@ def _fwd_Ao_v12_kernel(
     tl.store(o + p_v, b_o.to(o.dtype.element_ty), mask=m_tv)
 
 
-def gla_chunk_fwd_v12(q, k, v, g, h0, scale: float):
-    """As chunk.gla_chunk_fwd: (o, final_state fp32, gc fp32, A fp32, h)."""
+def gla_chunk_fwd(q, k, v, g, h0, scale: float):
+    """Returns (o, final_state fp32, gc fp32, A fp32, h); all inputs contiguous [B,T,H,*]."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = cdiv(T, BT)
@@ -167,11 +156,11 @@ def gla_chunk_fwd_v12(q, k, v, g, h0, scale: float):
     h = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)
     ht = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
     _fwd_gc_kernel[lambda m: (cdiv(K, m["BK"]), N, B * H)](g, gc, T, H, K, BT=BT)
-    _fwd_h_v12_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
-        k, v, gc, h, h0, ht, T, H, K, V, BT=BT, HAS_H0=h0 is not None, PREC=prec, HI_PREC=True,
+    _fwd_h_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
+        k, v, gc, h, h0, ht, T, H, K, V, BT=BT, HAS_H0=h0 is not None, PREC=prec,
         BH_HINT=triton.next_power_of_2(B * H))
     A = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
     o = torch.empty_like(v)
-    _fwd_Ao_v12_kernel[lambda m: (cdiv(V, m["BV"]), N, B * H)](
+    _fwd_Ao_kernel[lambda m: (cdiv(V, m["BV"]), N, B * H)](
         q, k, v, gc, h, A, o, scale, T, H, K, V, BT=BT, BC=BC, PREC=prec, SPREAD=SAFE_SPREAD)
     return o, ht, gc, A, h
