@@ -290,9 +290,10 @@ def test_deltanet_bidirectional_fast_path_equals_two_scan_definition(backend, d_
 def test_fast_vision_paths_equal_the_mixer(path, extras, monkeypatch):
     """MIXZOO_VISION_PATH=fused (conv, delta rule and norm in one autograd.Function) and
     =layer (the whole layer, projections included, as one autograd node) against the mixer's
-    own path on the same Triton kernels (interpreter, fp32): output and every input/parameter
-    grad, plain and with in_proj/o_proj biases and beta in (0,2) (plus an output gate, which
-    sends "layer" to the fused path); T=11 is not a multiple of the chunk."""
+    own path on the same Triton kernels (interpreter, fp32) and against the plain-PyTorch
+    reference backend: output and every input/parameter grad, plain and with in_proj/o_proj
+    biases and beta in (0,2) (plus an output gate, which sends "layer" to the fused path);
+    T=11 is not a multiple of the chunk."""
     torch.manual_seed(0)
     spec = {"type": "deltanet", "backend": "triton", "use_output_gate": extras and path == "fused",
             "allow_neg_eigval": extras}
@@ -305,16 +306,20 @@ def test_fast_vision_paths_equal_the_mixer(path, extras, monkeypatch):
     dy = torch.randn(2, 11, 32)
     params = list(attn.parameters())
     outs, nodes = [], []
-    for p in ("mixer", path):
+    for p, backend in (("mixer", "triton"), (path, "triton"), ("mixer", "reference")):
         monkeypatch.setenv("MIXZOO_VISION_PATH", p)
+        monkeypatch.setenv("MIXZOO_BACKEND", backend)
         xx = x.clone().requires_grad_()
         y = attn(xx)
         nodes.append(type(y.grad_fn).__name__)
         outs.append([y.detach()] + list(torch.autograd.grad((y * dy).sum(), [xx] + params)))
-    for i, (a, b) in enumerate(zip(*outs)):
-        assert_close(a, b, 1e-6, f"item {i}")
+    monkeypatch.delenv("MIXZOO_BACKEND")
+    for i, (a, b, ref) in enumerate(zip(*outs)):
+        assert_close(a, b, 1e-6, f"item {i} vs the mixer")
+        assert_close(ref, b, 1e-5, f"item {i} vs the reference")
     if path == "layer":
         assert nodes[1] == "_BidirLayerBackward"           # one autograd node per layer
+        monkeypatch.setenv("MIXZOO_VISION_PATH", "layer")
         with torch.no_grad():                              # inference: nothing saved
             assert torch.equal(attn(x), outs[1][0])
     from mixzoo.models.vision.fast_deltanet import fused_applies, layer_applies
