@@ -193,9 +193,10 @@ class MixerAttention(nn.Module):
             raise ValueError(f"{type(self).__name__}: scan order {order!r} needs the number "
                              f"of prefix tokens; call mixzoo.models.vision.bind_layout(model) "
                              f"or pass num_prefix_tokens to timm_attn")
-        path = path_mode()
-        fast = None
-        if path != "mixer" and not torch.compiler.is_compiling():
+        fast, path = None, "mixer"
+        if not torch.compiler.is_compiling():         # compiled: the mixer's custom ops
+            path = path_mode()
+        if path != "mixer":
             fd = _fast_module()
             if getattr(self, "_fused_ok", None) is None:   # fixed by the mixer: once
                 self._fused_ok = fd.fused_mixer(self.mixer)
