@@ -325,6 +325,7 @@ def test_fast_vision_paths_equal_the_mixer(path, extras, monkeypatch):
     from mixzoo.models.vision.fast_deltanet import fused_applies, layer_applies
     assert fused_applies(attn.mixer, x)
     assert layer_applies(attn.mixer, x) == (not spec["use_output_gate"])
+    assert not fused_applies(attn.mixer, x[:, :1])      # T == 1: delta_rule's recurrent path
     causal = timm_attn({"type": "deltanet", "backend": "triton"}, causal=True)(32, num_heads=2)
     assert not fused_applies(causal.mixer, torch.randn(2, 5, 32))    # causal: the mixer's
     monkeypatch.setenv("MIXZOO_VISION_PATH", "fast")

@@ -33,9 +33,11 @@ autocast, "layer" has MIXZOO_VISION_CAST=once semantics (one cast of x; its grad
 over the projections in the autocast dtype before the cast back).
 
 They apply only where the mixer itself would run exactly these kernels: a bidirectional
-DeltaNet (causal=False) with its short conv, the Triton backend, no carried state, half or
-fp32 inputs, q|k|v channel groups the grouped conv kernel takes ("layer" also: no output
-gate; otherwise it takes "fused"). Everything else, and everything under torch.compile
+DeltaNet (causal=False) with its short conv, the Triton backend, no carried state, T > 1,
+q|k|v channel groups the grouped conv kernel takes, and on CUDA what `delta_rule` runs on
+its chunk kernels (`params.chunk_fits`: half-precision compute, head dims <= 128; fp32
+training takes the mixer's path, i.e. the recurrent kernels); "layer" also needs no output
+gate (otherwise it takes "fused"). Everything else, and everything under torch.compile
 (which needs the custom ops), takes the mixer's own path. Under torch.no_grad nothing is
 saved for a backward.
 """
@@ -49,6 +51,7 @@ from mixzoo.kernels.conv1d import ops as conv_ops
 from mixzoo.kernels.conv1d.triton_conv import ACT_CODES, group_block_d
 from mixzoo.kernels.delta_rule import MAX_HEAD_DIM
 from mixzoo.kernels.delta_rule.chunk import chunk_bwd, chunk_fwd
+from mixzoo.kernels.delta_rule.params import chunk_fits
 from mixzoo.kernels.rmsnorm.triton_rmsnorm import rmsnorm_bwd, rmsnorm_fwd
 from mixzoo.mixers.deltanet import DeltaNetMixer
 
@@ -187,8 +190,13 @@ def fused_applies(m, x: torch.Tensor, mixer_ok: bool | None = None) -> bool:
     mixer_ok: a cached `fused_mixer(m)`."""
     if not (fused_mixer(m) if mixer_ok is None else mixer_ok):
         return False
-    if torch.compiler.is_compiling() or x.dtype == torch.float64 or x.shape[1] == 0:
-        return False
+    if torch.compiler.is_compiling() or x.dtype == torch.float64 or x.shape[1] <= 1:
+        return False                # (T == 1: `delta_rule` runs its recurrent kernel)
+    if x.is_cuda:                   # as `delta_rule`: the chunk kernels only where they fit
+        dev = x.device.type         # (fp32 or head dims > 128 run the recurrent kernels)
+        dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+        if not chunk_fits(dt, m.K, m.V):
+            return False
     try:
         return resolve_backend(m.config.backend, x, has_triton=True, algo="delta_rule") == "triton"
     except NotImplementedError:     # backend="triton" asked for where Triton cannot run
