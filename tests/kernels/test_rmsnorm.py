@@ -26,7 +26,8 @@ def test_reference_combine_is_flip_add_then_norm():
     ((4, 7, 3, 16), True), ((2, 1, 2, 64), True), ((2, 9, 24), False), ((6, 5, 2, 20), True),
     ((3, 130, 1, 32), False)])
 def test_triton_matches_reference(shape, combine, dispatch, monkeypatch):
-    """Both eager dispatch layers (custom op, plain autograd.Function) against fp64."""
+    """Both eager dispatch layers (the custom op through EagerOp, this package's own
+    autograd.Function) against fp64."""
     monkeypatch.setenv("MIXZOO_RMSNORM_DISPATCH", dispatch)
     g = torch.Generator().manual_seed(sum(shape))
     x = torch.randn(*shape, generator=g).requires_grad_()

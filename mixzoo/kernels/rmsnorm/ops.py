@@ -5,11 +5,11 @@ traces through it without graph breaks).
     mixzoo::rms_norm_bwd(dy, x, weight, rstd, combine) -> (dx, dw)
 
 `rms_norm_triton` is the entry point. MIXZOO_RMSNORM_DISPATCH (read at every call) picks
-the eager-mode layer: "op" (default) calls the custom op; "function" calls the same two
-launchers through a plain torch.autograd.Function, whose host-side cost per call is a
-fraction of custom_op's (schema defaults, pytree flattening, redispatch and dynamo-disable
-wrappers: ~0.1-0.2 ms per forward+backward on a slow host, which adds up over 12 layers of
-short-sequence vision batches). Under torch.compile the custom op is always used.
+the eager-mode layer: "op" (default) calls the custom op through `EagerOp` (as every other
+kernel package does since session 4: eager calls run the op's own implementation, setup and
+backward as an autograd.Function, skipping the dispatcher; torch.compile keeps the op);
+"function" calls the same two launchers through this module's own autograd.Function (the
+pre-EagerOp fast path, kept selectable). Under torch.compile the custom op is always used.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import os
 
 import torch
 
+from .._common import EagerOp
 from .triton_rmsnorm import rmsnorm_bwd, rmsnorm_fwd
 
 
@@ -54,11 +55,12 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy, _drstd):
     x, weight, rstd = ctx.saved_tensors
-    dx, dw = rms_norm_bwd_op(dy, x, weight, rstd, ctx.combine)
+    dx, dw = rms_norm_bwd(dy, x, weight, rstd, ctx.combine)
     return dx, dw, None, None
 
 
-rms_norm_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+rms_norm_bwd = EagerOp(rms_norm_bwd_op)
+rms_norm_fwd = EagerOp(rms_norm_fwd_op, _backward, _setup_context)   # registers the autograd
 
 
 class _RMSNormFunction(torch.autograd.Function):
@@ -94,4 +96,4 @@ def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float,
     """y = rms_norm(x, weight) (see the package docstring) through the Triton kernels."""
     if dispatch_mode() == "function" and not torch.compiler.is_compiling():
         return _RMSNormFunction.apply(x, weight, eps, combine)
-    return rms_norm_fwd_op(x, weight, eps, combine)[0]
+    return rms_norm_fwd(x, weight, eps, combine)[0]
