@@ -128,16 +128,22 @@ def time_impl(fn, inputs: dict, do: torch.Tensor, warmup: int, rep: int,
     return res
 
 
-def kernel_table(fn, inputs: dict, do: torch.Tensor, iters: int = 3, rows: int = 14) -> str:
-    """Per-kernel CUDA times (torch.profiler) of `iters` fwd+bwd calls of fn, after two
-    untimed calls (autotune, compile). Gradients are reset between calls, so no
-    accumulation kernels appear."""
+def fwdbwd_step(fn, inputs: dict, do: torch.Tensor):
+    """A callable running one fwd+bwd of fn with the input leaves' gradients reset first."""
     leaves = leaves_of(inputs)
 
     def once():
         for t in leaves:
             t.grad = None
         fn(inputs).backward(do)
+    return once
+
+
+def kernel_table(fn, inputs: dict, do: torch.Tensor, iters: int = 3, rows: int = 14) -> str:
+    """Per-kernel CUDA times (torch.profiler) of `iters` fwd+bwd calls of fn, after two
+    untimed calls (autotune, compile). Gradients are reset between calls, so no
+    accumulation kernels appear."""
+    once = fwdbwd_step(fn, inputs, do)
     for _ in range(2):
         once()
     torch.cuda.synchronize()

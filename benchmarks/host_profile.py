@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from bench_kernels import DTYPES, leaves_of, load_op, parse_shape, select_impls, shape_str
+from bench_kernels import DTYPES, fwdbwd_step, load_op, parse_shape, select_impls, shape_str
 
 
 def _sync(device: str) -> None:
@@ -33,12 +33,7 @@ def _sync(device: str) -> None:
 
 def measure(fn, inputs: dict, do: torch.Tensor, iters: int, device: str) -> tuple[float, float]:
     """-> (step ms, host ms) per fwd+bwd call."""
-    leaves = leaves_of(inputs)
-
-    def once():
-        for t in leaves:
-            t.grad = None
-        fn(inputs).backward(do)
+    once = fwdbwd_step(fn, inputs, do)
     for _ in range(3):
         once()
     _sync(device)
@@ -55,13 +50,11 @@ def measure(fn, inputs: dict, do: torch.Tensor, iters: int, device: str) -> tupl
 
 
 def profile(fn, inputs: dict, do: torch.Tensor, iters: int, top: int, device: str) -> str:
-    leaves = leaves_of(inputs)
+    once = fwdbwd_step(fn, inputs, do)
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(iters):
-        for t in leaves:
-            t.grad = None
-        fn(inputs).backward(do)
+        once()
     _sync(device)
     prof.disable()
     out = io.StringIO()
