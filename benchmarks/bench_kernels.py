@@ -1,7 +1,8 @@
 """Kernel benchmark harness: our kernels against their anchors, in one process.
 
     python benchmarks/bench_kernels.py --op delta_rule [--shapes B,T,H,D ...] [--dtype bf16]
-                                       [--json out.json] [--check] [--impls NAME ...] [--profile] [--graph]
+                                       [--json out.json] [--check] [--impls NAME ...]
+                                       [--profile] [--graph]
                                        [--isolate [--time-budget S]]
 
 Loads benchmarks/ops/<OP>.py, which defines
@@ -18,10 +19,11 @@ For every shape and implementation it times, with triton.testing.do_bench median
     fwd     the forward with autograd recording (the training forward)
     fwdbwd  forward + backward of a fixed random cotangent
 and records the peak memory of one fwd+bwd above what was allocated before it (inputs
-excluded). With --graph both are timed as CUDA-graph replays of the same work: the GPU time
-alone, for ops whose eager timing is bound by the host's launch pace (benchmarks/host_profile.py
-tells; GPU call 14: the conv1d fwd+bwd ran 0.526 ms of kernels but timed 0.78-1.15 ms eager). The table shows ms, the speed ratio of ours to every anchor (>1 = ours faster),
-GB/s against the op's minimum bytes, TFLOP/s of the op's FLOP count, and peak MiB.
+excluded). With --graph both are timed as CUDA-graph replays of the same work: the GPU
+time alone, for ops whose eager timing is bound by the host's launch pace
+(benchmarks/host_profile.py tells; GPU call 14: the conv1d fwd+bwd ran 0.526 ms of kernels
+but timed 0.78-1.15 ms eager). The table shows ms, the speed ratio of ours to every anchor
+(>1 = ours faster), GB/s against the op's minimum bytes, TFLOP/s of the op's FLOP count, and peak MiB.
 --check adds the relative RMS error (‖out−ref‖/‖ref‖) of each implementation's output and
 input gradients against the fp32 reference on the same inputs.
 """
@@ -284,8 +286,8 @@ def run_isolated(args, shapes: list[dict]) -> list[dict]:
         cmd = [sys.executable, __file__, "--op", args.op, "--dtype", args.dtype, "--json", out,
                "--warmup", str(args.warmup), "--rep", str(args.rep),
                "--shapes", ",".join(str(v) for v in shape.values())] + (["--check"] if args.check else [])
-        cmd += (["--impls", *args.impls] if args.impls else []) + (["--profile"] if args.profile else [])
-        cmd += ["--graph"] if args.graph else []
+        cmd += ["--impls", *args.impls] if args.impls else []
+        cmd += [f for f, on in (("--profile", args.profile), ("--graph", args.graph)) if on]
         try:
             proc = subprocess.run(cmd, timeout=left, capture_output=True, text=True)
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or [""]
@@ -347,8 +349,8 @@ def main(argv=None) -> int:
                 torch.cuda.empty_cache()
     finally:
         lines = render(mod, dtype, rows)
-        print(f"\n## {mod.NAME} ({args.dtype}, {meta['timing']}) -- ours = first row of each shape; "
-              "'ours speedup' = anchor ms / ours ms\n")
+        print(f"\n## {mod.NAME} ({args.dtype}, {meta['timing']}) -- ours = first row of each "
+              "shape; 'ours speedup' = anchor ms / ours ms\n")
         print(HEADER)
         print("\n".join(lines), flush=True)
         if args.json:

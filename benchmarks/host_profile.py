@@ -68,7 +68,8 @@ def profile(fn, inputs: dict, do: torch.Tensor, iters: int, top: int, device: st
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--op", required=True)
-    ap.add_argument("--shape", type=parse_shape, default=None, help="B,T,H,D (default: the op's first)")
+    ap.add_argument("--shape", type=parse_shape, default=None,
+                    help="B,T,H,D (default: the op's first)")
     ap.add_argument("--impls", nargs="+", default=None)
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--top", type=int, default=20)

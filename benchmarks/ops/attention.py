@@ -44,18 +44,20 @@ def _pinned(backend):
 
 def _variant(fwd: str, bwd: str):
     """Ours with a named forward/backward kernel variant (see triton_fwd.FWD_VARIANTS,
-    triton_bwd.BWD_VARIANTS); the default one is the "mixzoo" row."""
+    triton_bwd.BWD_VARIANTS); the default one is the "mixzoo" row. The window comes from
+    the inputs when they carry one (the swa op reuses these rows)."""
     from mixzoo.kernels.attention.ops import attention_triton_lse
 
     def fn(x):
-        return attention_triton_lse(x["q"], x["k"], x["v"], causal=True, fwd_variant=fwd,
+        return attention_triton_lse(x["q"], x["k"], x["v"], causal=True,
+                                    window=x.get("window"), fwd_variant=fwd,
                                     bwd_variant=bwd)[0]
     return fn
 
 
 # extra rows of ours after the anchors: (name, forward variant, backward variant); "mixzoo"
-# is the default (triton_fwd.DEFAULT_FWD / triton_bwd.DEFAULT_BWD, by window). Each variant autotunes
-# 4-8 candidates on its first call, so the default rows are the most telling ones;
+# is the default (triton_fwd.DEFAULT_FWD / triton_bwd.DEFAULT_BWD, by window). Each variant
+# autotunes 4-8 candidates on its first call, so the default rows are the most telling ones;
 # MIXZOO_BENCH_VARIANTS=all adds the rest (atomic and TMA backward forms: slower in GPU
 # call 10), MIXZOO_BENCH_VARIANTS=name,name,... keeps only those rows ("" = none).
 VARIANTS = [("mixzoo_old_default", "base", "split"), ("mixzoo_bwd_split", "tma_fold", "split"),
@@ -71,7 +73,8 @@ MORE_VARIANTS = [("mixzoo_bwd_split2", "tma_fold", "split2"),
                  ("mixzoo_fwd_tune2", "tune2", "split")]
 
 
-def _variant_rows() -> dict:
+def variant_rows() -> dict:
+    """Name -> fn of the variant rows MIXZOO_BENCH_VARIANTS selects (comment above)."""
     keep = os.environ.get("MIXZOO_BENCH_VARIANTS")
     rows = VARIANTS + MORE_VARIANTS if keep is not None else VARIANTS
     names = (None if keep is None or keep == "all"
@@ -90,7 +93,7 @@ def implementations(shape: dict) -> dict:
             impls[name] = _pinned(be)  # a backend that cannot run reports its error row
     except ImportError as e:  # pragma: no cover - old torch
         print(f"# pinned SDPA backends left out: {e}")
-    impls.update(_variant_rows())
+    impls.update(variant_rows())
     return impls
 
 

@@ -6,7 +6,6 @@ Shapes carry W; from the command line `--shapes B,T,H,D` uses W=512.
 """
 from __future__ import annotations
 
-import os
 
 import torch
 
@@ -55,41 +54,11 @@ def _flex_impl(shape: dict):
     return fn
 
 
-def _variant(fwd: str, bwd: str):
-    """Ours with a named forward/backward kernel variant (triton_fwd.FWD_VARIANTS,
-    triton_bwd.BWD_VARIANTS); the default one is the "mixzoo" row."""
-    from mixzoo.kernels.attention.ops import attention_triton_lse
-
-    def fn(x):
-        return attention_triton_lse(x["q"], x["k"], x["v"], causal=True, window=x["window"],
-                                    fwd_variant=fwd, bwd_variant=bwd)[0]
-    return fn
-
-
-# extra rows of ours after the anchors: (name, forward variant, backward variant); "mixzoo"
-# is the default (triton_fwd.DEFAULT_FWD / triton_bwd.DEFAULT_BWD, by window). Each variant autotunes
-# 4-8 candidates on its first call, so the default rows are the most telling ones;
-# MIXZOO_BENCH_VARIANTS=all adds the rest (atomic and TMA backward forms: slower in GPU
-# call 10), MIXZOO_BENCH_VARIANTS=name,name,... keeps only those rows ("" = none).
-VARIANTS = [("mixzoo_old_default", "base", "split"), ("mixzoo_bwd_split", "tma_fold", "split"),
-            ("mixzoo_fwd_tune2_fold", "tune2_fold", "dqdelta"),
-            ("mixzoo_bwd_dqdelta2", "tma_fold", "dqdelta2")]
-MORE_VARIANTS = [("mixzoo_bwd_split2", "tma_fold", "split2"),
-                 ("mixzoo_tune2_fold_dqdelta2", "tune2_fold", "dqdelta2"),
-                 ("mixzoo_tma_atomicred", "tma", "atomic_tmared"),
-                 ("mixzoo_tma_atomic", "tma", "atomic_tma"),
-                 ("mixzoo_bwd_atomic", "base", "atomic"), ("mixzoo_fwd_tma", "tma", "split"),
-                 ("mixzoo_tma_split", "tma", "split_tma"),
-                 ("mixzoo_tma_dqdelta", "tma", "dqdelta_tma"),
-                 ("mixzoo_fwd_tune2", "tune2", "split")]
-
-
 def _variant_rows() -> dict:
-    keep = os.environ.get("MIXZOO_BENCH_VARIANTS")
-    rows = VARIANTS + MORE_VARIANTS if keep is not None else VARIANTS
-    names = (None if keep is None or keep == "all"
-             else {n.strip() for n in keep.split(",") if n.strip()})
-    return {name: _variant(f, b) for name, f, b in rows if names is None or name in names}
+    """Ours with other kernel variants: the attention op's rows (benchmarks/ops/attention.py,
+    MIXZOO_BENCH_VARIANTS), which take the window from the inputs."""
+    from bench_kernels import load_op
+    return load_op("attention").variant_rows()
 
 
 def implementations(shape: dict) -> dict:
