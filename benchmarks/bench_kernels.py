@@ -23,7 +23,8 @@ excluded). With --graph both are timed as CUDA-graph replays of the same work: t
 time alone, for ops whose eager timing is bound by the host's launch pace
 (benchmarks/host_profile.py tells; GPU call 14: the conv1d fwd+bwd ran 0.526 ms of kernels
 but timed 0.78-1.15 ms eager). The table shows ms, the speed ratio of ours to every anchor
-(>1 = ours faster), GB/s against the op's minimum bytes, TFLOP/s of the op's FLOP count, and peak MiB.
+(>1 = ours faster), GB/s against the op's minimum bytes, TFLOP/s of the op's FLOP count, and
+peak MiB.
 --check adds the relative RMS error (‖out−ref‖/‖ref‖) of each implementation's output and
 input gradients against the fp32 reference on the same inputs.
 """
