@@ -44,7 +44,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._common import cdiv, is_interpreting, pick_configs
+from .._common import cdiv, is_interpreting, launch, pick_configs
 
 
 @triton.jit
@@ -521,7 +521,7 @@ def conv_fwd(x, weight, bias, h0, act: int, causal: bool, bidir: bool = False,
     def grid(meta):
         return (cdiv(T, meta["BLOCK_T"]), cdiv(D, bd), B)
 
-    _conv_fwd_kernel[grid](
+    launch(_conv_fwd_kernel, grid,
         x, weight, bias if bias is not None else weight, h0 if h0 is not None else weight,
         yp[0], yp[1], yp[2], x.stride(0), x.stride(1), B, T, D, s1, s2,
         W=W, LEFT=_left(W, causal), HAS_BIAS=bias is not None, HAS_H0=h0 is not None,
@@ -555,7 +555,7 @@ def conv_bwd(dy, x, weight, bias, h0, act: int, causal: bool, bidir: bool = Fals
     n_chunks = cdiv(T, chunk)
     dwp = torch.empty(B, n_chunks, W, D, device=x.device, dtype=torch.float32)
     dbp = torch.empty(B, n_chunks, D, device=x.device, dtype=torch.float32)
-    _conv_bwd_kernel[(n_chunks, cdiv(D, bd), B)](
+    launch(_conv_bwd_kernel, (n_chunks, cdiv(D, bd), B),
         x, weight, bias if bias is not None else weight, h0c if h0c is not None else weight,
         dp[0], dp[1], dp[2], dx, dwp, dbp, x.stride(0), x.stride(1), B, T, D, s1, s2,
         n_chunks,

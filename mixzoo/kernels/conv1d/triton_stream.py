@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._common import cdiv, pick_configs
+from .._common import cdiv, launch, pick_configs
 from .triton_conv import (MAX_GROUPS, _act_fwd, _act_grad, _bounds, _dot8, _group,
                           _kernel_act, _left, _load_rows, _pick, _rows_contig, _stream_load,
                           _tap, group_block_d)
@@ -501,7 +501,7 @@ def conv_fwd_stream(x, weight, bias, h0, act: int, causal: bool, bidir: bool = F
     right = W - 1 - left
     first, last = (min(left, right), max(left, right)) if bidir else (right, right)
     chunk = chunk_for(B, T, D, bd, "fwd")
-    _conv_fwd_stream_kernel[(cdiv(T, chunk), cdiv(D, bd), B)](
+    launch(_conv_fwd_stream_kernel, (cdiv(T, chunk), cdiv(D, bd), B),
         x, weight, bias if bias is not None else weight, h0 if h0 is not None else weight,
         yp[0], yp[1], yp[2], x.stride(0), x.stride(1), B, T, D, s1, s2,
         W=W, LEFT=left, FIRST=first, LAST=last, HAS_BIAS=bias is not None,
@@ -532,7 +532,7 @@ def conv_bwd_stream(dy, x, weight, bias, h0, act: int, causal: bool, bidir: bool
     dwp = torch.empty(B, n_chunks, W, D, device=x.device, dtype=torch.float32)
     dbp = (torch.empty(B, n_chunks, D, device=x.device, dtype=torch.float32)
            if bias is not None else dwp)
-    _conv_bwd_stream_kernel[(n_chunks, cdiv(D, bd), B)](
+    launch(_conv_bwd_stream_kernel, (n_chunks, cdiv(D, bd), B),
         x, weight, bias if bias is not None else weight, h0c if h0c is not None else weight,
         dp[0], dp[1], dp[2], dx, dwp, dbp, x.stride(0), x.stride(1), B, T, D, s1, s2,
         n_chunks,

@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._common import cdiv, pick_configs
+from .._common import cdiv, launch, pick_configs
 from . import params
 from .params import CHUNK, dims as _dims, dot_precision as _prec
 L2_EPS = 1e-6
@@ -503,9 +503,8 @@ def prep(k, v, beta, use_l2: bool, save_t: bool):
     w = torch.empty_like(k)
     u = torch.empty_like(v)
     tinv = k.new_empty((B, H, NT, CHUNK, CHUNK) if save_t else (0,), dtype=torch.float32)
-    _prep_fwd_kernel[(NT, B * H)](k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=BK, BV=BVf,
-                                  USE_L2=use_l2, SAVE_T=save_t, PREC=prec,
-                                  STACKED=params.stacked_inverse())
+    launch(_prep_fwd_kernel, (NT, B * H), k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=BK,
+           BV=BVf, USE_L2=use_l2, SAVE_T=save_t, PREC=prec, STACKED=params.stacked_inverse())
     return w, u, tinv
 
 
@@ -523,7 +522,7 @@ def chunk_fwd(q, k, v, beta, scale: float, initial_state, output_final_state: bo
     vn = torch.empty_like(v) if save_for_bwd else v.new_empty((0,))
     BV = params.state_bv(B * H, BVf, half=q.dtype != torch.float32)
     h0 = initial_state if initial_state is not None else ht
-    _state_fwd_kernel[(cdiv(V, BV), B * H)](
+    launch(_state_fwd_kernel, (cdiv(V, BV), B * H),
         q, k, w, u, o, h0, ht, hbuf, vn, scale, T, H=H, K=K, V=V, BK=BK, BV=BV, USE_L2=use_l2,
         HAS_H0=initial_state is not None, STORE_HT=output_final_state, SAVE_H=save_for_bwd,
         PREC=prec, num_warps=params.state_warps(BK, BV), num_stages=params.state_stages(BK))
@@ -548,14 +547,15 @@ def chunk_bwd(q, k, v, beta, scale: float, initial_state, use_l2: bool, vn, tinv
     w_from_t = params.state_w_mode(BV) == "rebuild"
     w = k.new_empty((0,)) if w_from_t else torch.empty_like(k)
     if not w_from_t:
-        _w_kernel[(NT, B * H)](k, beta, tinv, w, T, H=H, K=K, BK=BK, USE_L2=use_l2, PREC=prec,
-                               num_warps=4)
-    _state_bwd_kernel[(cdiv(V, BV), B * H)](
+        launch(_w_kernel, (NT, B * H), k, beta, tinv, w, T, H=H, K=K, BK=BK, USE_L2=use_l2,
+               PREC=prec, num_warps=4)
+    launch(_state_bwd_kernel, (cdiv(V, BV), B * H),
         q, k, w, beta, tinv, do, dht if has_dht else dh0, dh0, dhbuf, scale, T, H=H, K=K, V=V,
         BK=BK, BV=BV, USE_L2=use_l2, HAS_DHT=has_dht, STORE_DH0=has_h0, PREC=prec,
-        W_FROM_T=w_from_t,        num_warps=params.state_warps(BK, BV), num_stages=params.state_stages(BK))
+        W_FROM_T=w_from_t, num_warps=params.state_warps(BK, BV),
+        num_stages=params.state_stages(BK))
     del w
     dq, dk, dv, dbeta = (torch.empty_like(x) for x in (q, k, v, beta))
-    _fused_bwd_kernel[(NT, B * H)](q, k, v, beta, vn, tinv, hbuf, dhbuf, do, dq, dk, dv, dbeta,
-                                   scale, T, H=H, K=K, V=V, BK=BK, USE_L2=use_l2, PREC=prec)
+    launch(_fused_bwd_kernel, (NT, B * H), q, k, v, beta, vn, tinv, hbuf, dhbuf, do, dq, dk, dv,
+           dbeta, scale, T, H=H, K=K, V=V, BK=BK, USE_L2=use_l2, PREC=prec)
     return dq, dk, dv, dbeta, dh0

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._common import cdiv
+from .._common import cdiv, launch
 
 
 @triton.jit
@@ -128,7 +128,7 @@ def rmsnorm_fwd(x, weight, eps: float, combine: bool):
     if R == 0:
         return y, rstd
     br, bv = _blocks(V)
-    _rmsnorm_fwd_kernel[(cdiv(R, br),)](
+    launch(_rmsnorm_fwd_kernel, (cdiv(R, br),),
         xc, weight.contiguous(), y, rstd, R, T, M, half, V, eps,
         COMBINE=combine, BLOCK_R=br, BLOCK_V=bv, num_warps=4)
     return y, rstd
@@ -144,7 +144,7 @@ def rmsnorm_bwd(dy, x, weight, rstd, combine: bool):
     dwp = torch.empty(max(n, 1), V, device=x.device, dtype=torch.float32)
     if R == 0:
         return dx.zero_(), torch.zeros_like(weight)
-    _rmsnorm_bwd_kernel[(n,)](
+    launch(_rmsnorm_bwd_kernel, (n,),
         xc, weight.contiguous(), rstd, dy.contiguous(), dx, dwp, R, T, M, half, V,
         COMBINE=combine, BLOCK_R=br, BLOCK_V=bv, num_warps=4)
     return dx, dwp.sum(0).to(weight.dtype)
