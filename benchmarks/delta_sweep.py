@@ -24,11 +24,11 @@ import mixzoo.kernels.delta_rule.chunk as C
 class _Forced:
     """Stands in for a kernel: `proxy[grid](*a, **kw)` launches `fn` with `extra` forced."""
 
-    def __init__(self, fn, extra: dict):
-        self.fn, self.extra = fn, extra
+    def __init__(self, kernel, extra: dict):
+        self.kernel, self.extra = kernel, extra
 
     def __getitem__(self, grid):
-        return lambda *a, **kw: self.fn[grid](*a, **{**kw, **self.extra})
+        return lambda *a, **kw: self.kernel[grid](*a, **{**kw, **self.extra})
 
 
 def _forced(name: str, fn, extra: dict, bench):

@@ -164,6 +164,49 @@ def counts(model, env, x, y, amp: bool) -> dict[str, int]:
     return dict(n)
 
 
+def sync_check(model, env, x, y, amp: bool) -> list[str]:
+    """Host-device synchronizations in one step (torch.cuda.set_sync_debug_mode "warn"),
+    each with the innermost mixzoo / timm / benchmark frames where it was raised. A sync in
+    a step makes the host wait for the GPU, so host and GPU time add up instead of
+    overlapping."""
+    import traceback
+    import warnings
+    found = []
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        frames = [f for f in traceback.extract_stack()[:-1]
+                  if any(k in f.filename for k in ("/mixzoo/", "/timm/", "benchmarks"))]
+        where = " <- ".join(f"{pathlib.Path(f.filename).name}:{f.lineno} {f.name}"
+                            for f in frames[::-1][:4])
+        found.append(f"{str(message).splitlines()[0]} at {where or filename + ':' + str(lineno)}")
+
+    with _Env(env), warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step(model, x, y, amp)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        model.zero_grad(set_to_none=False)
+    return found
+
+
+def torch_profile(model, env, x, y, amp: bool, rows: int) -> str:
+    """torch.profiler table of one step, ops sorted by their own host (CPU) time."""
+    from torch.profiler import ProfilerActivity, profile
+    with _Env(env):
+        step(model, x, y, amp)
+        model.zero_grad(set_to_none=False)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            step(model, x, y, amp)
+            torch.cuda.synchronize()
+        model.zero_grad(set_to_none=False)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows,
+                                     max_name_column_width=60)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
@@ -177,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="cpu: kernels stubbed, tiny model; cuda: real (module docstring)")
     ap.add_argument("--img", type=int, default=224, help="(cuda) image size")
     ap.add_argument("--batch", type=int, default=8, help="(cuda) batch")
+    ap.add_argument("--sync-check", action="store_true",
+                    help="(cuda) list the host-device synchronizations of one step per model")
+    ap.add_argument("--torch-profile", type=int, default=0, metavar="N",
+                    help="(cuda) torch.profiler table of one step per model, top N by host time")
     args = ap.parse_args(argv)
     import mixzoo  # noqa: F401  (registers the mixzoo_* timm models)
     amp = not args.no_amp
@@ -194,6 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(entry, *build(entry, args.device, args.img)) for entry in args.models]
     for _, model, env in rows:                      # warm up (first-call caches)
         timed(model, env, x, y, amp, 3)
+    if args.device == "cuda" and (args.sync_check or args.torch_profile):
+        for entry, model, env in rows:
+            if args.sync_check:
+                syncs = sync_check(model, env, x, y, amp)
+                print(f"synchronizations in one step of {entry}: {len(syncs)}")
+                for line in sorted(set(syncs)):
+                    print(f"    {syncs.count(line)} x {line}")
+            if args.torch_profile:
+                print(f"torch.profiler, one step of {entry}:")
+                print(torch_profile(model, env, x, y, amp, args.torch_profile))
     times = {entry: [] for entry, _, _ in rows}
     for _ in range(args.rounds):
         for entry, model, env in rows:

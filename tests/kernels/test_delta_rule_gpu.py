@@ -150,7 +150,7 @@ def test_every_prep_config_gives_the_exact_inverse(inv):
     kern = chunk._prep_fwd_kernel
     configs = getattr(kern, "configs", None)
     launches = ([dict(num_warps=c.num_warps, num_stages=c.num_stages) for c in configs]
-                if configs else [{}])
+                if configs else [dict(num_warps=2), dict(num_warps=4)])   # params.prep_warps
     for cfg in launches:
         w, u = torch.empty_like(k), torch.empty_like(v)
         tinv = torch.empty(B, H, NT, 64, 64, device="cuda")

@@ -62,6 +62,11 @@ def _fast_ok() -> bool:
     return ok
 
 
+def _hook_set(hook) -> bool:
+    """A launch hook is in use: set, and (Triton's HookChain) with callbacks registered."""
+    return hook is not None and bool(getattr(hook, "calls", True))
+
+
 def _arg_key(args: tuple):
     """Per positional argument, what the compiled kernel depends on (module docstring);
     None if an argument has a type we do not know how to key."""
@@ -79,15 +84,16 @@ def _arg_key(args: tuple):
 
 
 def _unwrap(kernel):
-    """The JITFunction under an Autotuner / Heuristics wrapper, and whether it is tuned."""
-    from triton.runtime.autotuner import Autotuner
+    """The JITFunction under Triton's own Autotuner / Heuristics wrappers, and whether it is
+    autotuned; (None, False) for anything else (e.g. a test's proxy object)."""
+    from triton.runtime.autotuner import Autotuner, Heuristics
     from triton.runtime.jit import JITFunction
     fn, tuned = kernel, False
     while not isinstance(fn, JITFunction):
         if isinstance(fn, Autotuner):
             tuned = True
-        elif not hasattr(fn, "fn"):
-            return None, tuned
+        elif not isinstance(fn, Heuristics):
+            return None, False
         fn = fn.fn
     return fn, tuned
 
@@ -132,8 +138,8 @@ def launch(kernel, grid: tuple, *args, **kw) -> None:
     if not _fast_ok() or id(kernel) in _SLOW:
         kernel[grid](*args, **kw)
         return
-    knobs = _STATE["knobs"]
-    if knobs.runtime.launch_enter_hook is not None or knobs.runtime.launch_exit_hook is not None:
+    rt = _STATE["knobs"].runtime
+    if _hook_set(rt.launch_enter_hook) or _hook_set(rt.launch_exit_hook):
         kernel[grid](*args, **kw)
         return
     ak = _arg_key(args)

@@ -504,7 +504,8 @@ def prep(k, v, beta, use_l2: bool, save_t: bool):
     u = torch.empty_like(v)
     tinv = k.new_empty((B, H, NT, CHUNK, CHUNK) if save_t else (0,), dtype=torch.float32)
     launch(_prep_fwd_kernel, (NT, B * H), k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=BK,
-           BV=BVf, USE_L2=use_l2, SAVE_T=save_t, PREC=prec, STACKED=params.stacked_inverse())
+           BV=BVf, USE_L2=use_l2, SAVE_T=save_t, PREC=prec, STACKED=params.stacked_inverse(),
+           num_warps=params.prep_warps(BK))
     return w, u, tinv
 
 

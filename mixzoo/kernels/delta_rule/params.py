@@ -6,6 +6,7 @@ Knobs (read at every call unless noted, so one process can time or check each va
     MIXZOO_DELTA_INV=blocks        four 16x16 inverse chains instead of one [4,16,16] pass
     MIXZOO_DELTA_STATE_W=auto|load|rebuild
                                    where the state backward gets W (see state_w_mode)
+    MIXZOO_DELTA_PREP_WARPS=N      warps of the prep kernel (diagnosis)
     MIXZOO_DELTA_STATE_WARPS=N     warps of the state kernels (diagnosis)
     MIXZOO_DELTA_STATE_STAGES=N    pipeline stages of the state kernels (diagnosis)
     MIXZOO_DELTA_STATE_BWD_BV=N    V block of the state backward (diagnosis)
@@ -53,6 +54,13 @@ def state_w_mode(bv: int) -> str:
     if mode == "auto":
         return "load" if bv >= 64 else "rebuild"
     return mode
+
+
+def prep_warps(bk: int) -> int:
+    """Warps of the prep kernel: 2 at key dims <= 64, else 4. H100 (session 5 call 21,
+    `benchmarks/delta_sweep.py 256,196,6,64`, the DeltaNet ViT-S scan): 0.214 ms at 2 warps,
+    0.323 at 4, 0.99 at 8 (stages 1-3 within 1%). MIXZOO_DELTA_PREP_WARPS overrides."""
+    return int(os.environ.get("MIXZOO_DELTA_PREP_WARPS", 2 if bk <= 64 else 4))
 
 
 def state_warps(bk: int, bv: int) -> int:
