@@ -192,6 +192,37 @@ def sync_check(model, env, x, y, amp: bool) -> list[str]:
     return found
 
 
+def copies(model, env, x, y, amp: bool) -> list[str]:
+    """Every copy-like aten op (copy_, _to_copy, clone, contiguous copies) of one step with
+    its operands' shapes, dtypes and contiguity and the innermost mixzoo / timm frames; a
+    copy of a non-contiguous tensor runs PyTorch's slow strided kernel."""
+    import traceback
+    from torch.utils._python_dispatch import TorchDispatchMode
+    out = []
+
+    class Log(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if name in ("copy_", "_to_copy", "clone", "flip", "cat"):
+                ts = [a for a in args if isinstance(a, torch.Tensor)]
+                desc = " ".join(f"{list(t.shape)}:{str(t.dtype)[6:]}:"
+                                f"{'c' if t.is_contiguous() else 'strided' + str(t.stride())}"
+                                for t in ts[:2])
+                frames = [f for f in traceback.extract_stack()[:-1]
+                          if "/mixzoo/" in f.filename or "/timm/" in f.filename]
+                where = " <- ".join(f"{pathlib.Path(f.filename).name}:{f.lineno}"
+                                    for f in frames[::-1][:2]) or "(autograd engine)"
+                to = (kwargs or {}).get("dtype")
+                out.append(f"{name} {desc}{' -> ' + str(to)[6:] if to else ''} at {where}")
+            return func(*args, **(kwargs or {}))
+
+    with _Env(env):
+        with Log():
+            step(model, x, y, amp)
+        model.zero_grad(set_to_none=False)
+    return out
+
+
 def torch_profile(model, env, x, y, amp: bool, rows: int) -> str:
     """torch.profiler table of one step, ops sorted by their own host (CPU) time."""
     from torch.profiler import ProfilerActivity, profile
@@ -222,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8, help="(cuda) batch")
     ap.add_argument("--sync-check", action="store_true",
                     help="(cuda) list the host-device synchronizations of one step per model")
+    ap.add_argument("--copies", action="store_true",
+                    help="(cuda) list the copy / cast ops of one step per model, with layouts")
     ap.add_argument("--torch-profile", type=int, default=0, metavar="N",
                     help="(cuda) torch.profiler table of one step per model, top N by host time")
     args = ap.parse_args(argv)
@@ -241,8 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(entry, *build(entry, args.device, args.img)) for entry in args.models]
     for _, model, env in rows:                      # warm up (first-call caches)
         timed(model, env, x, y, amp, 3)
-    if args.device == "cuda" and (args.sync_check or args.torch_profile):
+    if args.device == "cuda" and (args.sync_check or args.torch_profile or args.copies):
         for entry, model, env in rows:
+            if args.copies:
+                found = copies(model, env, x, y, amp)
+                print(f"copy-like ops in one step of {entry}: {len(found)}")
+                for line in sorted(set(found), key=lambda s: -found.count(s)):
+                    print(f"    {found.count(line)} x {line}")
             if args.sync_check:
                 syncs = sync_check(model, env, x, y, amp)
                 print(f"synchronizations in one step of {entry}: {len(syncs)}")

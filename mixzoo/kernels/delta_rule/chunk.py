@@ -392,17 +392,28 @@ def _fused_bwd_configs():
     # tiles do not fit at all. First entry: the interpreter's single config.
     cfgs = [triton.Config({"BV": bv}, num_warps=nw, num_stages=ns)
             for bv, nw, ns in ((32, 8, 2), (16, 8, 1), (16, 8, 2), (16, 8, 3), (32, 8, 1),
-                               (32, 8, 3), (32, 4, 2), (64, 8, 2))]
+                               (32, 8, 3), (32, 4, 2), (64, 8, 2)) + _SMALL_K]
     return pick_configs(cfgs)
+
+
+# Candidates for key dims <= 64 only (pruned above): the [64,K] tiles hold half the registers,
+# so 4 warps fit wider V blocks. Session 5 call 22 (H100, B256 T196 H6 D64, the ViT scan):
+# (32, 4, 2), the best of the list above there, took 0.52 ms per chunk_bwd against 0.72-1.0
+# for the 8-warp ones.
+_SMALL_K = ((64, 4, 2), (64, 4, 3), (32, 4, 3), (16, 4, 2))
 
 
 def _fused_bwd_prune(configs, named_args, **kwargs):
     """fp32 inputs and head dims over 128: the first candidate only (the one checked right on
-    the H100 there; (16, 8 warps, 1 stage) faulted with fp32 inputs at D=64). Triton passes
-    the positional arguments in named_args and the keyword ones (K) as keywords."""
+    the H100 there; (16, 8 warps, 1 stage) faulted with fp32 inputs at D=64). Key dims over
+    64: without the `_SMALL_K` candidates. Triton passes the positional arguments in
+    named_args and the keyword ones (K) as keywords."""
     K = kwargs.get("K", named_args.get("K"))
     if named_args["q"].dtype == torch.float32 or K > 128:
         return configs[:1]
+    if K > 64:
+        return [c for c in configs
+                if (c.kwargs["BV"], c.num_warps, c.num_stages) not in _SMALL_K]
     return configs
 
 
@@ -549,7 +560,7 @@ def chunk_bwd(q, k, v, beta, scale: float, initial_state, use_l2: bool, vn, tinv
     w = k.new_empty((0,)) if w_from_t else torch.empty_like(k)
     if not w_from_t:
         launch(_w_kernel, (NT, B * H), k, beta, tinv, w, T, H=H, K=K, BK=BK, USE_L2=use_l2,
-               PREC=prec, num_warps=4)
+               PREC=prec, num_warps=params.prep_warps(BK))
     launch(_state_bwd_kernel, (cdiv(V, BV), B * H),
         q, k, w, beta, tinv, do, dht if has_dht else dh0, dh0, dhbuf, scale, T, H=H, K=K, V=V,
         BK=BK, BV=BV, USE_L2=use_l2, HAS_DHT=has_dht, STORE_DH0=has_h0, PREC=prec,

@@ -6,7 +6,7 @@ Knobs (read at every call unless noted, so one process can time or check each va
     MIXZOO_DELTA_INV=blocks        four 16x16 inverse chains instead of one [4,16,16] pass
     MIXZOO_DELTA_STATE_W=auto|load|rebuild
                                    where the state backward gets W (see state_w_mode)
-    MIXZOO_DELTA_PREP_WARPS=N      warps of the prep kernel (diagnosis)
+    MIXZOO_DELTA_PREP_WARPS=N      warps of the prep and W kernels (diagnosis)
     MIXZOO_DELTA_STATE_WARPS=N     warps of the state kernels (diagnosis)
     MIXZOO_DELTA_STATE_STAGES=N    pipeline stages of the state kernels (diagnosis)
     MIXZOO_DELTA_STATE_BWD_BV=N    V block of the state backward (diagnosis)
@@ -57,10 +57,11 @@ def state_w_mode(bv: int) -> str:
 
 
 def prep_warps(bk: int) -> int:
-    """Warps of the prep kernel: 2 at key dims <= 64, else 4. H100 (session 5 call 21,
-    `benchmarks/delta_sweep.py 256,196,6,64`, the DeltaNet ViT-S scan): 0.214 ms at 2 warps,
-    0.323 at 4, 0.99 at 8 (stages 1-3 within 1%). MIXZOO_DELTA_PREP_WARPS overrides."""
-    return int(os.environ.get("MIXZOO_DELTA_PREP_WARPS", 2 if bk <= 64 else 4))
+    """Warps of the per-chunk prep and W kernels: 2 for head dims up to 128. H100, session 5
+    (`benchmarks/delta_sweep.py`): prep 0.214 ms at 2 warps vs 0.323 at 4 and 0.99 at 8 at
+    B256 T196 H6 D64 (call 21), 0.227 vs 0.331 / 0.74 at B4 T4096 H16 D128 (call 22);
+    the W kernel 0.070 vs 0.076 and 0.083 vs 0.105 ms. MIXZOO_DELTA_PREP_WARPS overrides."""
+    return int(os.environ.get("MIXZOO_DELTA_PREP_WARPS", 2 if bk <= 128 else 4))
 
 
 def state_warps(bk: int, bv: int) -> int:
