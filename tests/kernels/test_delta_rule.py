@@ -301,14 +301,18 @@ def test_state_w_mode_rejects_unknown(monkeypatch):
 
 def test_fused_backward_candidates_pruned_for_fp32_and_wide_heads():
     """fp32 inputs and head dims over 128 keep only the first fused-backward candidate (the
-    one checked right on the H100 there); bf16 at 128 keeps them all."""
+    one checked right on the H100 there); bf16 at 128 keeps all but the key-dim-<=64 ones,
+    bf16 at 64 keeps them all."""
+    import triton
     from mixzoo.kernels.delta_rule import chunk
-    cfgs = ["first", "second", "third"]
+    cfgs = [triton.Config({"BV": bv}, num_warps=nw, num_stages=ns)
+            for bv, nw, ns in ((32, 8, 2), (16, 8, 1)) + chunk._SMALL_K]
     f32, b16 = torch.empty(1, dtype=torch.float32), torch.empty(1, dtype=torch.bfloat16)
     # as Triton calls it: positional arguments by name, keyword arguments (K) as keywords
-    assert chunk._fused_bwd_prune(cfgs, {"q": f32}, K=64) == ["first"]
-    assert chunk._fused_bwd_prune(cfgs, {"q": b16}, K=256) == ["first"]
-    assert chunk._fused_bwd_prune(cfgs, {"q": b16}, K=128) == cfgs
+    assert chunk._fused_bwd_prune(cfgs, {"q": f32}, K=64) == cfgs[:1]
+    assert chunk._fused_bwd_prune(cfgs, {"q": b16}, K=256) == cfgs[:1]
+    assert chunk._fused_bwd_prune(cfgs, {"q": b16}, K=128) == cfgs[:2]
+    assert chunk._fused_bwd_prune(cfgs, {"q": b16}, K=64) == cfgs
 
 
 def test_fused_backward_prune_through_the_autotuner(monkeypatch):
