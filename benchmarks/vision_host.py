@@ -223,6 +223,28 @@ def copies(model, env, x, y, amp: bool) -> list[str]:
     return out
 
 
+def kernel_origin(model, env, x, y, amp: bool, kernel: str) -> list[str]:
+    """The innermost aten ops (name, input shapes, Python stack) whose CUDA kernels' names contain
+    `kernel`, in one profiled step: where an unexpected kernel in a profile comes from."""
+    from torch.profiler import ProfilerActivity, profile
+    with _Env(env):
+        step(model, x, y, amp)
+        model.zero_grad(set_to_none=False)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
+                     record_shapes=True, with_stack=True) as prof:
+            step(model, x, y, amp)
+            torch.cuda.synchronize()
+        model.zero_grad(set_to_none=False)
+    out = []
+    for evt in prof.events():
+        ks = [k for k in getattr(evt, "kernels", []) if kernel in k.name]
+        if ks and not any(c.kernels for c in evt.cpu_children):      # innermost op only
+            stack = [f for f in (evt.stack or []) if "/mixzoo/" in f or "/timm/" in f][:3]
+            out.append(f"{evt.name} {evt.input_shapes} at {' <- '.join(stack) or '?'}")
+    return out
+
+
 def torch_profile(model, env, x, y, amp: bool, rows: int) -> str:
     """torch.profiler table of one step, ops sorted by their own host (CPU) time."""
     from torch.profiler import ProfilerActivity, profile
@@ -253,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8, help="(cuda) batch")
     ap.add_argument("--sync-check", action="store_true",
                     help="(cuda) list the host-device synchronizations of one step per model")
+    ap.add_argument("--kernel-origin", default="", metavar="SUBSTR",
+                    help="(cuda) which ops launch the CUDA kernels whose names contain SUBSTR")
     ap.add_argument("--copies", action="store_true",
                     help="(cuda) list the copy / cast ops of one step per model, with layouts")
     ap.add_argument("--torch-profile", type=int, default=0, metavar="N",
@@ -274,8 +298,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(entry, *build(entry, args.device, args.img)) for entry in args.models]
     for _, model, env in rows:                      # warm up (first-call caches)
         timed(model, env, x, y, amp, 3)
-    if args.device == "cuda" and (args.sync_check or args.torch_profile or args.copies):
+    if args.device == "cuda" and (args.sync_check or args.torch_profile or args.copies
+                                  or args.kernel_origin):
         for entry, model, env in rows:
+            if args.kernel_origin:
+                found = kernel_origin(model, env, x, y, amp, args.kernel_origin)
+                print(f"ops launching '{args.kernel_origin}' in one step of {entry}: {len(found)}")
+                for line in sorted(set(found), key=lambda s: -found.count(s)):
+                    print(f"    {found.count(line)} x {line}")
             if args.copies:
                 found = copies(model, env, x, y, amp)
                 print(f"copy-like ops in one step of {entry}: {len(found)}")
