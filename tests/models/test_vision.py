@@ -89,6 +89,21 @@ def test_registered_model_forward_backward(name):
     assert not missing, missing
 
 
+def test_residual_stream_is_contiguous_without_a_class_token():
+    """The patch embedding's transposed view is made contiguous (ContiguousPatchEmbed), so no
+    block sees a strided residual stream (it made every cast and add of a step run PyTorch's
+    strided kernels on the GPU); the state_dict keys stay timm's."""
+    model = timm.create_model("mixzoo_deltanet_vit_small_patch16_224", num_classes=5, **TINY)
+    seen = []
+    for block in model.blocks:
+        block.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous()))
+    model(images())
+    assert seen and all(seen), seen
+    plain = timm.create_model("vit_small_patch16_224", num_classes=5, class_token=False,
+                              global_pool="avg", **TINY)
+    assert set(model.patch_embed.state_dict()) == set(plain.patch_embed.state_dict())
+
+
 def test_registered_hybrid_alternates_mixers_and_follows_depth():
     model = timm.create_model("mixzoo_deltanet_swa_vit_small_patch16_224", **dict(TINY, depth=3))
     types = [b.attn.mixer.config.type for b in model.blocks]
