@@ -94,7 +94,8 @@ def _intra_dqk(
 
 
 # sm_90 registers: 86 / 86 / 143 / 172, no spills: several CTAs per SM
-@autotuned(configs((32, 4, 2), (64, 8, 2), (64, 4, 2), (128, 8, 2), names=("BK",)), key=("K",))
+@autotuned(configs((32, 4, 2), (64, 8, 2), (64, 4, 2), (128, 8, 2), names=("BK",)),
+           key=("K", "BH_HINT"))
 @triton.jit
 def _bwd_intra_kernel(
     q, k, gc,           # [B,T,H,K] q, k and the chunk-local cumulative gate (fp32)
@@ -103,6 +104,7 @@ def _bwd_intra_kernel(
     scale, T, H: tl.constexpr, K: tl.constexpr,
     BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
     SPREAD: tl.constexpr,
+    BH_HINT: tl.constexpr,      # autotune key only: B*H rounded up to a power of 2
 ):
     """Intra-chunk dq, dk of sub-chunk i (BC rows), one K block, for chunks whose decay
     spread (_chunk_spread, over all K) exceeds SPREAD; the others are left to _bwd_inter,
@@ -146,7 +148,7 @@ def _bwd_intra_kernel(
 # sm_90 registers: 254 / 238 / 250 / 111 / 128, no spills (BK 32 at 4 warps, 64 x 64
 # tiles spilled 104-280 bytes)
 @autotuned(configs((32, 64, 8, 2), (16, 64, 8, 2), (16, 64, 4, 2), (32, 64, 16, 2),
-                   (16, 128, 8, 2)), key=("K", "V", "SPLIT"))
+                   (16, 128, 8, 2)), key=("K", "V", "SPLIT", "BH_HINT"))
 @triton.jit
 def _bwd_inter_kernel(
     q, k, v, gc, h, do, dh, dA,     # inputs (chunk.py)
@@ -155,6 +157,7 @@ def _bwd_inter_kernel(
     scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
     SPREAD: tl.constexpr, SPLIT: tl.constexpr,
+    BH_HINT: tl.constexpr,      # autotune key only: B*H rounded up to a power of 2
 ):
     """dq = scale e^b (do h[n]^T) + dqi,  dk = e^(b_C - b) (v dh[n]^T) + dki, then
     dg_t = sum_{u>=t in chunk} (q dq - k dk)_u + e^(b_C) sum_v dh[n] h[n] + sum_s k_s dk_inter_s,
@@ -250,21 +253,26 @@ def gla_chunk_bwd(q, k, v, gc, A, h, do, dht, ht, scale: float, g_dtype: torch.d
     V = v.shape[-1]
     N = cdiv(T, BT)
     prec = _dot_precision(q.dtype)
+    # autotune key of the tile kernels too: configs tuned at one B*H were 1.6x slower at
+    # another (session 4 call 19 vs session 5 call 26, B16 T1024 H16 D128 backward 3.56 vs
+    # 2.20 ms depending on which shape came first in the process)
+    bh_hint = triton.next_power_of_2(B * H)
     dh = torch.empty(B, N, H, K, V, device=q.device, dtype=q.dtype)
     dh0 = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
     _bwd_dh_kernel[lambda m: (cdiv(K, m["BK"]), cdiv(V, m["BV"]), B * H)](
         q, do, gc, dht, dh, dh0, scale, T, H, K, V, BT=BT, HAS_DHT=dht is not None, PREC=prec,
-        BH_HINT=triton.next_power_of_2(B * H))
+        BH_HINT=bh_hint)
     dA = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
     dv = torch.empty_like(v)
     _bwd_dv_kernel[(N, B * H)](k, v, gc, A, do, dh, dA, dv, T, H, K, V, BT=BT, PREC=prec)
     dqi = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
     dki = torch.empty_like(dqi)
     _bwd_intra_kernel[lambda m: (cdiv(K, m["BK"]), N * (BT // BC), B * H)](
-        q, k, gc, dA, dqi, dki, scale, T, H, K, BT=BT, BC=BC, PREC=prec, SPREAD=SAFE_SPREAD)
+        q, k, gc, dA, dqi, dki, scale, T, H, K, BT=BT, BC=BC, PREC=prec, SPREAD=SAFE_SPREAD,
+        BH_HINT=bh_hint)
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dg = torch.empty(B, T, H, K, device=q.device, dtype=g_dtype)
     _bwd_inter_kernel[lambda m: (cdiv(K, m["BK"]), N, B * H)](
         q, k, v, gc, h, do, dh, dA, dqi, dki, dq, dk, dg, scale, T, H, K, V, BT=BT, PREC=prec,
-        SPREAD=SAFE_SPREAD, SPLIT=split)
+        SPREAD=SAFE_SPREAD, SPLIT=split, BH_HINT=bh_hint)
     return dq, dk, dv, dg, dh0

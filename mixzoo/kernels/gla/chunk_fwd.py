@@ -49,7 +49,7 @@ def _o_inter(b_q, b_g, p_hc, o_k, m_k, o_v, m_v, scale, V: tl.constexpr, PREC: t
 # spills (BK 32 at 4 warps or BV 128 at 16 warps spilled 16-144 bytes: the [64, BV] fp32
 # output accumulator lives throughout)
 @autotuned(configs((32, 128, 8, 2), (16, 128, 8, 2), (32, 64, 8, 2), (16, 64, 4, 2)),
-           key=("K", "V"))
+           key=("K", "V", "BH_HINT"))
 @triton.jit
 def _fwd_Ao_kernel(
     q, k, v, gc,        # [B,T,H,K] q, k; [B,T,H,V] v; [B,T,H,K] fp32 chunk-local cumulative gate
@@ -59,6 +59,7 @@ def _fwd_Ao_kernel(
     scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     PREC: tl.constexpr, SPREAD: tl.constexpr,
+    BH_HINT: tl.constexpr,      # autotune key only: B*H rounded up to a power of 2
 ):
     """Scores and output of one chunk and V block: the one-dot scores if the chunk's
     spread (over all K) is <= SPREAD, else the sub-chunk scheme (off-diagonal sub-chunk
@@ -162,5 +163,6 @@ def gla_chunk_fwd(q, k, v, g, h0, scale: float):
     A = torch.empty(B, T, H, BT, device=q.device, dtype=torch.float32)
     o = torch.empty_like(v)
     _fwd_Ao_kernel[lambda m: (cdiv(V, m["BV"]), N, B * H)](
-        q, k, v, gc, h, A, o, scale, T, H, K, V, BT=BT, BC=BC, PREC=prec, SPREAD=SAFE_SPREAD)
+        q, k, v, gc, h, A, o, scale, T, H, K, V, BT=BT, BC=BC, PREC=prec, SPREAD=SAFE_SPREAD,
+        BH_HINT=triton.next_power_of_2(B * H))
     return o, ht, gc, A, h
