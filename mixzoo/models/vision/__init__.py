@@ -8,6 +8,8 @@
     bind_layout(model)                          tell adapters the prefix/grid layout
     register_projection_map(type)               q/k/v/o layout of a plugin mixer
     MODEL_NAMES                                 the registered timm models (mixzoo_*)
+    ContiguousPatchEmbed                        timm's PatchEmbed with a contiguous output
+                                                (for ViTs without a class token)
 
 This package is the only part of mixzoo that imports timm, and it does so lazily: names are
 resolved on first use (PEP 562), and `config.py`, `adapter.py`, `swap.py`, `scan.py` and
@@ -26,7 +28,7 @@ _LAZY = {
     "register_projection_map": "projections",
     "SCAN_ORDERS": "scan",
     "build_vision_model": "build",
-    "MODEL_NAMES": "mixzoo_vit",
+    "MODEL_NAMES": "mixzoo_vit", "ContiguousPatchEmbed": "mixzoo_vit",
     "import_timm": "_timm",
 }
 
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from .adapter import MixerAttention, bind_layout, timm_attn
     from .build import build_vision_model
     from .config import VisionSpec
-    from .mixzoo_vit import MODEL_NAMES
+    from .mixzoo_vit import MODEL_NAMES, ContiguousPatchEmbed
     from .projections import register_projection_map
     from .scan import SCAN_ORDERS
     from .swap import attention_slots, swap_mixers
