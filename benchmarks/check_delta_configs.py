@@ -51,8 +51,9 @@ def run_one(idx: int, B: int, T: int, H: int, D: int, l2: bool) -> None:
         kb, vb, bb = (t.to(LOW) for t in (k, v, beta))
         w, _, tinv = chunk.prep(kb, vb, bb, l2, True)
         w2 = torch.empty_like(w)
-        chunk._w_kernel[(tinv.shape[2], B * H)](kb, bb, tinv, w2, T, H=H, K=D, BK=D, USE_L2=l2,
-                                                PREC="tf32" if DEV == "cuda" else "ieee", num_warps=4)
+        chunk._w_kernel[(tinv.shape[2], B * H)](kb, bb, tinv, w2, T, 0, H=H, K=D, BK=D,
+                                                USE_L2=l2, BMODE=0, num_warps=4,
+                                                PREC="tf32" if DEV == "cuda" else "ieee")
         torch.cuda.synchronize() if DEV == "cuda" else None
         print(f"w_kernel vs prep W: {rel_rms(w.float(), w2.float()):.1e}", flush=True)
     names = ["o", "ht", "dq", "dk", "dv", "dbeta", "dh0"]
@@ -73,8 +74,8 @@ def run_prep(idx: int, stacked: bool, B: int, T: int, H: int, D: int) -> None:
     NT = (T + 63) // 64
     w, u = torch.empty_like(k), torch.empty_like(v)
     tinv = torch.full((B, H, NT, 64, 64), float("nan"), device=DEV)
-    kern.fn[(NT, B * H)](k, v, beta, w, u, tinv, T, H=H, K=D, V=D, BK=D, BV=D, USE_L2=False,
-                         SAVE_T=True, PREC="tf32" if DEV == "cuda" else "ieee", STACKED=stacked,
+    kern.fn[(NT, B * H)](k, v, beta, w, u, tinv, T, 0, H=H, K=D, V=D, BK=D, BV=D, USE_L2=False,
+                         BMODE=0, SAVE_T=True, PREC="tf32" if DEV == "cuda" else "ieee", STACKED=stacked,
                          num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     worst_t = worst_w = 0.0
     kd, bd = k.double(), beta.double()

@@ -68,7 +68,7 @@ def sweep(B: int, T: int, H: int, D: int) -> None:
     for nw in (4, 2, 8):
         r = _forced("_w_kernel", C._w_kernel, dict(num_warps=nw), lambda: ms(
             lambda: C._w_kernel[(C.cdiv(T, 64), B * H)](
-                k, beta, tinv, w, T, H=H, K=D, BK=D, USE_L2=False, PREC="tf32",
+                k, beta, tinv, w, T, 0, H=H, K=D, BK=D, USE_L2=False, PREC="tf32", BMODE=0,
                 num_warps=4)))
         print(f"w_kernel warps={nw}: {r}")
     for nw in (None, "4", "8"):

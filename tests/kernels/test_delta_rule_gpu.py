@@ -155,8 +155,8 @@ def test_every_prep_config_gives_the_exact_inverse(inv):
         w, u = torch.empty_like(k), torch.empty_like(v)
         tinv = torch.empty(B, H, NT, 64, 64, device="cuda")
         (kern.fn if configs else kern)[(NT, B * H)](
-            k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=K, BV=V, USE_L2=False, SAVE_T=True,
-            PREC="tf32", STACKED=inv, **cfg)
+            k, v, beta, w, u, tinv, T, 0, H=H, K=K, V=V, BK=K, BV=V, USE_L2=False, SAVE_T=True,
+            PREC="tf32", STACKED=inv, BMODE=0, **cfg)
         kd, bd = k.double(), beta.double()
         for h in range(H):
             for c in range(NT):

@@ -308,7 +308,8 @@ def test_fast_vision_paths_equal_the_mixer(path, extras, monkeypatch):
     own path on the same Triton kernels (interpreter, fp32) and against the plain-PyTorch
     reference backend: output and every input/parameter grad, plain and with in_proj/o_proj
     biases and beta in (0,2) (plus an output gate, which sends "layer" to the fused path);
-    T=11 is not a multiple of the chunk."""
+    T=11 and T=70 are not multiples of the chunk (70: the reversed direction's beta crosses a
+    chunk boundary)."""
     torch.manual_seed(0)
     spec = {"type": "deltanet", "backend": "triton", "use_output_gate": extras and path == "fused",
             "allow_neg_eigval": extras}
@@ -317,8 +318,9 @@ def test_fast_vision_paths_equal_the_mixer(path, extras, monkeypatch):
         with torch.no_grad():
             attn.mixer.in_proj.bias.normal_()
             attn.mixer.o_proj.bias.normal_()
-    x = torch.randn(2, 11, 32)
-    dy = torch.randn(2, 11, 32)
+    T = 11 if path != "layer" or extras else 70     # 70: two chunks, the second a 6-row tail
+    x = torch.randn(2, T, 32)
+    dy = torch.randn(2, T, 32)
     params = list(attn.parameters())
     outs, nodes = [], []
     for p, backend in (("mixer", "triton"), (path, "triton"), ("mixer", "reference")):

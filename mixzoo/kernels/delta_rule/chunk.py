@@ -66,9 +66,25 @@ def _store_rows(base, x, b, h, t0, T, H: tl.constexpr, D: tl.constexpr, BD: tl.c
 
 
 @triton.jit
-def _load_beta(beta, b, h, t0, T, H: tl.constexpr, NR: tl.constexpr):
+def _beta_rows(b, t, T, NB, MODE: tl.constexpr):
+    """Where beta of batch row b, times t is stored: MODE 0, at (b, t); MODE 1-2 (the
+    bidirectional scan's logits, params.BETA_MODES): rows b >= NB are sequence b - NB reversed."""
+    if MODE == 0:
+        return b, t
+    rev = b >= NB
+    return tl.where(rev, b - NB, b), tl.where(rev, T - 1 - t, t)
+
+
+@triton.jit
+def _load_beta(beta, b, h, t0, T, H: tl.constexpr, NR: tl.constexpr, NB, MODE: tl.constexpr):
+    """beta of rows t0..t0+NR at (b, h) -> [NR] fp32, 0 past T; MODE 1-2: MODE * sigmoid of
+    the stored logit."""
     t = t0 + tl.arange(0, NR)
-    return tl.load(beta + (b * T + t).to(tl.int64) * H + h, mask=t < T, other=0.).to(tl.float32)
+    sb, st = _beta_rows(b, t, T, NB, MODE)
+    x = tl.load(beta + (sb * T + st).to(tl.int64) * H + h, mask=t < T, other=0.).to(tl.float32)
+    if MODE != 0:
+        x = tl.where(t < T, MODE * tl.sigmoid(x), 0.)
+    return x
 
 
 @triton.jit
@@ -137,10 +153,11 @@ def _tm_ptrs(tinv, i_bh, c, NT):
 
 
 @triton.jit
-def _w_from_tm(tinv, beta, kd, b, h, i_bh, c, NT, T, H: tl.constexpr, PREC: tl.constexpr):
+def _w_from_tm(tinv, beta, kd, b, h, i_bh, c, NT, T, H: tl.constexpr, PREC: tl.constexpr,
+               NB, BMODE: tl.constexpr):
     """W = Tm diag(beta) K [64,BK] fp32 for chunk c, from the saved Tm and K rounded to the
     input dtype (kd), as the prep kernel computed it (to rounding)."""
-    bk = _load_beta(beta, b, h, c * 64, T, H, 64)[:, None] * kd.to(tl.float32)
+    bk = _load_beta(beta, b, h, c * 64, T, H, 64, NB, BMODE)[:, None] * kd.to(tl.float32)
     return tl.dot(tl.load(_tm_ptrs(tinv, i_bh, c, NT)), bk, input_precision=PREC)
 
 
@@ -161,14 +178,15 @@ def _tm_times(d0, d1, d2, d3, x10, x20, x21, x30, x31, x32, y0, y1, y2, y3,
 # ----------------------------------------------------------------------------- forward
 @triton.jit
 def _prep_fwd_kernel(
-    k, v, beta,          # inputs [B,T,H,K], [B,T,H,V], [B,T,H]
+    k, v, beta,          # inputs [B,T,H,K], [B,T,H,V], [B,T,H] (BMODE 1-2: logits [NB,T,H])
     w, u,                # outputs W [B,T,H,K], U [B,T,H,V] in the input dtype
     tinv,                # output Tm [B,H,NT,64,64] fp32, if SAVE_T
-    T,                   # sequence length
+    T, NB,               # sequence length; batch of the logits (BMODE 1-2)
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,   # heads, key dim, value dim
     BK: tl.constexpr, BV: tl.constexpr,                   # K, V rounded up to powers of 2
     USE_L2: tl.constexpr, SAVE_T: tl.constexpr, PREC: tl.constexpr,
     STACKED: tl.constexpr,                                # _inv16x4 (True) or 4 x _inv16
+    BMODE: tl.constexpr,                                  # params.BETA_MODES
 ):
     """One program per (chunk, b*h). The chunk is handled as 4 row blocks of 16:
     A_ij = diag(beta_i) K_i K_j^T, D_i = (I + StrictTril(A_ii))^{-1},
@@ -181,10 +199,10 @@ def _prep_fwd_kernel(
     k1 = _l2n(_load_rows(k, b, h, t0 + 16, T, H, K, BK, 16, 0), USE_L2)
     k2 = _l2n(_load_rows(k, b, h, t0 + 32, T, H, K, BK, 16, 0), USE_L2)
     k3 = _l2n(_load_rows(k, b, h, t0 + 48, T, H, K, BK, 16, 0), USE_L2)
-    b0 = _load_beta(beta, b, h, t0, T, H, 16)
-    b1 = _load_beta(beta, b, h, t0 + 16, T, H, 16)
-    b2 = _load_beta(beta, b, h, t0 + 32, T, H, 16)
-    b3 = _load_beta(beta, b, h, t0 + 48, T, H, 16)
+    b0 = _load_beta(beta, b, h, t0, T, H, 16, NB, BMODE)
+    b1 = _load_beta(beta, b, h, t0 + 16, T, H, 16, NB, BMODE)
+    b2 = _load_beta(beta, b, h, t0 + 32, T, H, 16, NB, BMODE)
+    b3 = _load_beta(beta, b, h, t0 + 48, T, H, 16, NB, BMODE)
     # dot operands in the input dtype (fp32 accumulation), as the state pass uses them
     k0d, k1d, k2d, k3d = k0.to(dt), k1.to(dt), k2.to(dt), k3.to(dt)
     r = tl.arange(0, 16)
@@ -319,10 +337,10 @@ def _state_fwd_kernel(
 # ----------------------------------------------------------------------------- backward
 @triton.jit
 def _w_kernel(
-    k, beta, tinv,       # k [B,T,H,K]; beta [B,T,H]; Tm [B,H,NT,64,64] fp32 (saved)
+    k, beta, tinv,       # k [B,T,H,K]; beta (as _prep_fwd_kernel's); Tm [B,H,NT,64,64] fp32
     w,                   # output W [B,T,H,K] (input dtype)
-    T, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, USE_L2: tl.constexpr,
-    PREC: tl.constexpr,
+    T, NB, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, USE_L2: tl.constexpr,
+    PREC: tl.constexpr, BMODE: tl.constexpr,
 ):
     """W = Tm diag(beta) K for one chunk, in parallel over chunks, for the state backward (the
     forward saves U', not W; rebuilding W inside the sequential pass cost 0.51 vs 0.20 ms)."""
@@ -330,7 +348,7 @@ def _w_kernel(
     b, h = i_bh // H, i_bh % H
     t0 = i_c * 64
     kd = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 64, 0), USE_L2).to(k.dtype.element_ty)
-    wc = _w_from_tm(tinv, beta, kd, b, h, i_bh, i_c, tl.cdiv(T, 64), T, H, PREC)
+    wc = _w_from_tm(tinv, beta, kd, b, h, i_bh, i_c, tl.cdiv(T, 64), T, H, PREC, NB, BMODE)
     _store_rows(w, wc, b, h, t0, T, H, K, BK, 64, 0)
 
 
@@ -341,10 +359,10 @@ def _state_bwd_kernel(
     do,                  # output grad [B,T,H,V]
     dht, dh0,            # final-state grad in, initial-state grad out [B,H,K,V] fp32
     dhbuf,               # dS after each chunk [B,H,NT,K,V] (input dtype), written
-    scale, T,
+    scale, T, NB,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_L2: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr,
-    W_FROM_T: tl.constexpr,
+    W_FROM_T: tl.constexpr, BMODE: tl.constexpr,
 ):
     """Reverse pass over chunks. With dS = dL/dS_{c+1} (the state after chunk c):
     dU' = (Q K^T * M)^T dO + K dS;   dS_c = dS + Q^T dO - W^T dU'.
@@ -369,7 +387,8 @@ def _state_bwd_kernel(
         qc = (_l2n(_load_rows(q, b, h, t0, T, H, K, BK, 64, 0), USE_L2) * scale).to(dt)
         kc = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 64, 0), USE_L2).to(dt)
         if W_FROM_T:
-            wt = tl.trans(_w_from_tm(tinv, beta, kc, b, h, i_bh, c, NT, T, H, PREC).to(dt))
+            wt = tl.trans(_w_from_tm(tinv, beta, kc, b, h, i_bh, c, NT, T, H, PREC, NB,
+                                     BMODE).to(dt))
         else:
             wt = tl.trans(_load_rows(w, b, h, t0, T, H, K, BK, 64, 0).to(dt))
         doc = _load_rows(do, b, h, t0, T, H, V, BV, 64, i_v * BV).to(dt)
@@ -426,10 +445,10 @@ def _fused_bwd_kernel(
     tinv,                # Tm [B,H,NT,64,64] fp32 (from _prep_fwd_kernel)
     hbuf, dhbuf,         # S_c and dL/dS_{c+1} per chunk [B,H,NT,K,V]
     do,                  # output grad [B,T,H,V]
-    dq, dk, dv, dbeta,   # outputs, shaped like q, k, v, beta
-    scale, T,
+    dq, dk, dv, dbeta,   # outputs like q, k, v, and dbeta [B,T,H] (BMODE 1-2: d logit, rows
+    scale, T, NB,        #   b >= NB in the logits' time order; the caller adds the halves)
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr,
-    USE_L2: tl.constexpr, PREC: tl.constexpr, BV: tl.constexpr,
+    USE_L2: tl.constexpr, PREC: tl.constexpr, BMODE: tl.constexpr, BV: tl.constexpr,
 ):
     """One program per (chunk, b*h): every gradient that does not cross chunks.
     Loop over v-blocks (S, dS: this chunk's state and its gradient, [K,BV] slices; U' as
@@ -451,7 +470,7 @@ def _fused_bwd_kernel(
     causal = r[:, None] >= r[None, :]
     qd = (_l2n(_load_rows(q, b, h, t0, T, H, K, BK, 64, 0), USE_L2) * scale).to(dt)
     kd = _l2n(_load_rows(k, b, h, t0, T, H, K, BK, 64, 0), USE_L2).to(dt)
-    bt = _load_beta(beta, b, h, t0, T, H, 64)
+    bt = _load_beta(beta, b, h, t0, T, H, 64, NB, BMODE)
     Tm = tl.where(causal, tl.load(_tm_ptrs(tinv, i_bh, i_c, NT), mask=causal, other=0.), 0.)
     P = tl.where(causal, tl.dot(qd, tl.trans(kd), input_precision=PREC), 0.).to(dt)
     dP = tl.zeros([64, 64], dtype=tl.float32)
@@ -500,12 +519,15 @@ def _fused_bwd_kernel(
     _store_rows(dq, dqa, b, h, t0, T, H, K, BK, 64, 0)
     _store_rows(dk, dka, b, h, t0, T, H, K, BK, 64, 0)
     tb = t0 + r
-    tl.store(dbeta + (b * T + tb).to(tl.int64) * H + h, dba.to(dbeta.dtype.element_ty),
+    _, st = _beta_rows(b, tb, T, NB, BMODE)
+    if BMODE != 0:              # beta = BMODE sigmoid(z): dz = dbeta beta (1 - beta / BMODE)
+        dba = dba * bt * (1. - bt / BMODE)
+    tl.store(dbeta + (b * T + st).to(tl.int64) * H + h, dba.to(dbeta.dtype.element_ty),
              mask=tb < T)
 
 
 # ----------------------------------------------------------------------------- launchers
-def prep(k, v, beta, use_l2: bool, save_t: bool):
+def prep(k, v, beta, use_l2: bool, save_t: bool, beta_mode: int = 0):
     """The per-chunk UT transform: W = Tm diag(beta) K, U = Tm diag(beta) V (input dtype) and
     Tm [B,H,NT,64,64] fp32 (empty unless save_t)."""
     B, T, H, K, V, BK, BVf = _dims(k, v)
@@ -514,20 +536,20 @@ def prep(k, v, beta, use_l2: bool, save_t: bool):
     w = torch.empty_like(k)
     u = torch.empty_like(v)
     tinv = k.new_empty((B, H, NT, CHUNK, CHUNK) if save_t else (0,), dtype=torch.float32)
-    launch(_prep_fwd_kernel, (NT, B * H), k, v, beta, w, u, tinv, T, H=H, K=K, V=V, BK=BK,
-           BV=BVf, USE_L2=use_l2, SAVE_T=save_t, PREC=prec, STACKED=params.stacked_inverse(),
-           num_warps=params.prep_warps(BK))
+    launch(_prep_fwd_kernel, (NT, B * H), k, v, beta, w, u, tinv, T, params.logit_batch(k, beta_mode), H=H,
+           K=K, V=V, BK=BK, BV=BVf, USE_L2=use_l2, SAVE_T=save_t, PREC=prec,
+           STACKED=params.stacked_inverse(), BMODE=beta_mode, num_warps=params.prep_warps(BK))
     return w, u, tinv
 
 
 def chunk_fwd(q, k, v, beta, scale: float, initial_state, output_final_state: bool,
-              use_l2: bool, save_for_bwd: bool):
+              use_l2: bool, save_for_bwd: bool, beta_mode: int = 0):
     """Forward launcher. Returns o, the final state (or empty), and what the backward needs
     (each empty unless save_for_bwd): U' [B,T,H,V], Tm [B,H,NT,64,64] fp32, h [B,H,NT,K,V]."""
     B, T, H, K, V, BK, BVf = _dims(q, v)
     NT = cdiv(T, CHUNK)
     prec = _prec(q)
-    w, u, tinv = prep(k, v, beta, use_l2, save_for_bwd)
+    w, u, tinv = prep(k, v, beta, use_l2, save_for_bwd, beta_mode)
     o = torch.empty_like(v)
     ht = q.new_empty((B, H, K, V) if output_final_state else (0,), dtype=torch.float32)
     hbuf = q.new_empty((B, H, NT, K, V) if save_for_bwd else (0,))
@@ -541,10 +563,12 @@ def chunk_fwd(q, k, v, beta, scale: float, initial_state, output_final_state: bo
     return o, ht, vn, tinv, hbuf
 
 
-def chunk_bwd(q, k, v, beta, scale: float, initial_state, use_l2: bool, vn, tinv, hbuf, do, dht):
-    """Backward launcher (vn, tinv, hbuf: saved by chunk_fwd): returns dq, dk, dv, dbeta, dh0
-    (or empty)."""
+def chunk_bwd(q, k, v, beta, scale: float, initial_state, use_l2: bool, vn, tinv, hbuf, do, dht,
+              beta_mode: int = 0):
+    """Backward launcher (vn, tinv, hbuf: saved by chunk_fwd): returns dq, dk, dv, dbeta (see
+    params.BETA_MODES), dh0 (or empty)."""
     B, T, H, K, V, BK, BVf = _dims(q, v)
+    nb = params.logit_batch(q, beta_mode)
     NT = cdiv(T, CHUNK)
     prec = _prec(q)
     do = do.contiguous()
@@ -559,15 +583,16 @@ def chunk_bwd(q, k, v, beta, scale: float, initial_state, use_l2: bool, vn, tinv
     w_from_t = params.state_w_mode(BV) == "rebuild"
     w = k.new_empty((0,)) if w_from_t else torch.empty_like(k)
     if not w_from_t:
-        launch(_w_kernel, (NT, B * H), k, beta, tinv, w, T, H=H, K=K, BK=BK, USE_L2=use_l2,
-               PREC=prec, num_warps=params.prep_warps(BK))
+        launch(_w_kernel, (NT, B * H), k, beta, tinv, w, T, nb, H=H, K=K, BK=BK, USE_L2=use_l2,
+               PREC=prec, BMODE=beta_mode, num_warps=params.prep_warps(BK))
     launch(_state_bwd_kernel, (cdiv(V, BV), B * H),
-        q, k, w, beta, tinv, do, dht if has_dht else dh0, dh0, dhbuf, scale, T, H=H, K=K, V=V,
-        BK=BK, BV=BV, USE_L2=use_l2, HAS_DHT=has_dht, STORE_DH0=has_h0, PREC=prec,
-        W_FROM_T=w_from_t, num_warps=params.state_warps(BK, BV),
+        q, k, w, beta, tinv, do, dht if has_dht else dh0, dh0, dhbuf, scale, T, nb, H=H, K=K,
+        V=V, BK=BK, BV=BV, USE_L2=use_l2, HAS_DHT=has_dht, STORE_DH0=has_h0, PREC=prec,
+        W_FROM_T=w_from_t, BMODE=beta_mode, num_warps=params.state_warps(BK, BV),
         num_stages=params.state_stages(BK))
     del w
-    dq, dk, dv, dbeta = (torch.empty_like(x) for x in (q, k, v, beta))
+    dq, dk, dv = (torch.empty_like(x) for x in (q, k, v))
+    dbeta = beta.new_empty((B, T, H))
     launch(_fused_bwd_kernel, (NT, B * H), q, k, v, beta, vn, tinv, hbuf, dhbuf, do, dq, dk, dv,
-           dbeta, scale, T, H=H, K=K, V=V, BK=BK, USE_L2=use_l2, PREC=prec)
+           dbeta, scale, T, nb, H=H, K=K, V=V, BK=BK, USE_L2=use_l2, PREC=prec, BMODE=beta_mode)
     return dq, dk, dv, dbeta, dh0

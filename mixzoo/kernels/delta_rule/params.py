@@ -108,6 +108,22 @@ def state_bv(BH: int, BVfull: int, backward: bool = False, half: bool = True) ->
     return min(32, BVfull)
 
 
+# How the chunk launchers' `beta` is given (beta_mode). 0: beta [B,T,H]. 1, 2: the
+# bidirectional scan (vision): logits z [B/2,T,H] of B/2 sequences whose batch rows B/2.. are
+# the same sequences reversed in time; beta = sigmoid(z) (1) or 2 sigmoid(z) (2, negative
+# eigenvalues), computed in the kernels. chunk_bwd then returns dz per direction, [B,T,H] with
+# rows B/2.. in z's time order, which the caller sums over the two halves. This replaces the
+# sigmoid, flip and concatenation (and their backward) as separate torch ops.
+BETA_MODES = (0, 1, 2)
+
+
+def logit_batch(q: torch.Tensor, beta_mode: int) -> int:
+    """NB, the batch of the logits (0 for beta_mode 0); q [B,T,H,K] holds both directions."""
+    if beta_mode not in BETA_MODES:
+        raise ValueError(f"beta_mode={beta_mode!r}: expected one of {BETA_MODES}")
+    return q.shape[0] // 2 if beta_mode else 0
+
+
 def chunk_fits(dtype: torch.dtype, K: int, V: int) -> bool:
     """Whether `delta_rule` on CUDA runs the chunk kernels: half-precision inputs with head
     dims up to 128. Beyond, it runs the fused recurrent kernels (registers only; exact,

@@ -28,7 +28,8 @@ gate stay torch ops, as in the mixer):
     kernels, 224 px batch 8): timm 18.0, "layer" 34.7, "fused" 36.7.
 
 Both compute the same values as the mixer (tested equal in fp32: output and every
-gradient); beta for both directions (sigmoid, flip, concatenation) is built inside. Under
+gradient); beta for both directions (sigmoid, and the reversed direction's time order) is
+computed inside the delta-rule kernels from the logits (params.BETA_MODES). Under
 autocast, "layer" has MIXZOO_VISION_CAST=once semantics (one cast of x; its gradient summed
 over the projections in the autocast dtype before the cast back).
 
@@ -64,8 +65,8 @@ def _scan_fwd(ctx, qkv, conv_w, b_logit, norm_w, H: int, K: int, V: int, eps: fl
     qkv [B,T,2HK+HV], b_logit [B,T,H] -> y [B,T,H,V]. With `save`, ctx gets the scan's saved
     tensors (`ctx.scan`, a tuple) and constants, for `_scan_bwd`."""
     B, T, _ = qkv.shape
-    sig = torch.sigmoid(torch.cat([b_logit, b_logit.flip(dims=[1])], dim=0))  # [2B,T,H]
-    beta = 2.0 * sig if neg_eig else sig
+    b_logit = b_logit.contiguous()  # [B,T,H]; the kernels build beta of both directions
+    beta_mode = 2 if neg_eig else 1  # (params.BETA_MODES): MODE * sigmoid, rows B.. reversed
     variant = conv_ops.current_variant("bidirectional")
     q, k, v = conv_ops._fwd_impl(variant)(qkv, conv_w, None, None, _SILU, True,
                                           bidir=True, splits=[H * K, H * K, H * V])
@@ -73,37 +74,35 @@ def _scan_fwd(ctx, qkv, conv_w, b_logit, norm_w, H: int, K: int, V: int, eps: fl
     k = k.view(2 * B, T, H, K)  # [2B,T,H,K]
     v = v.view(2 * B, T, H, V)  # [2B,T,H,V]
     scale = K ** -0.5
-    o, _, vn, tinv, hbuf = chunk_fwd(q, k, v, beta, scale, None, False, True, save)
+    o, _, vn, tinv, hbuf = chunk_fwd(q, k, v, b_logit, scale, None, False, True, save,
+                                     beta_mode)
     y, rstd = rmsnorm_fwd(o, norm_w, eps, True)  # [B,T,H,V]
     if save:
-        ctx.scan = (qkv, conv_w, q, k, v, sig, beta, vn, tinv, hbuf, o, norm_w, rstd)
-        ctx.variant, ctx.scale, ctx.neg_eig = variant, scale, neg_eig
+        ctx.scan = (qkv, conv_w, q, k, v, b_logit, vn, tinv, hbuf, o, norm_w, rstd)
+        ctx.variant, ctx.scale, ctx.beta_mode = variant, scale, beta_mode
     return y
 
 
 def _scan_bwd(ctx, scan, dy):
     """Gradients of `_scan_fwd` from its saved tensors `scan` and dy [B,T,H,V]:
     (dqkv [B,T,2HK+HV], dconv_w, db_logit [B,T,H], dnorm_w)."""
-    qkv, conv_w, q, k, v, sig, beta, vn, tinv, hbuf, o, norm_w, rstd = scan
+    qkv, conv_w, q, k, v, b_logit, vn, tinv, hbuf, o, norm_w, rstd = scan
     do, dnorm_w = rmsnorm_bwd(dy, o, norm_w, rstd, True)  # [2B,T,H,V], [V]
-    dq, dk, dv, dbeta, _ = chunk_bwd(q, k, v, beta, ctx.scale, None, True, vn, tinv, hbuf,
-                                     do, None)
+    dq, dk, dv, dz, _ = chunk_bwd(q, k, v, b_logit, ctx.scale, None, True, vn, tinv, hbuf,
+                                  do, None, ctx.beta_mode)  # dz [2B,T,H]: d logit per direction
     B2, T = q.shape[:2]
     dys = [dq.view(B2, T, -1), dk.view(B2, T, -1), dv.view(B2, T, -1)]  # [2B,T,*]
     dqkv, dconv_w, _ = conv_ops._bwd_impl(ctx.variant)(dys, qkv, conv_w, None, None, _SILU,
                                                        True, bidir=True)
-    if ctx.neg_eig:
-        dbeta = 2.0 * dbeta
-    dz = torch.ops.aten.sigmoid_backward(dbeta, sig)  # [2B,T,H]
-    db_logit = dz[:B2 // 2] + dz[B2 // 2:].flip(dims=[1])  # [B,T,H], both directions
+    db_logit = dz[:B2 // 2] + dz[B2 // 2:]  # [B,T,H], both directions (same time order)
     return dqkv, dconv_w, db_logit, dnorm_w
 
 
 class _BidirScan(torch.autograd.Function):
     """qkv [B,T,2HK+HV], beta logits [B,T,H] -> o_norm(scan(fwd) + flip(scan(rev)))
     [B,T,H,V]; see the module docstring. conv_w [2HK+HV, W], norm_w [V]. beta =
-    sigmoid(logits) (times 2 with neg_eig) is built here for both directions ([2B,T,H], rows
-    B.. reversed in time), so its flip, concatenation and sigmoid add no autograd nodes."""
+    sigmoid(logits) (times 2 with neg_eig) of both directions is computed by the delta-rule
+    kernels from the logits, so no sigmoid, flip or concatenation runs as a torch op."""
 
     @staticmethod
     def forward(ctx, qkv, conv_w, b_logit, norm_w, heads: int, k_dim: int, v_dim: int,
@@ -163,7 +162,7 @@ class _BidirLayer(torch.autograd.Function):
         dyf = torch.mm(g, wo)                             # [BT,HV]
         dwo = torch.mm(g.t(), yf.reshape(B * T, -1))      # [D,HV]
         dbo = g.sum(0).to(wo_dt) if ctx.has_bias[1] else None
-        H = scan[6].shape[-1]                             # beta [2B,T,H]
+        H = scan[5].shape[-1]                             # beta logits [B,T,H]
         dqkv, dconv_w, db_logit, dnorm_w = _scan_bwd(ctx, scan, dyf.view(B, T, H, -1))
         dqkv = dqkv.reshape(B * T, n)                     # [BT,qkv]
         db = db_logit.reshape(B * T, H).to(dqkv.dtype)    # [BT,H]
