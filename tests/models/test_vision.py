@@ -621,30 +621,38 @@ def test_gpu_registered_model_triton_matches_reference(name, monkeypatch):
 @pytest.mark.gpu
 def test_gpu_deltanet_vit_variants_match_the_default(monkeypatch):
     """The speed variants (MIXZOO_VISION_CAST=once, MIXZOO_RMSNORM_DISPATCH=function,
-    MIXZOO_VISION_PATH=fused, fused with cast-once, layer) against the mixer's own path: one
-    bf16 autocast training step of the DeltaNet ViT-S."""
-    from mixzoo.kernels._common import assert_close
+    MIXZOO_VISION_PATH=fused, fused with cast-once, layer) against an fp32 step of the same
+    model: one bf16 autocast training step of the DeltaNet ViT-S each, whose logits and
+    gradients are at most 1.5x (+5e-3) as far from fp32 as the mixer's own path in bf16 (the
+    fast paths compute beta = sigmoid(logit) in fp32 inside the kernels where the mixer
+    rounds it to bf16, so they are not bitwise the mixer's; bf16 puts logits 2-4e-2 from fp32
+    whatever the kernels, see the test above)."""
+    from mixzoo.kernels._common import rel_rms
     torch.manual_seed(0)
     model = timm.create_model("mixzoo_deltanet_vit_small_patch16_224", num_classes=10)
     model = model.cuda().train()
     x = torch.randn(8, 3, 224, 224, device="cuda")
     runs = []
-    variants = ({"MIXZOO_VISION_PATH": "mixer", "MIXZOO_VISION_CAST": "autocast",
-                 "MIXZOO_RMSNORM_DISPATCH": "op"},
+    mixer = {"MIXZOO_VISION_PATH": "mixer", "MIXZOO_VISION_CAST": "autocast",
+             "MIXZOO_RMSNORM_DISPATCH": "op"}
+    variants = (mixer,
                 {"MIXZOO_VISION_CAST": "once", "MIXZOO_RMSNORM_DISPATCH": "function"},
                 {"MIXZOO_VISION_CAST": "autocast", "MIXZOO_RMSNORM_DISPATCH": "op",
                  "MIXZOO_VISION_PATH": "fused"},
                 {"MIXZOO_VISION_CAST": "once", "MIXZOO_VISION_PATH": "fused"},
                 {"MIXZOO_VISION_PATH": "layer"})
-    for env in variants:
+    for env, autocast in ((mixer, False),) + tuple((v, True) for v in variants):
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         model.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
             out = model(x)
         out.float().square().mean().backward()
         runs.append((out.float().detach(),
                      torch.cat([p.grad.float().flatten() for p in model.parameters()])))
-    for i in range(1, len(variants)):
-        assert_close(runs[0][0], runs[i][0], 1e-2, name=f"variant {i} logits")
-        assert_close(runs[0][1], runs[i][1], 2e-2, name=f"variant {i} grads")
+    ref, base = runs[0], runs[1]                  # fp32; the mixer's path in bf16
+    for i in range(2, len(runs)):
+        for j, what in enumerate(("logits", "grads")):
+            err, b = rel_rms(ref[j], runs[i][j]), rel_rms(ref[j], base[j])
+            print(f"variant {i - 1} {what}: {err:.2e} from fp32 (mixer path bf16 {b:.2e})")
+            assert err <= 1.5 * b + 5e-3 and err < 0.1, f"variant {i - 1} {what}"
