@@ -12,8 +12,9 @@ long as its GPU side, so that time is step time.
 How: the first call with a given *signature* goes through Triton unchanged (compiling and
 autotuning as usual). We keep the compiled kernel Triton chose, and later calls with the same
 signature call its launcher directly. The signature is:
-- the kernel (and an autotuner's list of candidates), and the keyword arguments' values
-  (constexprs and launch options);
+- the kernel (and an autotuner's list of candidates), the current CUDA device (Triton loads
+  a compiled kernel per device), and the keyword arguments' values (constexprs and launch
+  options);
 - per positional argument: a tensor's dtype and whether its data pointer is 16-byte aligned,
   an int's value, a float's type, a bool / str / None as is.
 That is a superset of what Triton specializes a compiled kernel on (constexpr values, dtypes,
@@ -146,9 +147,11 @@ def launch(kernel, grid: tuple, *args, **kw) -> None:
     if ak is None:
         kernel[grid](*args, **kw)
         return
+    drv = _STATE["driver"].active
+    device = drv.get_current_device()   # a compiled kernel is loaded per device, as Triton's
     # id of an autotuner's config list: code that swaps the candidates (tests, config
     # checks) gets Triton's path again
-    key = (id(kernel), id(getattr(kernel, "configs", None)), ak, tuple(kw.items()))
+    key = (id(kernel), device, id(getattr(kernel, "configs", None)), ak, tuple(kw.items()))
     entry = _CACHE.get(key)
     if entry is None:
         entry = _first_launch(kernel, grid, args, kw)
@@ -160,8 +163,7 @@ def launch(kernel, grid: tuple, *args, **kw) -> None:
     run, function, packed, tail, meta = entry
     if callable(grid):
         grid = grid(meta)
-    drv = _STATE["driver"].active
-    stream = drv.get_current_stream(drv.get_current_device())
+    stream = drv.get_current_stream(device)
     g1 = grid[1] if len(grid) > 1 else 1
     g2 = grid[2] if len(grid) > 2 else 1
     run(grid[0], g1, g2, stream, function, packed, None, None, None, *args, *tail)
