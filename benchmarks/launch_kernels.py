@@ -21,5 +21,6 @@ def axpb_kernel(x, y, out, n, stride, s,            # out[i*stride] = s * x[i] +
 
 
 axpb_tuned = triton.autotune(
-    configs=pick_configs([triton.Config({"BLOCK": b}, num_warps=w) for b, w in ((64, 2), (128, 4))]),
+    configs=pick_configs([triton.Config({"BLOCK": b}, num_warps=w)
+                          for b, w in ((64, 2), (128, 4))]),
     key=["n"])(axpb_kernel)

@@ -536,9 +536,10 @@ def prep(k, v, beta, use_l2: bool, save_t: bool, beta_mode: int = 0):
     w = torch.empty_like(k)
     u = torch.empty_like(v)
     tinv = k.new_empty((B, H, NT, CHUNK, CHUNK) if save_t else (0,), dtype=torch.float32)
-    launch(_prep_fwd_kernel, (NT, B * H), k, v, beta, w, u, tinv, T, params.logit_batch(k, beta_mode), H=H,
-           K=K, V=V, BK=BK, BV=BVf, USE_L2=use_l2, SAVE_T=save_t, PREC=prec,
-           STACKED=params.stacked_inverse(), BMODE=beta_mode, num_warps=params.prep_warps(BK))
+    launch(_prep_fwd_kernel, (NT, B * H), k, v, beta, w, u, tinv, T,
+           params.logit_batch(k, beta_mode), H=H, K=K, V=V, BK=BK, BV=BVf, USE_L2=use_l2,
+           SAVE_T=save_t, PREC=prec, STACKED=params.stacked_inverse(), BMODE=beta_mode,
+           num_warps=params.prep_warps(BK))
     return w, u, tinv
 
 

@@ -10,8 +10,8 @@ too (call 11: 38.2 ms host for a 38.1 ms step). The mixer's default path calls
 three custom ops per layer (`short_conv_bidir_fwd`, `delta_rule_chunk_fwd`, `rms_norm_fwd`,
 each with a backward op); torch.library's eager dispatch (schema defaults, pytree, the
 autograd wrapper, redispatch, dynamo-disable wrappers) costs ~0.1-0.2 ms of host time per op
-call on a slow host, ~1 ms per layer per step. These paths run the same launchers, with the
-same arguments and the same saved tensors, through plain torch.autograd.Functions:
+call on a slow host, ~1 ms per layer per step. These paths run the same kernels through
+plain torch.autograd.Functions (beta is passed as logits: params.BETA_MODES):
 
 "fused" (`_BidirScan`, one Function per layer for the scan; the projections and the output
 gate stay torch ops, as in the mixer):
@@ -25,7 +25,8 @@ gate stay torch ops, as in the mixer):
     Host work per DeltaNet ViT-S training step (benchmarks/vision_host.py, autocast bf16,
     10th percentile): CPU host with the kernels stubbed, timm ViT-S 7.2 ms, "layer" 7.9,
     "fused" with MIXZOO_VISION_CAST=once 8.2, the mixer path 12.4; H100 host (call 17, real
-    kernels, 224 px batch 8): timm 18.0, "layer" 34.7, "fused" 36.7.
+    kernels, 224 px batch 8): timm 18.0, "layer" 34.7, "fused" 36.7; session 5 call 23, with
+    the cached Triton launches (_common.launch): timm 15.8, "layer" 26.2.
 
 Both compute the same values as the mixer (tested equal in fp32: output and every
 gradient); beta for both directions (sigmoid, and the reversed direction's time order) is
