@@ -7,6 +7,8 @@ faults) on some GPU/Triton pair would be picked silently. This runs the chunk ke
 each candidate forced, one child process per candidate (a fault loses only that one), and
 prints the relative RMS error of o, the final state and every gradient against the fp32
 chunkwise reference on the same inputs (initial state and final-state gradient included).
+Unless --no-prep, it first checks the prep kernel (not autotuned) at each warp count the
+launcher may pick (PREP_WARPS), both inversions: Tm and W against fp64 on a small shape.
 """
 from __future__ import annotations
 
@@ -61,12 +63,14 @@ def run_one(idx: int, B: int, T: int, H: int, D: int, l2: bool) -> None:
     print(f"config {idx} {cfg}: {errs}", flush=True)
 
 
-def run_prep(idx: int, stacked: bool, B: int, T: int, H: int, D: int) -> None:
-    """One prep-kernel autotune candidate launched directly: Tm and W against fp64."""
+PREP_WARPS = (2, 4)      # the prep kernel is not autotuned: params.prep_warps picks 2 or 4
+
+
+def run_prep(warps: int, stacked: bool, B: int, T: int, H: int, D: int) -> None:
+    """The prep kernel launched directly at `warps` warps: Tm and W against fp64."""
     from mixzoo.kernels._common import rel_rms
     from mixzoo.kernels.delta_rule import chunk
     kern = chunk._prep_fwd_kernel
-    cfg = kern.configs[idx]
     g = torch.Generator(device=DEV).manual_seed(0)
     k = F.normalize(torch.randn(B, T, H, D, device=DEV, generator=g), dim=-1).to(LOW)
     v = torch.randn(B, T, H, D, device=DEV, generator=g).to(LOW)
@@ -74,9 +78,9 @@ def run_prep(idx: int, stacked: bool, B: int, T: int, H: int, D: int) -> None:
     NT = (T + 63) // 64
     w, u = torch.empty_like(k), torch.empty_like(v)
     tinv = torch.full((B, H, NT, 64, 64), float("nan"), device=DEV)
-    kern.fn[(NT, B * H)](k, v, beta, w, u, tinv, T, 0, H=H, K=D, V=D, BK=D, BV=D, USE_L2=False,
-                         BMODE=0, SAVE_T=True, PREC="tf32" if DEV == "cuda" else "ieee", STACKED=stacked,
-                         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    kern[(NT, B * H)](k, v, beta, w, u, tinv, T, 0, H=H, K=D, V=D, BK=D, BV=D, USE_L2=False,
+                      BMODE=0, SAVE_T=True, PREC="tf32" if DEV == "cuda" else "ieee",
+                      STACKED=stacked, num_warps=warps)
     worst_t = worst_w = 0.0
     kd, bd = k.double(), beta.double()
     for b in range(B):
@@ -88,7 +92,7 @@ def run_prep(idx: int, stacked: bool, B: int, T: int, H: int, D: int) -> None:
                                        + torch.tril(bc[:, None] * (kc @ kc.T), -1))
                 worst_t = max(worst_t, rel_rms(ref, tinv[b, h, c, :n, :n]))
                 worst_w = max(worst_w, rel_rms(ref @ (bc[:, None] * kc), w[b, c * 64:c * 64 + n, h]))
-    print(f"config prep {idx} w{cfg.num_warps} stacked={stacked}: worst Tm {worst_t:.1e}, "
+    print(f"config prep w{warps} stacked={stacked}: worst Tm {worst_t:.1e}, "
           f"worst W {worst_w:.1e}", flush=True)
 
 
@@ -99,22 +103,22 @@ def main() -> None:
         idx, shape = int(args[1]), [int(x) for x in args[2].split(",")]
         return run_one(idx, *shape, l2)
     if len(args) >= 2 and args[0] == "prep":
-        idx, stacked = int(args[1]), args[2] == "1"
-        return run_prep(idx, stacked, *[int(x) for x in args[3].split(",")])
+        warps, stacked = int(args[1]), args[2] == "1"
+        return run_prep(warps, stacked, *[int(x) for x in args[3].split(",")])
     shape = args[0] if args else "2,2048,8,128"
     from mixzoo.kernels.delta_rule import chunk
     small = "1,200,4," + shape.split(",")[3]
-    for idx in range(0 if "--no-prep" in sys.argv else len(chunk._prep_fwd_kernel.configs)):
+    for warps in () if "--no-prep" in sys.argv else PREP_WARPS:
         for st in ("0", "1"):
-            cmd = [sys.executable, __file__, "prep", str(idx), st, small]
+            cmd = [sys.executable, __file__, "prep", str(warps), st, small]
             try:
                 p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
                 lines = [ln for ln in (p.stdout + p.stderr).splitlines()
                          if ln.startswith("config") or "Error" in ln]
-                print("\n".join(lines) if lines else f"prep {idx} stacked={st}: exit "
+                print("\n".join(lines) if lines else f"prep w{warps} stacked={st}: exit "
                       f"{p.returncode}", flush=True)
             except subprocess.TimeoutExpired:
-                print(f"prep {idx} stacked={st}: timed out", flush=True)
+                print(f"prep w{warps} stacked={st}: timed out", flush=True)
     for idx in range(len(chunk._fused_bwd_kernel.configs)):
         cmd = [sys.executable, __file__, "child", str(idx), shape] + FLAGS
         try:
