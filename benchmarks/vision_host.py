@@ -223,19 +223,24 @@ def copies(model, env, x, y, amp: bool) -> list[str]:
     return out
 
 
-def kernel_origin(model, env, x, y, amp: bool, kernel: str) -> list[str]:
-    """The innermost aten ops (name, input shapes, Python stack) whose CUDA kernels' names contain
-    `kernel`, in one profiled step: where an unexpected kernel in a profile comes from."""
+def _profiled_step(model, env, x, y, amp: bool, **options):
+    """torch.profiler (CPU + CUDA, `options` passed on) over one step, after one warm step."""
     from torch.profiler import ProfilerActivity, profile
     with _Env(env):
         step(model, x, y, amp)
         model.zero_grad(set_to_none=False)
         torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
-                     record_shapes=True, with_stack=True) as prof:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], **options) as prof:
             step(model, x, y, amp)
             torch.cuda.synchronize()
         model.zero_grad(set_to_none=False)
+    return prof
+
+
+def kernel_origin(model, env, x, y, amp: bool, kernel: str) -> list[str]:
+    """The innermost aten ops (name, input shapes, Python stack) whose CUDA kernels' names contain
+    `kernel`, in one profiled step: where an unexpected kernel in a profile comes from."""
+    prof = _profiled_step(model, env, x, y, amp, record_shapes=True, with_stack=True)
     out = []
     for evt in prof.events():
         ks = [k for k in getattr(evt, "kernels", []) if kernel in k.name]
@@ -247,15 +252,7 @@ def kernel_origin(model, env, x, y, amp: bool, kernel: str) -> list[str]:
 
 def torch_profile(model, env, x, y, amp: bool, rows: int) -> str:
     """torch.profiler table of one step, ops sorted by their own host (CPU) time."""
-    from torch.profiler import ProfilerActivity, profile
-    with _Env(env):
-        step(model, x, y, amp)
-        model.zero_grad(set_to_none=False)
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            step(model, x, y, amp)
-            torch.cuda.synchronize()
-        model.zero_grad(set_to_none=False)
+    prof = _profiled_step(model, env, x, y, amp)
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows,
                                      max_name_column_width=60)
 

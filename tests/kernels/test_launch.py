@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from mixzoo.kernels._common import launch
+from mixzoo.kernels._common import cdiv, launch
 from mixzoo.kernels._common import fastlaunch as launch_mod
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -37,16 +37,12 @@ def _run(device, tuned: bool):
     for x, y, n, stride, add_one in _cases(device):
         out = torch.zeros(n * stride, dtype=x.dtype, device=device)
         if tuned:
-            launch(axpb_tuned, lambda m: (triton_cdiv(n, m["BLOCK"]),), x, y, out, n, stride, 0.5,
+            launch(axpb_tuned, lambda m: (cdiv(n, m["BLOCK"]),), x, y, out, n, stride, 0.5,
                    ADD_ONE=add_one)
         else:
-            launch(axpb_kernel, (triton_cdiv(n, 64),), x, y, out, n, stride, 0.5,
+            launch(axpb_kernel, (cdiv(n, 64),), x, y, out, n, stride, 0.5,
                    ADD_ONE=add_one, BLOCK=64)
         torch.testing.assert_close(out, _expect(x, y, 0.5, add_one, stride, n), rtol=0, atol=0)
-
-
-def triton_cdiv(a, b):
-    return -(-a // b)
 
 
 def test_launch_matches_expected_cpu():
